@@ -1,0 +1,86 @@
+"""Compute budgets: one switch that sizes every notebook for tests, a CPU laptop or a GPU.
+
+- ``tiny``: seconds per notebook; used by the test suite. Results are noise, only the code
+  path is checked.
+- ``quick``: a few minutes per notebook on a 2-core CPU laptop; results show the trends.
+- ``full``: the real thing (all of SVHN, 10 epochs as in the handover); meant for a GPU.
+
+Every notebook reads the budget from its parameters cell; ``BUDGET = None`` picks ``full`` on
+a GPU and ``quick`` elsewhere. The code path is the same for all three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much data and compute one notebook may use.
+
+    Attributes:
+        name: ``"tiny"``, ``"quick"`` or ``"full"``.
+        n_train: training images (``None``: all of the source's train split minus validation).
+        n_valid: validation images carved from the train split.
+        n_test: test images (``None``: the whole test split).
+        epochs: epochs of one training run (the handover used 10).
+        batch_size: training batch size (the handover used 256).
+        n_seeds: seeds per configuration when comparing or averaging.
+        n_trials: trials of a random search (the tutorial's question uses 20).
+        profile_steps: steps timed by the profiler.
+        cockpit_steps: training steps tracked by Cockpit in notebook 06.
+    """
+
+    name: str
+    n_train: int | None
+    n_valid: int
+    n_test: int | None
+    epochs: int
+    batch_size: int
+    n_seeds: int
+    n_trials: int
+    profile_steps: int
+    cockpit_steps: int
+
+    def as_dict(self) -> dict:
+        """The budget as a plain dict (for run records)."""
+        return asdict(self)
+
+
+BUDGETS: dict[str, Budget] = {
+    "tiny": Budget(
+        "tiny", n_train=512, n_valid=256, n_test=256, epochs=2, batch_size=64,
+        n_seeds=2, n_trials=3, profile_steps=3, cockpit_steps=12,
+    ),
+    "quick": Budget(
+        "quick", n_train=6000, n_valid=1000, n_test=2000, epochs=4, batch_size=128,
+        n_seeds=3, n_trials=8, profile_steps=10, cockpit_steps=150,
+    ),
+    "full": Budget(
+        "full", n_train=None, n_valid=6000, n_test=None, epochs=10, batch_size=256,
+        n_seeds=5, n_trials=20, profile_steps=30, cockpit_steps=2000,
+    ),
+}
+
+
+def resolve_budget(name: str | Budget | None = None, device: torch.device | str | None = None) -> Budget:
+    """Return the :class:`Budget` called ``name``.
+
+    Args:
+        name: ``"tiny"``, ``"quick"``, ``"full"``, a :class:`Budget` (returned as is), or
+            ``None``: ``"full"`` when ``device`` is a CUDA GPU, else ``"quick"``.
+        device: the training device (only used when ``name`` is None).
+
+    Raises:
+        ValueError: unknown budget name.
+    """
+    if isinstance(name, Budget):
+        return name
+    if name is None:
+        kind = torch.device(device).type if device is not None else "cpu"
+        name = "full" if kind == "cuda" else "quick"
+    if name not in BUDGETS:
+        raise ValueError(f"Unknown budget {name!r}; valid: {', '.join(BUDGETS)} (or None for automatic).")
+    return BUDGETS[name]

@@ -1,0 +1,171 @@
+"""The environment of a notebook: device choice, seeding, Colab detection, version banner.
+
+Every notebook of the series starts with::
+
+    from nbhelpers.env import pick_device, seed_everything, print_banner
+    device = pick_device()
+    seed_everything(0)
+    print_banner(device, data_source="synthetic")
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_DEVICE_KINDS = ("cuda", "mps", "cpu")
+
+
+def default_data_dir() -> Path:
+    """Return the directory where datasets and caches live.
+
+    The environment variable ``NBHELPERS_DATA_DIR`` wins; otherwise
+    ``~/.cache/nbhelpers`` (in Colab: ``/content/data``, which the file browser shows).
+    The directory is not created here.
+    """
+    env = os.environ.get("NBHELPERS_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    if in_colab():
+        return Path("/content/data")
+    return Path.home() / ".cache" / "nbhelpers"
+
+
+def in_colab() -> bool:
+    """Return True when running inside Google Colab (the ``google.colab`` module is importable)."""
+    return "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG") is not None
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """Choose the fastest available device: CUDA, then Apple MPS, then the CPU.
+
+    Args:
+        prefer: ``None`` or ``"auto"`` picks automatically; ``"cuda"``, ``"mps"`` or ``"cpu"``
+            forces that kind (``"cuda:1"`` also works). The environment variable
+            ``NBHELPERS_DEVICE`` is used when ``prefer`` is None.
+
+    Returns:
+        A ``torch.device``.
+
+    Raises:
+        ValueError: unknown device kind.
+        RuntimeError: the requested device kind is not available on this machine.
+    """
+    prefer = prefer if prefer is not None else os.environ.get("NBHELPERS_DEVICE")
+    if prefer is None or prefer == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = str(prefer).split(":")[0]
+    if kind not in _DEVICE_KINDS:
+        raise ValueError(f"Unknown device {prefer!r}; valid: 'auto', 'cuda', 'cuda:N', 'mps', 'cpu'.")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("Device 'cuda' was requested but no CUDA GPU is available; use 'auto' or 'cpu'.")
+    if kind == "mps" and not _mps_available():
+        raise RuntimeError("Device 'mps' was requested but Apple MPS is not available; use 'auto' or 'cpu'.")
+    return torch.device(prefer)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed Python's ``random``, NumPy and torch (CPU and all GPUs).
+
+    Args:
+        seed: a non-negative integer.
+        deterministic: also ask torch for deterministic algorithms where it has them
+            (``torch.use_deterministic_algorithms(True, warn_only=True)`` and cuDNN's
+            deterministic mode). Some GPU kernels have no deterministic version; torch then warns
+            instead of failing, so runs on a GPU can still differ in the last digits.
+
+    Returns:
+        A ``torch.Generator`` (CPU) seeded with ``seed``, for data shuffling and splits.
+
+    Raises:
+        ValueError: ``seed`` is not a non-negative integer.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions() -> dict[str, str]:
+    """Return the versions of Python and the libraries the series is built on (strings)."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "backpack": _version("backpack-for-pytorch"),
+        "cockpit": _version("cockpit-for-pytorch"),
+        "nbhelpers": _version("nbhelpers"),
+    }
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    """A short human name of ``device``, e.g. ``"cuda (NVIDIA H200)"`` or ``"cpu (2 threads)"``."""
+    device = pick_device(None if device is None else str(device))
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def banner(device: torch.device | str | None = None, data_source: str | None = None) -> str:
+    """Return the one-line version banner shown at the top of every notebook.
+
+    Example: ``python 3.11.7 | torch 2.14.1 | torchvision 0.29.1 | backpack 1.7.1 |
+    cockpit 1.0.2 | device cpu (2 threads) | data synthetic (STAND-IN, not real SVHN)``.
+    """
+    v = versions()
+    parts = [
+        f"python {v['python']}",
+        f"torch {v['torch']}",
+        f"torchvision {v['torchvision']}",
+        f"backpack {v['backpack']}",
+        f"cockpit {v['cockpit']}",
+        f"device {device_name(device)}",
+    ]
+    if data_source is not None:
+        label = data_source
+        if data_source == "synthetic":
+            label = "synthetic (STAND-IN, not real SVHN)"
+        parts.append(f"data {label}")
+    if in_colab():
+        parts.append("Colab")
+    return " | ".join(parts)
+
+
+def print_banner(device: torch.device | str | None = None, data_source: str | None = None) -> None:
+    """Print :func:`banner`."""
+    print(banner(device, data_source))
