@@ -1,0 +1,455 @@
+"""Real SVHN through torchvision: data directory, download and clear errors.
+
+SVHN (Netzer et al., 2011, "Reading Digits in Natural Images with Unsupervised
+Feature Learning", http://ufldl.stanford.edu/housenumbers/) comes as two MATLAB
+files, ``train_32x32.mat`` (73,257 images) and ``test_32x32.mat`` (26,032
+images). File names, MD5 sums and the reading of the ``.mat`` files come from
+:class:`torchvision.datasets.SVHN`; checksums use
+:func:`torchvision.datasets.utils.check_integrity`.
+
+The download itself is a short function of our own, because
+:func:`torchvision.datasets.utils.download_url` has no timeout (an offline
+machine would hang), always draws a progress bar, and writes straight to the
+final file name (an interrupted download would leave a partial file in place).
+Here a download goes to a temporary ``*.part`` file, is checked (size, MD5,
+readable ``.mat``) and only then moved into place.
+
+Settings (argument first, then environment variable, then default):
+
+- data directory: ``data_dir`` / ``NBHELPERS_DATA_DIR`` / ``~/.cache/nbhelpers``;
+  the SVHN files live in ``<data_dir>/svhn/``.
+- base URL: ``base_url`` / ``NBHELPERS_SVHN_URL`` / ``http://ufldl.stanford.edu/housenumbers/``.
+- timeout in seconds: ``timeout`` / ``NBHELPERS_DOWNLOAD_TIMEOUT`` / 20.
+
+Everything that keeps the real data from loading raises :class:`SVHNUnavailable`
+with what happened and how to put the files in place by hand.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.datasets.utils import check_integrity
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_DOWNLOAD_TIMEOUT",
+    "DEFAULT_SVHN_URL",
+    "SVHN_FILES",
+    "SVHN_SPLIT_SIZES",
+    "SVHNUnavailable",
+    "load_svhn",
+    "manual_install_instructions",
+    "svhn_dir",
+    "svhn_present",
+]
+
+#: Number of images per split of the official files.
+SVHN_SPLIT_SIZES = {"train": 73257, "test": 26032}
+
+#: Default base URL of the SVHN files (the dataset's home page).
+DEFAULT_SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+
+#: Default data directory; SVHN goes to ``<data dir>/svhn/``.
+DEFAULT_DATA_DIR = Path("~/.cache/nbhelpers")
+
+#: Default timeout in seconds for connecting and for each read of a download.
+DEFAULT_DOWNLOAD_TIMEOUT = 20.0
+
+#: split -> (file name, MD5 sum), taken from ``torchvision.datasets.SVHN.split_list``.
+SVHN_FILES = {
+    split: (
+        torchvision.datasets.SVHN.split_list[split][1],
+        torchvision.datasets.SVHN.split_list[split][2],
+    )
+    for split in SVHN_SPLIT_SIZES
+}
+
+# Approximate sizes of the official files, for the instructions only.
+_APPROX_MB = {"train": 182, "test": 64}
+
+_ENV_DATA_DIR = "NBHELPERS_DATA_DIR"
+_ENV_URL = "NBHELPERS_SVHN_URL"
+_ENV_TIMEOUT = "NBHELPERS_DOWNLOAD_TIMEOUT"
+_URL_SCHEMES = ("http", "https", "ftp", "file")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_CHUNK_BYTES = 1 << 20
+
+
+class SVHNUnavailable(RuntimeError):
+    """Real SVHN could not be loaded (missing, download failed, or a damaged file).
+
+    The message says what happened and how to put the files in place by hand.
+    """
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _check_split(split: object) -> str:
+    if not isinstance(split, str) or split not in SVHN_SPLIT_SIZES:
+        valid = ", ".join(repr(s) for s in SVHN_SPLIT_SIZES)
+        raise ValueError(f"split={split!r} is not an SVHN split; use one of {valid}.")
+    return split
+
+
+def _data_root(data_dir: str | os.PathLike | None) -> Path:
+    """The data directory: argument, else ``NBHELPERS_DATA_DIR``, else the default."""
+    if data_dir is None:
+        from nbhelpers.env import default_data_dir
+
+        data_dir = default_data_dir()
+        origin = f"{_ENV_DATA_DIR}={data_dir!r}" if os.environ.get(_ENV_DATA_DIR) else None
+    else:
+        origin = f"data_dir={data_dir!r}"
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"{origin} must be a path (str or pathlib.Path), not {type(data_dir).__name__}."
+        )
+    root = Path(data_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ValueError(
+            f"{origin or root} points to a file, not a directory ({root}); "
+            "give a directory (it is created if missing)."
+        )
+    return root
+
+
+def svhn_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Directory that holds the SVHN files: ``<data_dir>/svhn``.
+
+    Args:
+        data_dir: the data directory; ``None`` takes ``NBHELPERS_DATA_DIR`` or,
+            when that is unset, ``~/.cache/nbhelpers``. A leading ``~`` is expanded.
+
+    Returns:
+        The path (not created here).
+
+    Raises:
+        TypeError: ``data_dir`` is not a str or path.
+        ValueError: ``data_dir`` or ``<data_dir>/svhn`` exists and is a file.
+    """
+    folder = _data_root(data_dir) / "svhn"
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; it must be a directory for the SVHN files.")
+    return folder
+
+
+def _base_url(base_url: str | None) -> str:
+    origin = "base_url"
+    if base_url is None:
+        base_url = os.environ.get(_ENV_URL) or DEFAULT_SVHN_URL
+        origin = _ENV_URL if os.environ.get(_ENV_URL) else "the default URL"
+    if not isinstance(base_url, str) or urllib.parse.urlsplit(base_url).scheme not in _URL_SCHEMES:
+        raise ValueError(
+            f"{origin}={base_url!r} is not a URL; give one starting with "
+            + ", ".join(f"{s}://" for s in _URL_SCHEMES)
+            + f", e.g. {DEFAULT_SVHN_URL!r}."
+        )
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def _timeout(timeout: float | None) -> float:
+    origin = "timeout"
+    if timeout is None:
+        raw = os.environ.get(_ENV_TIMEOUT)
+        if not raw:
+            return DEFAULT_DOWNLOAD_TIMEOUT
+        origin = _ENV_TIMEOUT
+        try:
+            timeout = float(raw)
+        except ValueError:
+            timeout = raw  # reported below
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"{origin}={timeout!r} must be a positive number of seconds, e.g. 20.")
+    return float(timeout)
+
+
+def _md5(split: str, md5: str | None) -> str:
+    if md5 is None:
+        return SVHN_FILES[split][1]
+    if not isinstance(md5, str) or not _MD5_RE.match(md5.lower()):
+        raise ValueError(f"md5={md5!r} is not an MD5 sum; give 32 hexadecimal digits or None.")
+    return md5.lower()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def manual_install_instructions(
+    data_dir: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    md5: dict[str, str] | None = None,
+) -> str:
+    """How to put the SVHN files in place by hand (learner-facing text).
+
+    Args:
+        data_dir: as in :func:`svhn_dir`.
+        base_url: as in :func:`load_svhn`; the official URL is always listed too.
+        md5: optional ``{split: md5}`` overrides of the expected sums.
+
+    Returns:
+        A multi-line string: which URLs, which file names, which directory,
+        the MD5 sums, and the offline alternative ``source="synthetic"``.
+    """
+    folder = svhn_dir(data_dir)
+    url = _base_url(base_url)
+    md5 = md5 or {}
+    lines = [f"To use real SVHN without the download, put these files into {folder}/ :"]
+    for split, (name, official_md5) in SVHN_FILES.items():
+        sources = [url + name] + ([] if url == DEFAULT_SVHN_URL else [DEFAULT_SVHN_URL + name])
+        lines.append(
+            f"  - {name} (about {_APPROX_MB[split]} MB) from {' or '.join(sources)}\n"
+            f"    MD5 sum: {md5.get(split, official_md5)}"
+        )
+    lines += [
+        f"Check a file with `md5sum {SVHN_FILES['train'][0]}` (Linux), "
+        f"`md5 {SVHN_FILES['train'][0]}` (macOS) or `certutil -hashfile {SVHN_FILES['train'][0]} MD5` (Windows).",
+        f"Another data directory: pass data_dir=... or set {_ENV_DATA_DIR} (files go to <dir>/svhn/); "
+        f"another mirror: set {_ENV_URL}.",
+        'No network? Use the offline stand-in data: load_data(source="synthetic").',
+    ]
+    return "\n".join(lines)
+
+
+def _unavailable(what: str, split: str, data_dir, base_url: str, md5: str) -> SVHNUnavailable:
+    overrides = {split: md5} if md5 != SVHN_FILES[split][1] else None
+    return SVHNUnavailable(
+        f"{what}\n\n{manual_install_instructions(data_dir, base_url, overrides)}"
+    )
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"the server answered HTTP {exc.code} {exc.reason}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout:g} s (set {_ENV_TIMEOUT} to wait longer)"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"connection refused ({reason})"
+    if isinstance(reason, socket.gaierror):
+        return f"the host name could not be resolved, is the network down? ({reason})"
+    return f"{type(reason).__name__}: {reason}"
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _quarantine(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt`` so it no longer looks valid."""
+    target = path.with_name(path.name + ".corrupt")
+    os.replace(path, target)
+    return target
+
+
+def _fetch(url: str, dest_dir: Path, name: str, timeout: float, progress: bool) -> Path:
+    """Download ``url`` to a fresh ``<name>.*.part`` file in ``dest_dir``; return its path.
+
+    Raises the underlying ``OSError`` / ``urllib.error.URLError`` /
+    ``http.client.HTTPException``, or ``EOFError`` when fewer bytes arrive than
+    announced by ``Content-Length``. The ``.part`` file is removed on any error.
+    """
+    from tqdm.auto import tqdm
+
+    fd, part = tempfile.mkstemp(prefix=name + ".", suffix=".part", dir=dest_dir)
+    part = Path(part)
+    try:
+        request = urllib.request.Request(
+            url, headers={"User-Agent": torchvision.datasets.utils.USER_AGENT}
+        )
+        with (
+            os.fdopen(fd, "wb") as fh,
+            urllib.request.urlopen(request, timeout=timeout) as response,
+        ):
+            announced = response.headers.get("Content-Length")
+            announced = int(announced) if announced and announced.isdigit() else None
+            received = 0
+            with tqdm(
+                total=announced, unit="B", unit_scale=True, desc=name, disable=not progress
+            ) as bar:
+                while chunk := response.read(_CHUNK_BYTES):
+                    fh.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        if announced is not None and received < announced:
+            raise EOFError(
+                f"the download stopped early: {received:,} of {announced:,} bytes arrived"
+            )
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return part
+
+
+def _download(split: str, folder: Path, url: str, md5: str, timeout: float, progress: bool, fail):
+    """Download one split into ``folder`` (checked by MD5) and move it into place."""
+    name = SVHN_FILES[split][0]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"Could not create the SVHN directory {folder}: {exc}.") from exc
+    try:
+        part = _fetch(url, folder, name, timeout, progress)
+    except (OSError, http.client.HTTPException, EOFError) as exc:
+        raise fail(
+            f"Could not download SVHN {split!r} from {url}: {_describe(exc, timeout)}."
+        ) from exc
+    if not check_integrity(part, md5):
+        size = part.stat().st_size
+        part.unlink(missing_ok=True)
+        raise fail(
+            f"The download of SVHN {split!r} from {url} is damaged or incomplete: its MD5 sum "
+            f"does not match {md5} ({size:,} bytes received). The file was discarded."
+        )
+    os.replace(part, folder / name)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _SVHNFile(torchvision.datasets.SVHN):
+    """``torchvision.datasets.SVHN`` reading from a given directory with a given MD5 sum."""
+
+    def __init__(self, folder: Path, split: str, md5: str) -> None:
+        url, name, _ = type(self).split_list[split]
+        self.split_list = {**type(self).split_list, split: [url, name, md5]}
+        super().__init__(folder, split=split, download=False)
+
+    def _check_integrity(self) -> bool:
+        # load_svhn has checked the MD5 sum just before; hashing 182 MB again costs ~0.4 s.
+        return check_integrity(os.path.join(self.root, self.filename), None)
+
+
+def _read(folder: Path, split: str, md5: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a split with torchvision and check shapes, dtype and label range.
+
+    Raises ``ValueError`` describing what is wrong with the file.
+    """
+    try:
+        data = _SVHNFile(folder, split, md5)
+    except Exception as exc:  # scipy raises several types for damaged files
+        raise ValueError(
+            f"it cannot be read as a MATLAB .mat file ({type(exc).__name__}: {exc})"
+        ) from exc
+    images = np.asarray(data.data)
+    labels = np.asarray(data.labels).reshape(-1)
+    if images.ndim != 4 or images.shape[1:] != (3, 32, 32) or images.dtype != np.uint8:
+        raise ValueError(
+            f"its 'X' array has shape {images.shape} {images.dtype} after reading; "
+            "SVHN's is (32, 32, 3, N) uint8"
+        )
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"it has {images.shape[0]} images but {labels.shape[0]} labels")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(
+            f"its labels run from {labels.min()} to {labels.max()}; SVHN's run from 1 to 10"
+        )
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
+
+
+def svhn_present(
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    check_md5: bool = True,
+    md5: str | None = None,
+) -> bool:
+    """Whether the SVHN file of ``split`` is on disk (no download, no reading).
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        data_dir: as in :func:`svhn_dir`.
+        check_md5: also compare the MD5 sum (reads the whole file, ~0.5 s for train).
+        md5: expected sum instead of torchvision's (for mirrors and tests).
+
+    Returns:
+        ``True`` when ``<data_dir>/svhn/<file>`` exists (and its MD5 sum matches).
+
+    Raises:
+        ValueError: bad ``split``, ``md5`` or ``data_dir`` (see :func:`svhn_dir`).
+    """
+    split = _check_split(split)
+    expected = _md5(split, md5)
+    path = svhn_dir(data_dir) / SVHN_FILES[split][0]
+    return check_integrity(path, expected if check_md5 else None)
+
+
+def load_svhn(
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    base_url: str | None = None,
+    md5: str | None = None,
+    progress: bool = False,
+    timeout: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load one split of real SVHN, downloading it first when it is missing.
+
+    Args:
+        split: ``"train"`` (73,257 images) or ``"test"`` (26,032 images).
+        data_dir: data directory; the file is ``<data_dir>/svhn/train_32x32.mat``
+            or ``test_32x32.mat``. ``None``: ``NBHELPERS_DATA_DIR``, else ``~/.cache/nbhelpers``.
+        download: download the file when it is missing or damaged.
+        base_url: where the files are; ``None``: ``NBHELPERS_SVHN_URL``, else
+            ``http://ufldl.stanford.edu/housenumbers/``. The file name is appended.
+        md5: expected MD5 sum of the file; ``None``: torchvision's
+            (``torchvision.datasets.SVHN.split_list``).
+        progress: show a download progress bar (bytes).
+        timeout: seconds to wait for the connection and for each read;
+            ``None``: ``NBHELPERS_DOWNLOAD_TIMEOUT``, else 20.
+
+    Returns:
+        ``(images, labels)``: images ``torch.uint8`` of shape ``(N, 3, 32, 32)``
+        (channels R, G, B; rows top to bottom), labels ``torch.int64`` of shape
+        ``(N,)`` in 0..9 (SVHN's label 10 for the digit 0 is mapped to 0, as
+        torchvision does). Both on the CPU.
+
+    Raises:
+        ValueError / TypeError: bad ``split``, ``data_dir``, ``base_url``,
+            ``md5`` or ``timeout`` (the message names the value).
+        SVHNUnavailable: the file is missing and ``download=False``, the
+            download failed (no network, connection refused, HTTP error,
+            timeout, partial file, MD5 mismatch), or the file cannot be read
+            as an SVHN ``.mat`` file. A damaged file in place is renamed to
+            ``<name>.corrupt``; a failed download leaves nothing behind.
+    """
+    split = _check_split(split)
+    expected = _md5(split, md5)
+    url_base = _base_url(base_url)
+    seconds = _timeout(timeout)
+    folder = svhn_dir(data_dir)
+    name = SVHN_FILES[split][0]
+    path = folder / name
+    url = url_base + name
+
+    note = ""
+
+    def fail(what: str) -> SVHNUnavailable:
+        return _unavailable(note + what, split, data_dir, url_base, expected)
+
+    if path.is_file() and not check_integrity(path, expected):
+        moved = _quarantine(path)
+        note = f"The file in place had the wrong MD5 sum (expected {expected}); it was renamed to {moved.name}. "
+    if not path.is_file():
+        if not download:
+            raise fail(f"SVHN {split!r} is not in {folder} and download=False.")
+        _download(split, folder, url, expected, seconds, progress, fail)
+    try:
+        return _read(folder, split, expected)
+    except ValueError as exc:
+        moved = _quarantine(path)
+        raise fail(
+            f"The SVHN {split!r} file {path} is damaged: {exc}. It was renamed to {moved.name}."
+        ) from exc
