@@ -1,0 +1,440 @@
+"""The logbook: what you saw, what you think causes it, what happened when you tested it.
+
+Every notebook of the series appends to one shared logbook::
+
+    from nbhelpers.logbook import Logbook
+    book = Logbook()                       # $NBHELPERS_LOGBOOK_DIR, else ./logbook
+    book.add(
+        "03 code review",
+        observation="Training loss stays at 2.30 for 10 epochs.",
+        hypothesis="Gradients are never zeroed, so every step uses the sum of all past gradients.",
+        result="With optimizer.zero_grad() the loss falls to 0.9 in 2 epochs.",
+        figure=fig,                        # optional matplotlib Figure, saved as PNG
+        runs=[record.path],                # optional run records this is based on
+        key="03-zero-grad",                # re-running the cell replaces, not duplicates
+    )
+    book                                   # shows the entries in the notebook
+    book.export_html()                     # one self-contained file to print to PDF
+
+Storage: one JSON object per line in ``logbook.jsonl`` inside the logbook folder,
+figures in ``figures/`` next to it. Each entry is appended with write + flush +
+``os.fsync``, so it survives a kernel restart or crash; a half-written last line (the
+process died mid-write) is skipped with a warning and loses nothing written before.
+An entry added again with the same ``key`` replaces the earlier one in place (the file
+keeps both lines; the newer wins when read; :meth:`Logbook.compact` drops the old ones).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_VAR", "Entry", "Logbook", "default_dir"]
+
+ENV_VAR = "NBHELPERS_LOGBOOK_DIR"
+FILE_NAME = "logbook.jsonl"
+FIGURE_DIR = "figures"
+TEXT_FIELDS = ("observation", "hypothesis", "result")
+
+
+def default_dir() -> Path:
+    """The logbook folder: ``$NBHELPERS_LOGBOOK_DIR`` if set, else ``./logbook``."""
+    return Path(os.environ.get(ENV_VAR) or "logbook")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One logbook entry.
+
+    Attributes:
+        stage: where it happened, e.g. "03 code review".
+        observation / hypothesis / result: free text (Markdown is fine in the export).
+        notebook: notebook file name, if known.
+        timestamp: local time, ISO 8601 with offset, to the second.
+        figure: PNG file name relative to the logbook folder (``figures/...``), or None.
+        runs: paths of the run records the entry is based on.
+        key: entries with the same key replace each other; None: never replaced.
+    """
+
+    stage: str
+    observation: str = ""
+    hypothesis: str = ""
+    result: str = ""
+    notebook: str | None = None
+    timestamp: str = ""
+    figure: str | None = None
+    runs: tuple[str, ...] = field(default_factory=tuple)
+    key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["runs"] = list(self.runs)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known["runs"] = tuple(str(r) for r in known.get("runs") or ())
+        if not isinstance(known.get("stage"), str):
+            raise ValueError(f"entry without a stage: {data!r}")
+        return cls(**known)
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60] or "entry"
+
+
+def _run_path(run: Any) -> str:
+    path = getattr(run, "path", run)  # a RunRecord or a path
+    if path is None:
+        raise ValueError(f"run {run!r} has no path (was it saved?)")
+    return str(path)
+
+
+class Logbook:
+    """A persistent logbook in ``directory`` (see the module docstring).
+
+    Args:
+        directory: the logbook folder (created on first write); default
+            :func:`default_dir`.
+        title: heading of the display and the exports.
+        author: your name, printed under the title in the exports.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike | None = None,
+        *,
+        title: str = "Logbook: debugging and tuning a training run",
+        author: str | None = None,
+    ) -> None:
+        self.directory = Path(directory) if directory is not None else default_dir()
+        self.title = title
+        self.author = author
+
+    @property
+    def path(self) -> Path:
+        """The JSON Lines file."""
+        return self.directory / FILE_NAME
+
+    # -- writing ------------------------------------------------------------
+    def add(
+        self,
+        stage: str,
+        observation: str = "",
+        hypothesis: str = "",
+        result: str = "",
+        *,
+        notebook: str | None = None,
+        figure: Any = None,
+        runs: Iterable[Any] = (),
+        key: str | None = None,
+    ) -> Entry:
+        """Append an entry (or replace the one with the same ``key``) and return it.
+
+        Args:
+            stage: e.g. "05 data inspection".
+            observation, hypothesis, result: text; at least one must be non-empty.
+            notebook: notebook file name, e.g. "05_data.ipynb".
+            figure: a matplotlib Figure (saved as PNG, 100 dpi) or the path of an
+                existing PNG (copied); stored under ``figures/``.
+            runs: run records or their paths.
+            key: re-running a cell with the same key replaces its entry instead of
+                adding another one.
+
+        Raises:
+            ValueError: empty ``stage``, all three texts empty, empty ``key``, a figure
+                path that does not exist or is not a PNG.
+            TypeError: ``figure`` is neither a Figure nor a path.
+        """
+        if not isinstance(stage, str) or not stage.strip():
+            raise ValueError(
+                f"stage must be a non-empty string like '03 code review', got {stage!r}"
+            )
+        texts = {"observation": observation, "hypothesis": hypothesis, "result": result}
+        for name, text in texts.items():
+            if not isinstance(text, str):
+                raise TypeError(f"{name} must be a string, got {type(text).__name__}")
+        if not any(t.strip() for t in texts.values()):
+            raise ValueError("write at least one of observation, hypothesis or result")
+        if key is not None and (not isinstance(key, str) or not key.strip()):
+            raise ValueError(f"key must be a non-empty string or None, got {key!r}")
+        timestamp = _now()
+        figure_name = None
+        if figure is not None:
+            if key:
+                figure_name = self._save_figure(figure, _slug(key), replace=True)
+            else:
+                stem = f"{_slug(stage)}-{timestamp[:19].replace(':', '')}"
+                figure_name = self._save_figure(figure, stem, replace=False)
+        entry = Entry(
+            stage=stage.strip(),
+            **{k: v.strip() for k, v in texts.items()},
+            notebook=notebook,
+            timestamp=timestamp,
+            figure=figure_name,
+            runs=tuple(_run_path(r) for r in runs),
+            key=key,
+        )
+        self._append(entry.to_json())
+        return entry
+
+    def remove(self, key: str) -> bool:
+        """Remove the entry with ``key``; returns False if there was none."""
+        if key not in {e.key for e in self.entries()}:
+            return False
+        self._append({"key": key, "removed": True, "timestamp": _now()})
+        return True
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with open(self.path, "a+b") as f:
+            # a crash mid-write can leave a last line without "\n": start on a fresh line
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _save_figure(self, figure: Any, stem: str, *, replace: bool) -> str:
+        folder = self.directory / FIGURE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{stem}.png"
+        counter = 2
+        while not replace and target.exists():
+            target = folder / f"{stem}-{counter}.png"
+            counter += 1
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+        os.close(fd)
+        try:
+            if hasattr(figure, "savefig"):
+                figure.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+            elif isinstance(figure, (str, os.PathLike)):
+                source = Path(figure)
+                if not source.is_file() or source.suffix.lower() != ".png":
+                    raise ValueError(f"figure path {str(source)!r} is not an existing .png file")
+                shutil.copyfile(source, tmp)
+            else:
+                raise TypeError(
+                    f"figure must be a matplotlib Figure or a PNG path, got {type(figure).__name__}"
+                )
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return f"{FIGURE_DIR}/{target.name}"
+
+    def compact(self) -> None:
+        """Rewrite the file with only the current entries (atomically: temp file + rename)."""
+        entries = self.entries()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".jsonl", dir=self.directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for entry in entries:
+                f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    # -- reading ------------------------------------------------------------
+    def entries(self) -> list[Entry]:
+        """The current entries, oldest first; a replaced entry keeps its first position.
+
+        Lines that are not valid JSON (e.g. cut off by a crash) are skipped with a
+        ``UserWarning`` naming the line number.
+        """
+        if not self.path.exists():
+            return []
+        by_slot: dict[Any, Entry] = {}
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                    if data.get("removed"):
+                        by_slot.pop(("key", data["key"]), None)
+                        continue
+                    entry = Entry.from_json(data)
+                except (ValueError, TypeError, KeyError, AttributeError) as err:
+                    warnings.warn(
+                        f"{self.path}: skipped unreadable line {number} ({err})", stacklevel=2
+                    )
+                    continue
+                slot = ("key", entry.key) if entry.key is not None else ("line", number)
+                by_slot[slot] = entry  # dicts keep first insertion position
+        return list(by_slot.values())
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries())
+
+    def __getitem__(self, index: int) -> Entry:
+        return self.entries()[index]
+
+    def __repr__(self) -> str:
+        return f"Logbook({str(self.directory)!r}, {len(self)} entries)"
+
+    # -- export -------------------------------------------------------------
+    def to_markdown(self, *, author: str | None = None) -> str:
+        """The whole logbook as Markdown; figures linked as ``figures/...png``
+        (relative to the logbook folder)."""
+        author = author or self.author
+        parts = [f"# {self.title}", ""]
+        if author:
+            parts += [f"*{author}*", ""]
+        entries = self.entries()
+        if not entries:
+            parts += ["_No entries yet._", ""]
+        for entry in entries:
+            parts += [f"## {entry.stage}", "", f"*{_meta_line(entry)}*", ""]
+            for name in TEXT_FIELDS:
+                text = getattr(entry, name)
+                if text:
+                    parts += [f"**{name.capitalize()}.** {text}", ""]
+            if entry.figure:
+                parts += [f"![{entry.stage}]({entry.figure})", ""]
+            if entry.runs:
+                parts += ["Runs: " + ", ".join(f"`{r}`" for r in entry.runs), ""]
+        return "\n".join(parts).rstrip() + "\n"
+
+    def to_html(self, *, author: str | None = None, embed_figures: bool = True) -> str:
+        """A self-contained HTML document (figures embedded as base64 PNG) that prints
+        cleanly to PDF from the browser."""
+        author = author or self.author
+        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        if author:
+            body.append(f'<p class="author">{html.escape(author)}</p>')
+        body.append(self._entries_html(embed_figures))
+        return _HTML_PAGE.format(title=html.escape(self.title), css=_CSS, body="\n".join(body))
+
+    def _entries_html(self, embed_figures: bool = True) -> str:
+        entries = self.entries()
+        if not entries:
+            return "<p><em>No entries yet.</em></p>"
+        out = []
+        for entry in entries:
+            out.append('<section class="entry">')
+            out.append(f"<h2>{html.escape(entry.stage)}</h2>")
+            out.append(f'<p class="meta">{html.escape(_meta_line(entry))}</p>')
+            for name in TEXT_FIELDS:
+                text = getattr(entry, name)
+                if text:
+                    out.append(
+                        f'<p class="{name}"><strong>{name.capitalize()}.</strong> '
+                        f"{html.escape(text)}</p>"
+                    )
+            if entry.figure:
+                out.append(self._figure_html(entry, embed_figures))
+            if entry.runs:
+                runs = ", ".join(f"<code>{html.escape(r)}</code>" for r in entry.runs)
+                out.append(f'<p class="runs">Runs: {runs}</p>')
+            out.append("</section>")
+        return "\n".join(out)
+
+    def _figure_html(self, entry: Entry, embed: bool) -> str:
+        alt = html.escape(entry.stage, quote=True)
+        file = self.directory / entry.figure
+        if not embed:
+            return f'<img src="{html.escape(entry.figure, quote=True)}" alt="{alt}">'
+        if not file.is_file():
+            return f'<p class="missing">(figure {html.escape(entry.figure)} is missing)</p>'
+        data = base64.b64encode(file.read_bytes()).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{alt}">'
+
+    def export_markdown(self, path: str | os.PathLike | None = None, **kwargs: Any) -> Path:
+        """Write :meth:`to_markdown` to ``path`` (default ``<logbook>/logbook.md``, next to
+        ``figures/`` so the image links work) and return the path."""
+        target = Path(path) if path is not None else self.directory / "logbook.md"
+        _write_text(target, self.to_markdown(**kwargs))
+        return target
+
+    def export_html(self, path: str | os.PathLike | None = None, **kwargs: Any) -> Path:
+        """Write :meth:`to_html` to ``path`` (default ``<logbook>/logbook.html``) and return
+        the path. Open it in a browser and print to PDF to hand it in."""
+        target = Path(path) if path is not None else self.directory / "logbook.html"
+        _write_text(target, self.to_html(**kwargs))
+        return target
+
+    # -- notebook display ---------------------------------------------------
+    def _repr_html_(self) -> str:
+        n = len(self)
+        return (
+            f'<div class="nbhelpers-logbook"><style>{_CSS_SCOPED}</style>'
+            f"<h3>{html.escape(self.title)} ({n} {'entry' if n == 1 else 'entries'})</h3>"
+            f"{self._entries_html(embed_figures=True)}</div>"
+        )
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+
+def _meta_line(entry: Entry) -> str:
+    bits = [entry.timestamp.replace("T", " ")]
+    if entry.notebook:
+        bits.append(entry.notebook)
+    return " · ".join(b for b in bits if b)
+
+
+def _write_text(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=target.suffix, dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 50em;
+       margin: 2em auto; padding: 0 1em; line-height: 1.45; color: #222; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+.author { font-style: italic; }
+.entry { border-top: 1px solid #ccc; padding-top: .5em; margin-top: 1.5em; break-inside: avoid; }
+.meta { color: #666; font-size: .9em; margin-top: -.6em; }
+.entry p { white-space: pre-wrap; }
+img { max-width: 100%; height: auto; }
+code { font-size: .85em; }
+@media print { body { margin: 0; max-width: none; } }
+"""
+
+_CSS_SCOPED = """
+.nbhelpers-logbook .entry { border-top: 1px solid #ccc; padding-top: .3em; margin-top: 1em; }
+.nbhelpers-logbook .meta { color: #666; font-size: .9em; }
+.nbhelpers-logbook .entry p { white-space: pre-wrap; }
+.nbhelpers-logbook img { max-width: 480px; height: auto; }
+"""
+
+_HTML_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""

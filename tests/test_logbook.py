@@ -1,0 +1,148 @@
+"""Tests of nbhelpers.logbook: persistence, crash safety, replacement by key, exports."""
+
+import base64
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pytest
+
+from nbhelpers.logbook import ENV_VAR, Logbook
+
+
+@pytest.fixture
+def figure():
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([1, 2, 3], [3, 1, 2])
+    yield fig
+    plt.close(fig)
+
+
+def test_round_trip_in_a_new_object(tmp_path, figure):
+    book = Logbook(tmp_path / "lb")
+    first = book.add(
+        "01 original run",
+        observation="Loss stays at 2.30.",
+        hypothesis="The learning rate is far too small.",
+        notebook="01_original.ipynb",
+        runs=["runs/abc.json"],
+    )
+    book.add("03 code review", result="zero_grad fixes it.", figure=figure)
+    again = Logbook(tmp_path / "lb")  # as after a kernel restart
+    entries = again.entries()
+    assert len(entries) == 2
+    assert entries[0] == first
+    assert entries[0].runs == ("runs/abc.json",)
+    assert entries[0].notebook == "01_original.ipynb"
+    assert entries[1].figure.startswith("figures/") and entries[1].figure.endswith(".png")
+    assert (tmp_path / "lb" / entries[1].figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert entries[0].timestamp[:2] == "20" and "T" in entries[0].timestamp
+
+
+def test_default_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "from-env"))
+    book = Logbook()
+    book.add("00 question", observation="x")
+    assert (tmp_path / "from-env" / "logbook.jsonl").is_file()
+    monkeypatch.delenv(ENV_VAR)
+    monkeypatch.chdir(tmp_path)
+    assert Logbook().path == tmp_path.joinpath("logbook", "logbook.jsonl").relative_to(tmp_path)
+
+
+def test_truncated_last_line_keeps_earlier_entries(tmp_path):
+    book = Logbook(tmp_path)
+    book.add("a", observation="one")
+    book.add("b", observation="two")
+    with open(book.path, "ab") as f:  # a crash in the middle of writing entry three
+        f.write(b'{"stage": "c", "observation": "thr')
+    with pytest.warns(UserWarning, match="line 3"):
+        assert [e.stage for e in Logbook(tmp_path).entries()] == ["a", "b"]
+    book.add("d", observation="four")  # the next append starts on a fresh line
+    with pytest.warns(UserWarning, match="line 3"):
+        assert [e.stage for e in book.entries()] == ["a", "b", "d"]
+    lines = book.path.read_text().splitlines()
+    assert json.loads(lines[-1])["stage"] == "d"
+
+
+def test_same_key_replaces_in_place(tmp_path):
+    book = Logbook(tmp_path)
+    book.add("02 speed", observation="10 min per run", key="02-speed")
+    book.add("03 review", observation="no zero_grad", key="03-review")
+    book.add("02 speed", observation="2 min per run after the fixes", key="02-speed")
+    book.add("03 review", observation="no key, always appended")
+    entries = Logbook(tmp_path).entries()
+    assert [e.observation for e in entries] == [
+        "2 min per run after the fixes",
+        "no zero_grad",
+        "no key, always appended",
+    ]
+    assert book.remove("03-review") is True
+    assert book.remove("missing") is False
+    assert [e.key for e in book.entries()] == ["02-speed", None]
+    before = book.entries()
+    book.compact()
+    assert book.entries() == before
+    assert len(book.path.read_text().splitlines()) == 2
+
+
+def test_bad_inputs(tmp_path):
+    book = Logbook(tmp_path)
+    with pytest.raises(ValueError, match="at least one"):
+        book.add("01", observation="  ")
+    with pytest.raises(ValueError, match="stage"):
+        book.add("", observation="x")
+    with pytest.raises(ValueError, match="not an existing .png"):
+        book.add("01", observation="x", figure=tmp_path / "nope.png")
+    with pytest.raises(TypeError, match="Figure or a PNG path"):
+        book.add("01", observation="x", figure=42)
+    with pytest.raises(ValueError, match="key"):
+        book.add("01", observation="x", key="")
+    assert len(book) == 0
+
+
+def test_exports(tmp_path, figure):
+    book = Logbook(tmp_path, title="My logbook")
+    book.add(
+        "05 data <inspection>",
+        observation="Train and test share images.",
+        hypothesis="Eval data is loaded from the train split.",
+        result="Test accuracy fell from 99% to 88% after the fix.",
+        figure=figure,
+        runs=["runs/r1.json", "runs/r2.json"],
+        key="05",
+    )
+    md_path = book.export_markdown(author="Ada")
+    md = md_path.read_text()
+    assert md_path == tmp_path / "logbook.md"
+    assert md.startswith("# My logbook")
+    assert "*Ada*" in md
+    assert "## 05 data <inspection>" in md
+    assert "**Observation.** Train and test share images." in md
+    assert "**Hypothesis.** Eval data is loaded from the train split." in md
+    assert "**Result.** Test accuracy fell from 99% to 88% after the fix." in md
+    assert "![05 data <inspection>](figures/05.png)" in md
+    assert "`runs/r1.json`, `runs/r2.json`" in md
+    assert (tmp_path / "figures" / "05.png").is_file()
+
+    html_path = book.export_html(tmp_path / "out" / "handin.html")
+    page = html_path.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<h2>05 data &lt;inspection&gt;</h2>" in page  # escaped
+    assert "Eval data is loaded from the train split." in page
+    png = (tmp_path / "figures" / "05.png").read_bytes()
+    assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
+    assert 'src="figures/' not in page  # self-contained
+
+    shown = book._repr_html_()
+    assert "(1 entry)" in shown and "Train and test share images." in shown
+    assert book._repr_markdown_() == book.to_markdown()
+
+
+def test_empty_logbook_exports(tmp_path):
+    book = Logbook(tmp_path / "new")
+    assert book.entries() == []
+    assert "No entries yet" in book.to_markdown()
+    assert "No entries yet" in book.to_html()

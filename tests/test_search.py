@@ -1,0 +1,267 @@
+"""Tests of nbhelpers.search: space checks, budgets, resuming, several workers (no training)."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nbhelpers import search
+
+SPACE = {
+    "lr": ("log", 1e-5, 1e-1),
+    "momentum": ("float", 0.0, 0.99),
+    "opt": ("cat", ["adam", "sgd"]),
+}
+TARGET = search.TuningTarget("valid_accuracy", epoch=3)
+
+
+def fake_train(params, epochs=4):
+    """Pretend run: best at lr = 10**-2.5, accuracy grows with the epoch."""
+    peak = 1 - abs(math.log10(params["lr"]) + 2.5) / 5
+    return [
+        {"epoch": e, "valid_accuracy": peak - 0.05 * (epochs - e)} for e in range(1, epochs + 1)
+    ]
+
+
+def complete_trials(study):
+    return study.get_trials(states=(TrialState.COMPLETE,))
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"lr": ("log", 0.1, 0.1)}, "'lr'.*empty range"),
+        ({"lr": ("log", 0.0, 0.1)}, "'lr'.*low > 0"),
+        ({"momentum": ("float", 0.9, 0.1)}, "'momentum'.*empty range"),
+        ({"width": ("int", 32, 32)}, "'width'.*empty range"),
+        ({"width": ("int", 16.5, 32)}, "'width'.*whole numbers"),
+        ({"lr": ("uniform", 0.0, 1.0)}, "'lr'.*unknown kind 'uniform'"),
+        ({"opt": ("cat", [])}, "'opt'.*at least one choice"),
+        ({"opt": ("cat", ["a", "a"])}, "'opt'.*distinct"),
+        ({"lr": ("log", 1e-3)}, "'lr'.*expected"),
+        ({}, "empty"),
+    ],
+)
+def test_bad_spaces_raise(space, message):
+    with pytest.raises(ValueError, match=message):
+        search.validate_space(space)
+
+
+def test_space_and_target():
+    assert search.validate_space({"width": ("int", 16, 64)}) == {"width": ("int", 16, 64)}
+    with pytest.raises(TypeError, match="dict"):
+        search.validate_space([("lr", "log", 1e-5, 1e-1)])
+    assert search.TuningTarget("valid_loss", 2).direction == "minimize"
+    assert TARGET.direction == "maximize"
+    assert TARGET.describe() == "highest valid accuracy at epoch 3"
+    with pytest.raises(ValueError, match="epoch"):
+        search.TuningTarget("valid_accuracy", 0)
+    with pytest.raises(ValueError, match="direction"):
+        search.TuningTarget("valid_accuracy", 2, "up")
+
+
+def test_metric_at_epoch():
+    history = fake_train({"lr": 10**-2.5})
+    assert search.metric_at_epoch(history, "valid_accuracy", 3) == pytest.approx(0.95)
+    with pytest.raises(ValueError, match="epoch 5 is beyond this run's length \\(4 epochs\\)"):
+        search.metric_at_epoch(history, "valid_accuracy", 5)
+    sparse = [
+        {"epoch": 1, "train_loss": 2.0},
+        {"epoch": 2, "train_loss": 1.0, "valid_accuracy": 0.5},
+    ]
+    with pytest.raises(ValueError, match=r"recorded at epochs \[2\]"):
+        search.metric_at_epoch(sparse, "valid_accuracy", 1)
+    with pytest.raises(TypeError):
+        search.metric_at_epoch(0.5, "valid_accuracy", 1)
+
+
+def test_random_search_in_memory_reads_the_budget_epoch():
+    study = search.random_search(
+        fake_train, SPACE, TARGET, study_name="mem", storage=None, n_trials=6, progress=False
+    )
+    trials = complete_trials(study)
+    assert len(trials) == 6
+    for t in trials:
+        assert t.value == pytest.approx(fake_train(t.params)[2]["valid_accuracy"])  # epoch 3
+        assert [e for e, _ in t.user_attrs["curve"]] == [1, 2, 3, 4]
+    frame = search.trials_frame(study)
+    assert list(frame["number"]) == list(range(6))
+    assert {"lr", "momentum", "opt", "value", "state", "duration_s"} <= set(frame.columns)
+    fig = search.plot_trials(study, "lr", hue="opt")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert ax.get_ylabel() == "valid accuracy at epoch 3"
+    assert "lr" in ax.get_xlabel()
+    with pytest.raises(ValueError, match="'width' is not a parameter"):
+        search.plot_trials(study, "width")
+
+
+def test_target_epoch_beyond_run_raises():
+    late = search.TuningTarget("valid_accuracy", epoch=9)
+    with pytest.raises(ValueError, match="epoch 9 is beyond"):
+        search.random_search(
+            fake_train, SPACE, late, study_name="late", storage=None, n_trials=2, progress=False
+        )
+
+
+def test_same_seed_same_draws_per_trial_number():
+    runs = [
+        search.random_search(
+            fake_train,
+            SPACE,
+            TARGET,
+            study_name=f"s{i}",
+            storage=None,
+            n_trials=4,
+            seed=7,
+            progress=False,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    assert [t.params for t in runs[0].trials] == [t.params for t in runs[1].trials]
+
+
+def test_interrupted_study_resumes_to_total(tmp_path):
+    storage = search.sqlite_url(tmp_path / "runs" / "optuna.db")
+    calls = []
+
+    def flaky(params):
+        calls.append(params)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # the learner interrupts the kernel during trial 4
+        return fake_train(params)
+
+    with pytest.raises(KeyboardInterrupt):
+        search.random_search(
+            flaky, SPACE, TARGET, study_name="lr", storage=storage, n_trials=6, progress=False
+        )
+    assert (tmp_path / "runs" / "optuna.db").is_file()
+
+    # "kernel restart": a fresh study object from the same file
+    first = optuna.load_study(study_name="lr", storage=storage)
+    assert len(complete_trials(first)) == 3
+    assert len(first.get_trials(states=(TrialState.FAIL,))) == 1
+    kept = {t.number: t.params for t in complete_trials(first)}
+
+    resumed = search.random_search(
+        fake_train, SPACE, TARGET, study_name="lr", storage=storage, n_trials=6, progress=False
+    )
+    done = complete_trials(resumed)
+    assert len(done) == 6
+    assert {t.number: t.params for t in done if t.number in kept} == kept
+    lrs = [t.params["lr"] for t in done]
+    assert len(set(lrs)) == 6  # the resumed sampler did not repeat earlier draws
+
+    again = search.random_search(
+        fake_train, SPACE, TARGET, study_name="lr", storage=storage, n_trials=6, progress=False
+    )
+    assert len(again.trials) == len(resumed.trials)  # already complete: nothing ran
+
+    with pytest.raises(ValueError, match="maximize"):
+        search.open_study("lr", storage, direction="minimize")
+
+
+def _write_objectives(folder):
+    (folder / "fake_objectives.py").write_text(
+        textwrap.dedent(
+            """
+            import os, pathlib, time
+
+            READY = pathlib.Path(os.environ["READY_DIR"])
+
+            def objective(trial):
+                x = trial.suggest_float("x", 0.0, 1.0)
+                trial.set_user_attr("pid", os.getpid())
+                (READY / str(os.getpid())).touch()
+                deadline = time.time() + 60
+                while len(list(READY.iterdir())) < 2 and time.time() < deadline:
+                    time.sleep(0.05)  # wait until both workers are running
+                time.sleep(0.1)
+                return x
+
+            def hang(trial):
+                trial.suggest_float("x", 0.0, 1.0)
+                time.sleep(300)
+                return 0.0
+            """
+        )
+    )
+
+
+def _worker(tmp_path, storage, objective, n, *extra):
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), READY_DIR=str(tmp_path / "ready"))
+    cmd = [sys.executable, "-m", "nbhelpers.search", "--storage", storage, "--study", "par"]
+    cmd += ["--trials", str(n), "--objective", f"fake_objectives:{objective}", "--no-progress"]
+    return subprocess.Popen(
+        cmd + list(extra), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def test_two_worker_processes_complete_exactly_n(tmp_path):
+    _write_objectives(tmp_path)
+    (tmp_path / "ready").mkdir()
+    storage = search.sqlite_url(tmp_path / "shared.db")
+    n = 8
+    workers = [_worker(tmp_path, storage, "objective", n) for _ in range(2)]
+    outputs = [w.communicate(timeout=120)[0].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = optuna.load_study(study_name="par", storage=storage)
+    done = complete_trials(study)
+    assert len(done) == n
+    numbers = [t.number for t in done]
+    assert len(set(numbers)) == n
+    assert len({t.params["x"] for t in done}) == n  # no duplicated draws across workers
+    assert len({t.user_attrs["pid"] for t in done}) == 2  # both workers did trials
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_killed_worker_trial_is_failed_by_heartbeat(tmp_path):
+    _write_objectives(tmp_path)
+    (tmp_path / "ready").mkdir()
+    storage = search.sqlite_url(tmp_path / "killed.db")
+    worker = _worker(tmp_path, storage, "hang", 3, "--heartbeat-s", "1")
+    deadline = time.time() + 60
+    running = []
+    while not running and time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name="par", storage=storage)
+            running = study.get_trials(states=(TrialState.RUNNING,))
+        except KeyError:  # study not created yet
+            pass
+    assert running, "the worker never started a trial"
+    os.kill(worker.pid, signal.SIGKILL)  # like a kernel killed mid-trial
+    worker.wait(timeout=30)
+    time.sleep(4)  # longer than the grace period (2 heartbeats) plus 1 s timestamp rounding
+    study = search.run_study(
+        lambda t: t.suggest_float("x", 0.0, 1.0), study_name="par", storage=storage, n_trials=3,
+        heartbeat_s=1, progress=False,
+    )  # fmt: skip
+    assert len(complete_trials(study)) == 3
+    assert study.trials[0].state == TrialState.FAIL
+
+
+def test_interrupted_run_record_fails_the_trial():
+    class Interrupted:  # what experiment.run returns after Ctrl-C
+        status = "interrupted"
+        name = "r"
+        history = [{"epoch": 1, "valid_accuracy": 0.3}]
+
+    study = search.open_study("intr", None)
+    with pytest.raises(KeyboardInterrupt):
+        search.run_study(
+            search.make_objective(lambda p: Interrupted(), SPACE, TARGET),
+            study_name="intr", storage=study._storage, n_trials=3, progress=False,
+        )  # fmt: skip
+    assert [t.state for t in study.trials] == [TrialState.FAIL]

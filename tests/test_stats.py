@@ -1,0 +1,182 @@
+"""Tests of nbhelpers.stats with cheap fake training functions (no training)."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from nbhelpers import stats
+
+
+def fake_curve(seed, shift=0.0, epochs=6):
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, epochs + 1)
+    return list(0.9 * (1 - np.exp(-t / 2)) + shift + rng.normal(0, 0.01, epochs))
+
+
+def test_run_seeds_long_format():
+    df = stats.run_seeds(fake_curve, [3, 1, 2], metric="test_accuracy", progress=False)
+    assert list(df.columns) == ["seed", "epoch", "metric", "value"]
+    assert len(df) == 3 * 6
+    assert set(df["seed"]) == {1, 2, 3}
+    assert df["epoch"].min() == 1 and df["epoch"].max() == 6
+    assert set(df["metric"]) == {"test_accuracy"}
+    assert df.loc[(df.seed == 1) & (df.epoch == 2), "value"].item() == pytest.approx(
+        fake_curve(1)[1]
+    )
+
+
+def test_run_seeds_reads_histories():
+    class Record:  # like RunRecord: .history is a list of per-epoch dicts
+        def __init__(self, seed):
+            self.history = [
+                {"epoch": e, "lr": 0.1, "valid_accuracy": 0.1 * e + seed, "note": "x"}
+                for e in (1, 2, 3)
+            ]
+
+    df = stats.run_seeds(Record, [0, 1], metric="valid_accuracy", progress=False)
+    assert len(df) == 6
+    assert df.loc[(df.seed == 1) & (df.epoch == 3), "value"].item() == pytest.approx(1.3)
+    every = stats.run_seeds(Record, [0], progress=False)
+    assert set(every["metric"]) == {"lr", "valid_accuracy"}  # non-numeric "note" dropped
+    with pytest.raises(ValueError, match="test_accuracy"):
+        stats.run_seeds(Record, [0], metric="test_accuracy", progress=False)
+
+
+def test_run_seeds_bad_inputs():
+    with pytest.raises(ValueError, match="at least one seed"):
+        stats.run_seeds(fake_curve, [], progress=False)
+    with pytest.raises(ValueError, match="distinct"):
+        stats.run_seeds(fake_curve, [1, 1], progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        stats.run_seeds(lambda s: [], [0], progress=False)
+    with pytest.raises(TypeError, match="float"):
+        stats.run_seeds(lambda s: 0.5, [0], progress=False)
+
+
+def test_t_interval_matches_hand_computation():
+    x = [1.0, 2.0, 3.0, 4.0]
+    # mean 2.5, sample std sqrt(5/3), sem = sqrt(5/3)/2; t_{0.975, 3} = 3.182446305284263
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    low, high = stats.t_interval(x, 0.95)
+    assert low == pytest.approx(2.5 - half, rel=1e-9)
+    assert high == pytest.approx(2.5 + half, rel=1e-9)
+    assert all(math.isnan(v) for v in stats.t_interval([1.0], 0.95))
+    assert stats.t_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    with pytest.raises(ValueError, match="confidence"):
+        stats.t_interval(x, 95)
+
+
+def test_summarize_per_epoch():
+    df = pd.DataFrame(
+        {
+            "seed": [0, 1, 2, 3, 0, 1, 2, 3],
+            "epoch": [1, 1, 1, 1, 2, 2, 2, 2],
+            "metric": ["acc"] * 8,
+            "value": [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0],
+        }
+    )
+    s = stats.summarize(df)
+    assert list(s["epoch"]) == [1, 2]
+    assert list(s["n"]) == [4, 4]
+    assert s["mean"].tolist() == [2.5, 5.0]
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    assert s.loc[0, "ci_low"] == pytest.approx(2.5 - half)
+    assert s.loc[1, "ci_low"] == s.loc[1, "ci_high"] == 5.0
+    b = stats.summarize(df, method="bootstrap")
+    assert 1.0 <= b.loc[0, "ci_low"] < 2.5 < b.loc[0, "ci_high"] <= 4.0
+    with pytest.raises(ValueError, match="method"):
+        stats.summarize(df, method="z")
+    with pytest.raises(ValueError, match="loss"):
+        stats.summarize(df, metric="loss")
+
+
+def test_welch_interval_matches_scipy():
+    a = [0.80, 0.82, 0.81, 0.85]
+    b = [0.78, 0.83, 0.70]
+    ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.9)
+    assert stats.welch_interval(a, b, 0.9) == pytest.approx((ci.low, ci.high))
+
+
+def test_compare_identical_samples_not_significant():
+    a = [0.91, 0.92, 0.90, 0.93, 0.915]
+    result = stats.compare(a, list(a), names=("A", "B"), label="test accuracy at epoch 10")
+    assert result.p_value == pytest.approx(1.0)
+    assert result.p_permutation == pytest.approx(1.0)
+    assert result.difference == 0.0
+    assert result.ci_low < 0.0 < result.ci_high
+    assert not result.significant
+    assert "do not show" in result.verdict
+    assert "not proof that they are equal" in result.verdict
+    assert result.verdict.count(". ") == 0  # one sentence
+
+
+def test_compare_clearly_different_samples():
+    a = [0.93, 0.94, 0.935, 0.945, 0.94, 0.932]
+    b = [0.80, 0.81, 0.805, 0.79, 0.80, 0.812]
+    result = stats.compare(a, b, names=("ReLU+BN", "tanh"), label="test accuracy at epoch 10")
+    assert result.p_value < 1e-6
+    assert result.p_permutation < 0.01
+    assert result.significant
+    assert result.difference == pytest.approx(np.mean(a) - np.mean(b))
+    assert 0 < result.ci_low < result.difference < result.ci_high
+    assert result.verdict.startswith("With 6 seeds each, ReLU+BN did better than tanh")
+    assert "this budget only" in result.verdict
+    # for a loss, lower is better: the same numbers make the other one the winner
+    loss = stats.compare(a, b, names=("A", "B"), higher_is_better=False)
+    assert "B did better than A" in loss.verdict
+    assert "Welch p" in result._repr_markdown_()
+
+
+def test_compare_few_seeds_does_not_overclaim():
+    result = stats.compare([0.90, 0.91], [0.80, 0.81])
+    assert result.p_value < 0.05  # Welch alone would say "significant" ...
+    assert result.p_permutation == pytest.approx(1 / 3)  # ... the permutation test cannot
+    assert not result.significant
+    assert "cannot go below p = 0.33" in result.verdict
+    assert stats.min_permutation_p(3, 3) == pytest.approx(0.1)
+
+
+def test_compare_needs_two_seeds():
+    with pytest.raises(ValueError, match="B has 1 seed"):
+        stats.compare([0.9, 0.8], [0.7], names=("A", "B"))
+    with pytest.raises(ValueError, match="A has 0 seed"):
+        stats.compare([], [0.7, 0.8])
+    with pytest.raises(ValueError, match="NaN"):
+        stats.compare([0.9, float("nan")], [0.7, 0.8])
+    with pytest.raises(ValueError, match="alpha"):
+        stats.compare([0.9, 0.8], [0.7, 0.8], alpha=5)
+
+
+def test_compare_at_epoch_and_plot():
+    fa = stats.run_seeds(lambda s: fake_curve(s, 0.05), range(4), progress=False)
+    fb = stats.run_seeds(fake_curve, range(4), progress=False)
+    result = stats.compare_at_epoch(fa, fb, epoch=6, names=("A", "B"))
+    assert result.label == "metric at epoch 6"
+    assert result.n_a == result.n_b == 4
+    assert result.mean_a > result.mean_b
+    with pytest.raises(ValueError, match="epoch 9"):
+        stats.compare_at_epoch(fa, fb, epoch=9)
+    fig = stats.plot_curves({"A": fa, "B": fb}, mark_epoch=5, ylabel="test accuracy")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "epoch"
+    assert ax.get_ylabel() == "test accuracy"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "A (4 seeds)" in labels and "B (4 seeds)" in labels
+    assert "shaded: 95% CI of the mean" in labels
+
+
+def test_interrupted_run_is_not_averaged():
+    class Interrupted:  # what experiment.run returns after Ctrl-C
+        status = "interrupted"
+        name = "r"
+        history = [{"epoch": 1, "valid_accuracy": 0.3}]
+
+    with pytest.raises(KeyboardInterrupt):
+        stats.run_seeds(lambda s: Interrupted(), [0, 1], progress=False)
