@@ -1,0 +1,182 @@
+"""Training throughput of the handover CNN, three ways, on one device (run by hand).
+
+Measures images/s at batch 256 for
+
+1. ``raw``: forward + backward + optimizer step on one fixed batch already on the device
+   (the limit: no data loading, no bookkeeping);
+2. ``loop_tensor``: :func:`nbhelpers.train.train` fed by the device-resident
+   :class:`nbhelpers.data.TensorLoader`;
+3. ``loop_pil``: the same loop fed by the handover's pipeline, a ``DataLoader`` over
+   per-sample PIL images with ``RandomRotation(180)`` and ``ToTensor()``;
+
+plus ``pil_data_only``: the PIL pipeline alone (batches produced, no model), which
+shows whether data loading caps the training speed. Warm-up steps are excluded.
+Prints a table and the ratios and writes ``benchmarks/results/training.json``.
+
+Usage::
+
+    python benchmarks/bench_training.py                 # defaults per device
+    python benchmarks/bench_training.py --steps 40 --warmup 5 --workers 2 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import transforms
+
+from nbhelpers import env
+from nbhelpers.data import ImageSet, TensorLoader, make_loader
+from nbhelpers.models import build_cnn
+from nbhelpers.train import synchronize, train
+
+RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
+
+
+def _images(n: int, seed: int = 0) -> ImageSet:
+    """Random uint8 images: throughput does not depend on the pixels."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    return ImageSet(images, labels, "train", "synthetic")
+
+
+def _model_and_optimizer(device: torch.device):
+    env.seed_everything(0)
+    model = build_cnn("tanh", "none").to(device)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-5)
+
+
+def bench_raw(device, batch_size: int, warmup: int, steps: int) -> float:
+    """images/s of forward + backward + step on one resident batch."""
+    model, opt = _model_and_optimizer(device)
+    x = torch.rand(batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def bench_loop(device, loader, warmup: int, steps: int, batch_size: int) -> dict:
+    """images/s of :func:`train` over ``loader`` (its own timing and the wall clock)."""
+    model, opt = _model_and_optimizer(device)
+    train(model, opt, loader, epochs=1, max_steps=warmup, progress=False, eval_every=0)
+    synchronize(device)
+    t0 = time.perf_counter()
+    history = train(model, opt, loader, epochs=1, max_steps=steps, progress=False, eval_every=0)
+    synchronize(device)
+    wall = time.perf_counter() - t0
+    t = history.timings
+    return {
+        "images_per_s": steps * batch_size / wall,
+        "loop_images_per_s": t["images_per_s"],
+        "data_s": t["data_s"],
+        "compute_s": t["compute_s"],
+        "steps": history.steps,
+    }
+
+
+def bench_pil_data_only(loader, warmup: int, steps: int, batch_size: int) -> float:
+    """images/s of producing PIL-pipeline batches (no model)."""
+    it = iter(loader)
+    for _ in range(warmup):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, mps")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps (default 40 GPU, 6 CPU)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps (default 5 GPU, 1 CPU)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers for the PIL pipeline"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    device = env.pick_device(args.device)
+    gpu = device.type != "cpu"
+    steps = args.steps or (40 if gpu else 6)
+    warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    b = args.batch_size
+    data = _images((steps + warmup) * b)
+    print(env.banner(device))
+    print(f"handover CNN, batch {b}, {warmup} warm-up + {steps} timed steps per measurement")
+
+    results = {"raw": bench_raw(device, b, warmup, steps)}
+    tensor_loader = TensorLoader(data.images, data.labels, b, device=device, drop_last=True)
+    results["loop_tensor"] = bench_loop(device, tensor_loader, warmup, steps, b)
+    handover_transform = transforms.Compose([transforms.RandomRotation(180), transforms.ToTensor()])
+
+    def pil_loader():
+        return make_loader(
+            data, b, shuffle=True, kind="pil", transform=handover_transform,
+            num_workers=args.workers, pin_memory=device.type == "cuda",
+        )  # fmt: skip
+
+    results["loop_pil"] = bench_loop(device, pil_loader(), warmup, steps, b)
+    results["pil_data_only"] = bench_pil_data_only(pil_loader(), warmup, steps, b)
+
+    raw = results["raw"]
+    tensor = results["loop_tensor"]["images_per_s"]
+    pil = results["loop_pil"]["images_per_s"]
+    ratios = {
+        "loop_tensor / raw": tensor / raw,
+        "loop_pil / raw": pil / raw,
+        "loop_tensor / loop_pil": tensor / pil,
+    }
+    print(f"{'measurement':<34}{'images/s':>12}")
+    print(f"{'raw step on a resident batch':<34}{raw:>12,.0f}")
+    print(f"{'train() + TensorLoader':<34}{tensor:>12,.0f}")
+    print(f"{'train() + PIL pipeline (handover)':<34}{pil:>12,.0f}")
+    print(f"{'PIL pipeline alone (no model)':<34}{results['pil_data_only']:>12,.0f}")
+    for name, value in ratios.items():
+        print(f"{name:<34}{value:>12.2f}")
+
+    report = {
+        "benchmark": "bench_training",
+        "device": env.device_name(device),
+        "versions": env.versions(),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": b,
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "pil_workers": args.workers,
+        "results": results,
+        "ratios": ratios,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Tests of nbhelpers.experiment: configs, validation, run(), cache, interrupts, comparisons."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nbhelpers import experiment
+from nbhelpers.budget import BUDGETS
+from nbhelpers.data import DataBundle, ImageSet
+from nbhelpers.experiment import (
+    RandomRotationBatch,
+    RunConfig,
+    compare_table,
+    describe_config,
+    handover_config,
+    reference_fix_config,
+    run,
+)
+from nbhelpers.records import RunRecord, config_hash, list_runs, load_record
+
+
+def _bundle(n_train=32, n_valid=16, n_test=16, seed=0) -> DataBundle:
+    gen = torch.Generator().manual_seed(seed)
+
+    def split(n, name):
+        images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+        labels = torch.randint(0, 10, (n,), generator=gen)
+        return ImageSet(images, labels, name, "synthetic")
+
+    return DataBundle(
+        split(n_train, "train"), split(n_valid, "valid"), split(n_test, "test"), "synthetic"
+    )
+
+
+def _config(**changes) -> RunConfig:
+    base = dict(
+        name="tiny",
+        source="synthetic",
+        n_train=32,
+        n_valid=16,
+        n_test=16,
+        width=4,
+        batch_size=16,
+        epochs=2,
+        eval_batch_size=32,
+        device="cpu",
+    )
+    base.update(changes)
+    return RunConfig(**base)
+
+
+def _metrics(record):
+    return [{k: v for k, v in row.items() if not k.endswith("_s")} for row in record.history]
+
+
+# --------------------------------------------------------------------------- configs
+def test_handover_config_carries_every_fault():
+    cfg = handover_config("tiny", source="synthetic")
+    tiny = BUDGETS["tiny"]
+    assert (cfg.n_train, cfg.n_valid, cfg.n_test) == (tiny.n_train, tiny.n_valid, tiny.n_test)
+    assert (cfg.batch_size, cfg.epochs) == (tiny.batch_size, tiny.epochs)
+    assert cfg.eval_from_train and cfg.augmentation == "rotate180" and cfg.loader == "pil"
+    assert cfg.zero_grad is False
+    assert (cfg.optimizer, cfg.lr) == ("adam", 1e-5)
+    assert (cfg.schedule, cfg.gamma, cfg.schedule_step) == ("exponential", 1.001, "batch")
+    assert (cfg.activation, cfg.norm) == ("tanh", "none")
+    assert cfg.eval_splits == ("train", "valid", "test")
+
+
+def test_reference_fix_config_and_overrides():
+    cfg = reference_fix_config("quick", source="synthetic", lr=1e-3)
+    assert not cfg.eval_from_train and cfg.augmentation == "none" and cfg.zero_grad
+    assert cfg.schedule == "none" and cfg.optimizer == "adam" and cfg.lr == 1e-3
+    assert (cfg.activation, cfg.norm) == ("relu", "batch")
+    assert reference_fix_config("tiny").lr == 2e-3
+    with pytest.raises(ValueError, match="budget"):
+        reference_fix_config("huge")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("lr", 0.0, "lr=0.0"),
+        ("lr", -1e-3, "lr=-0.001"),
+        ("lr", math.nan, "lr=nan"),
+        ("batch_size", 0, "batch_size=0"),
+        ("epochs", -1, "epochs=-1"),
+        ("activation", "sigmoid", "'relu'"),
+        ("norm", "layer", "'batch'"),
+        ("optimizer", "rmsprop", "'sgd'"),
+        ("schedule", "step", "'cosine'"),
+        ("schedule_step", "iteration", "'epoch'"),
+        ("augmentation", "flip", "'rotate180'"),
+        ("loader", "fast", "'tensor'"),
+        ("source", "mnist", "'svhn'"),
+        ("eval_splits", ("train", "holdout"), "eval_splits"),
+        ("momentum", 1.0, "momentum"),
+        ("gamma", 0.0, "gamma"),
+        ("zero_grad", "yes", "True or False"),
+        ("device", "tpu", "device"),
+    ],
+)
+def test_bad_config_values_raise_naming_value_and_valid_choices(field, value, fragment):
+    with pytest.raises(ValueError, match=field) as err:
+        _config(**{field: value})
+    assert fragment in str(err.value)
+
+
+def test_bad_config_raises_in_run_before_any_work(monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started despite an invalid config")
+
+    monkeypatch.setattr(experiment, "get_data", must_not_run)
+    monkeypatch.setattr(experiment, "train", must_not_run)
+    monkeypatch.setattr(experiment, "find_cached", must_not_run)
+    cfg = _config()
+    cfg.lr = -1.0  # changed after construction: run() validates again
+    with pytest.raises(ValueError, match="lr=-1.0"):
+        run(cfg)
+    with pytest.raises(TypeError, match="RunConfig"):
+        run({"lr": 1e-3})
+
+
+def test_config_dict_roundtrip_and_replace():
+    cfg = _config(eval_splits=["valid", "test"])
+    assert cfg.eval_splits == ("valid", "test")
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.replace(lr=0.5).lr == 0.5
+    with pytest.raises(ValueError, match="unknown RunConfig fields"):
+        RunConfig.from_dict({**cfg.to_dict(), "learning_rate": 1})
+    with pytest.raises(ValueError, match="batch_size"):
+        cfg.replace(batch_size=-4)
+
+
+# --------------------------------------------------------------------------- run
+def test_run_trains_saves_and_serves_from_cache(tmp_path, monkeypatch, capsys):
+    data = _bundle()
+    record = run(_config(), data=data, runs_dir=tmp_path, progress=False)
+    assert record.status == "complete" and not record.from_cache
+    assert [row["epoch"] for row in record.history] == [1, 2]
+    assert {"train_accuracy", "valid_accuracy", "test_accuracy", "lr"} <= set(record.history[-1])
+    assert record.config_hash == config_hash(record.config)
+    assert record.config["device"] == "cpu" and record.config["source"] == "synthetic"
+    assert record.extra["n_parameters"] > 0 and record.extra["split_sizes"]["test"] == 16
+    for key in ("data_s", "compute_s", "eval_s", "diagnostics_s", "total_s", "wall_s"):
+        assert record.timings[key] >= 0
+    assert record.versions["torch"] == torch.__version__
+    assert load_record(record.path).history == record.history
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("retrained although the run is cached")
+
+    monkeypatch.setattr(experiment, "train", must_not_train)
+    capsys.readouterr()
+    again = run(_config(), data=data, runs_dir=tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert again.from_cache and again.history == record.history
+    assert f"Loaded cached run tiny ({record.config_hash[:12]})" in out
+    assert "pass cache=False to retrain" in out
+    with pytest.raises(AssertionError, match="retrained"):
+        run(_config(), data=data, runs_dir=tmp_path, cache=False, progress=False)
+
+
+def test_same_seed_gives_identical_metrics_and_other_seed_differs(tmp_path):
+    data = _bundle()
+    a = run(_config(epochs=1), data=data, runs_dir=tmp_path, cache=False, progress=False)
+    b = run(_config(epochs=1), data=data, runs_dir=tmp_path, cache=False, progress=False)
+    c = run(_config(epochs=1, seed=1), data=data, runs_dir=tmp_path, cache=False, progress=False)
+    assert _metrics(a) == _metrics(b) and a.step_losses == b.step_losses
+    assert a.step_losses != c.step_losses
+
+
+class _InterruptAt:
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, step, loss):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_is_saved_readable_and_never_cached(tmp_path, capsys):
+    data = _bundle()
+    cfg = _config(epochs=3)
+    rec = run(cfg, data=data, runs_dir=tmp_path, hooks=[_InterruptAt(4)], progress=False)
+    assert rec.status == "interrupted"
+    stored = load_record(rec.path)  # 2 steps per epoch: stopped after the first step of epoch 3
+    assert stored.status == "interrupted" and len(stored.step_losses) == 5
+    assert [row["epoch"] for row in stored.history] == [1, 2, 3]
+    assert stored.history[-1]["partial"] is True
+    assert [r.status for r in list_runs(tmp_path)] == ["interrupted"]
+    capsys.readouterr()
+    fresh = run(cfg, data=data, runs_dir=tmp_path, progress=False)
+    assert not fresh.from_cache and fresh.status == "complete"
+    assert "Loaded cached" not in capsys.readouterr().out
+
+
+def test_eval_from_train_evaluates_on_training_images(tmp_path):
+    data = _bundle()
+    sets = experiment._eval_sets(_config(eval_from_train=True), data)
+    train_rows = {bytes(img.numpy()) for img in data.train.images}
+    for split in ("valid", "test"):
+        assert len(sets[split]) == 16
+        assert all(bytes(img.numpy()) in train_rows for img in sets[split].images)
+    valid_rows = {bytes(img.numpy()) for img in sets["valid"].images}
+    assert not valid_rows & {bytes(img.numpy()) for img in sets["test"].images}
+    honest = experiment._eval_sets(_config(), data)
+    assert honest["test"] is data.test
+
+
+def test_handover_faults_run_with_both_loaders(tmp_path):
+    data = _bundle()
+    for loader in ("pil", "tensor"):
+        cfg = handover_config(
+            "tiny", source="synthetic", name=f"handover-{loader}", loader=loader, width=4,
+            n_train=32, n_valid=16, n_test=16, batch_size=16, epochs=1, device="cpu",
+        )  # fmt: skip
+        rec = run(cfg, data=data, runs_dir=tmp_path, progress=False)
+        assert rec.step_lrs[1] == pytest.approx(1e-5 * 1.001)  # the schedule grows per batch
+        assert rec.extra["split_sizes"] == {"train": 32, "valid": 16, "test": 16}
+
+
+def test_get_data_is_cached_in_process():
+    experiment.clear_data_cache()
+    cfg = _config(n_train=24, n_valid=8, n_test=8)
+    first = experiment.get_data(cfg)
+    assert experiment.get_data(cfg) is first
+    assert len(first.train) == 24 and first.source == "synthetic"
+
+
+def test_cosine_schedule_reaches_zero_at_the_end():
+    cfg = _config(schedule="cosine", epochs=2)
+    model = torch.nn.Linear(2, 2)
+    opt = experiment.build_optimizer(cfg, model.parameters())
+    sched = experiment.build_scheduler(cfg, opt, steps_per_epoch=4)
+    for _ in range(8):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- rotation
+def test_random_rotation_batch_is_seeded_and_shape_preserving():
+    x = torch.rand(6, 3, 32, 32)
+    a = RandomRotationBatch(180, seed=1)(x)
+    b = RandomRotationBatch(180, seed=1)(x)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, x)
+    tiny = RandomRotationBatch(1e-4, seed=0)(x)  # (almost) no rotation: identity sampling
+    assert torch.equal(tiny, x)
+    with pytest.raises(ValueError, match="degrees"):
+        RandomRotationBatch(0)
+
+
+def test_rotation_by_180_degrees_turns_images_upside_down():
+    x = torch.rand(2, 3, 8, 8)
+    out = RandomRotationBatch.rotate(x, torch.tensor([math.pi, 0.0]))
+    torch.testing.assert_close(out[0], torch.flip(x[0], dims=(1, 2)))
+    torch.testing.assert_close(out[1], x[1])
+
+
+# --------------------------------------------------------------------------- comparison
+def _fake_record(name: str, config: RunConfig, test_accuracy: float) -> RunRecord:
+    history = [{"epoch": 1, "valid_accuracy": test_accuracy + 0.01, "test_accuracy": test_accuracy}]
+    timings = {"wall_s": 3.0, "images_per_s": 100.0}
+    return RunRecord(
+        name, config.to_dict(), config_hash(config.to_dict()), history, timings=timings
+    )
+
+
+def test_compare_table_and_description():
+    recs = [
+        _fake_record("a", _config(name="a"), 0.8),
+        _fake_record("b", _config(name="b", lr=1e-2, zero_grad=False), 0.2),
+    ]
+    table = compare_table(recs)
+    assert list(table["run"]) == ["a", "b"]
+    assert {"configuration", "test accuracy", "wall time (s)", "images/s"} <= set(table.columns)
+    assert list(table["test accuracy"]) == [0.8, 0.2]
+    assert table.loc[0, "best valid accuracy"] == pytest.approx(0.81)
+    assert "NO zero_grad" in table.loc[1, "configuration"]
+    assert "NO zero_grad" not in table.loc[0, "configuration"]
+    text = describe_config(handover_config("tiny", source="synthetic"))
+    assert "tanh/none" in text and "exponential(1.001)/batch" in text and "eval=train" in text
+    with pytest.raises(TypeError, match="RunRecord"):
+        compare_table([{"name": "x"}])

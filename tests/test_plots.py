@@ -1,0 +1,99 @@
+"""Tests of nbhelpers.plots: learning curves, run comparisons, text summaries."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from nbhelpers.plots import plot_learning_curves, plot_runs, plot_step_losses, summary_text  # noqa: E402
+from nbhelpers.records import RunRecord  # noqa: E402
+from nbhelpers.train import History  # noqa: E402
+
+
+def _record(name: str, base: float) -> RunRecord:
+    history = [
+        {
+            "epoch": e,
+            "running_loss": 2.0 - 0.2 * e,
+            "running_accuracy": 0.2 + 0.1 * e,
+            "train_loss": 2.0 - base * e,
+            "train_accuracy": 0.2 + base * e,
+            "valid_loss": 2.1 - base * e,
+            "valid_accuracy": 0.1 + base * e,
+            "test_loss": 2.2 - base * e,
+            "test_accuracy": 0.1 + base * e - (0.25 if e == 3 else 0.0),
+        }
+        for e in (1, 2, 3)
+    ]
+    return RunRecord(
+        name=name, config={}, config_hash="0" * 64, history=history,
+        step_losses=[2.3, 2.1, 1.9], timings={"wall_s": 12.34},
+    )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_learning_curves_have_labelled_axes_and_legends():
+    fig = plot_learning_curves(_record("demo", 0.2))
+    ax_loss, ax_acc = fig.axes
+    assert ax_loss.get_xlabel() == ax_acc.get_xlabel() == "epoch"
+    assert "loss" in ax_loss.get_ylabel() and "accuracy" in ax_acc.get_ylabel()
+    labels = [t.get_text() for t in ax_acc.get_legend().get_texts()]
+    assert labels == ["train", "valid", "test", "train (running)"]
+    test_line = ax_acc.get_lines()[2]
+    assert list(test_line.get_xdata()) == [1, 2, 3]
+    assert list(test_line.get_ydata()) == pytest.approx([0.3, 0.5, 0.45])
+    assert fig._suptitle.get_text() == "demo"
+
+
+def test_learning_curves_accept_history_and_subset_of_splits():
+    history = History(epochs=[{"epoch": 1, "running_loss": 1.0, "running_accuracy": 0.5}])
+    fig = plot_learning_curves(history, title="no evaluation")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train (running)"]
+    fig = plot_learning_curves(_record("x", 0.1), splits=["test"])
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [
+        "test",
+        "train (running)",
+    ]
+    with pytest.raises(TypeError, match="per-epoch"):
+        plot_learning_curves(42)
+
+
+def test_plot_runs_one_line_per_run_with_names():
+    runs = [_record("handover", 0.01), _record("reference-fix", 0.2)]
+    fig = plot_runs(runs, split="valid")
+    ax_loss, ax_acc = fig.axes
+    assert [t.get_text() for t in ax_acc.get_legend().get_texts()] == ["handover", "reference-fix"]
+    assert len(ax_loss.get_lines()) == 2 and ax_acc.get_ylabel() == "valid accuracy"
+    assert ax_loss.get_lines()[0].get_color() == ax_acc.get_lines()[0].get_color()
+    fig = plot_runs(runs, names=["A", "B"])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["A", "B"]
+    with pytest.raises(ValueError, match="names"):
+        plot_runs(runs, names=["only one"])
+    with pytest.raises(ValueError, match="at least one"):
+        plot_runs([])
+
+
+def test_plot_step_losses():
+    fig = plot_step_losses([_record("a", 0.1), _record("b", 0.2)], log_y=True)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "step" and ax.get_yscale() == "log"
+    assert len(ax.get_lines()) == 2
+
+
+def test_summary_text_best_and_final_accuracy():
+    text = summary_text(_record("demo", 0.2))
+    lines = text.splitlines()
+    assert lines[0] == "demo (complete, 3 epochs, 12.3 s)"
+    test_row = [line for line in lines if line.strip().startswith("test")][0]
+    assert test_row.split()[1:] == ["50.0%", "45.0%"]  # best (epoch 2), final (epoch 3)
+    bare = summary_text(History(epochs=[{"epoch": 1, "running_accuracy": 0.25}]))
+    assert "no evaluation" in bare and "25.0%" in bare

@@ -1,0 +1,126 @@
+"""Tests of nbhelpers.records: JSON records, atomic writes, the config-hash cache."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from nbhelpers import records
+from nbhelpers.records import (
+    RunRecord,
+    config_hash,
+    default_runs_dir,
+    find_cached,
+    list_runs,
+    load_record,
+    record_path,
+    save_record,
+)
+
+
+def _record(name="demo", status="complete", **config) -> RunRecord:
+    config = {"lr": 0.001, "epochs": 2, **config}
+    return RunRecord(
+        name=name,
+        config=config,
+        config_hash=config_hash(config),
+        history=[
+            {"epoch": 1, "test_accuracy": 0.5, "test_loss": 1.2},
+            {"epoch": 2, "test_accuracy": 0.6, "test_loss": math.nan},
+        ],
+        step_losses=[2.3, 2.0],
+        timings={"total_s": 1.5},
+        seed=0,
+        status=status,
+    )
+
+
+def test_config_hash_ignores_key_order_and_depends_on_values_and_salt():
+    a = config_hash({"lr": 0.1, "epochs": 3})
+    assert a == config_hash({"epochs": 3, "lr": 0.1})
+    assert len(a) == 64 and int(a, 16) >= 0
+    assert a != config_hash({"lr": 0.2, "epochs": 3})
+    assert a != config_hash({"lr": 0.1, "epochs": 3}, salt="other-code")
+    with pytest.raises(TypeError):
+        config_hash(["lr", 0.1])
+
+
+def test_save_and_load_roundtrip_without_temp_files(tmp_path):
+    rec = _record()
+    path = save_record(rec, tmp_path)
+    assert path == record_path("demo", rec.config_hash, tmp_path)
+    assert path.name == f"demo-{rec.config_hash[:12]}.json"
+    assert rec.path == str(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+    loaded = load_record(path)
+    assert loaded.config == rec.config and loaded.history[0] == rec.history[0]
+    assert math.isnan(loaded.history[1]["test_loss"])
+    assert loaded.path == str(path) and loaded.from_cache is False
+    data = json.loads(path.read_text())
+    assert "path" not in data and data["status"] == "complete"
+
+
+def test_failed_write_keeps_the_old_record(tmp_path, monkeypatch):
+    rec = _record()
+    path = save_record(rec, tmp_path)
+    before = path.read_text()
+
+    def broken_dump(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(records.json, "dump", broken_dump)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_record(_record(), tmp_path)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_find_cached_serves_complete_records_only(tmp_path):
+    rec = _record()
+    assert find_cached("demo", rec.config_hash, tmp_path) is None
+    save_record(rec, tmp_path)
+    hit = find_cached("demo", rec.config_hash, tmp_path)
+    assert hit is not None and hit.from_cache and hit.history == load_record(rec.path).history
+    interrupted = _record(status="interrupted")
+    save_record(interrupted, tmp_path)  # same config: replaces the complete one
+    assert find_cached("demo", interrupted.config_hash, tmp_path) is None
+
+
+def test_list_runs_reads_all_and_skips_other_files(tmp_path):
+    save_record(_record("a", lr=0.1), tmp_path)
+    save_record(_record("b", lr=0.2), tmp_path)
+    (tmp_path / "notes.json").write_text('{"hello": 1}')
+    (tmp_path / "broken.json").write_text("{not json")
+    names = sorted(r.name for r in list_runs(tmp_path))
+    assert names == ["a", "b"]
+    assert list_runs(tmp_path / "missing") == []
+
+
+def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBHELPERS_RUNS_DIR", str(tmp_path / "elsewhere"))
+    assert default_runs_dir() == tmp_path / "elsewhere"
+    path = save_record(_record())
+    assert path.parent == tmp_path / "elsewhere"
+    monkeypatch.delenv("NBHELPERS_RUNS_DIR")
+    assert str(default_runs_dir()) == "runs"
+
+
+def test_record_helpers_and_validation(tmp_path):
+    rec = _record()
+    assert rec.final("test_accuracy") == 0.6
+    assert rec.best("test_loss", mode="min") == 1.2  # NaN ignored
+    assert rec.final("valid_accuracy", "none") == "none"
+    with pytest.raises(ValueError, match="status"):
+        _record(status="crashed")
+    (tmp_path / "x.json").write_text('{"name": "x"}')
+    with pytest.raises(ValueError, match="config"):
+        load_record(tmp_path / "x.json")
+
+
+def test_unsafe_names_become_safe_file_names(tmp_path):
+    rec = _record(name="lr 1e-3 / relu?")
+    path = save_record(rec, tmp_path)
+    assert path.parent == tmp_path and "/" not in path.name[:-5] and " " not in path.name
+    assert load_record(path).name == "lr 1e-3 / relu?"
