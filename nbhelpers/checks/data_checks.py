@@ -1,0 +1,559 @@
+"""Checks of the data itself: shared images between splits, labels, input statistics, layout.
+
+- :func:`check_split_overlap`: exact duplicates between train / validation / test (image hashes).
+- :func:`check_split_sources`: evaluation splits carved out of the training data (same parent
+  dataset, a torchvision dataset loaded with ``split="train"``, or equal-size halves of train).
+- :func:`check_labels`: label dtype and range against the number of classes and the model's
+  output size, missing classes, labels shifted by one (SVHN's "10 means 0").
+- :func:`check_input_statistics`: per-channel mean / std and value range per split; raw 0-255
+  inputs; splits whose statistics disagree (normalisation applied to one split only).
+- :func:`check_image_layout`: channels-first vs channels-last confusion (shape, and the
+  neighbouring-pixel correlation along each image axis, which a wrong reshape destroys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._core import (
+    CheckResult,
+    as_uint8_images,
+    fmt,
+    model_batch,
+    model_device,
+    not_applicable,
+    raw_images_labels,
+)
+
+__all__ = [
+    "check_image_layout",
+    "check_input_statistics",
+    "check_labels",
+    "check_split_overlap",
+    "check_split_sources",
+    "image_hashes",
+]
+
+
+def as_splits(data: Any) -> dict[str, Any]:
+    """``{name: split}`` from a dict, a :class:`nbhelpers.data.DataBundle` or one split.
+
+    Raises:
+        TypeError: ``data`` is None.
+    """
+    if data is None:
+        raise TypeError("no data given: pass a dict {'train': ..., 'valid': ...} or a DataBundle.")
+    if isinstance(data, Mapping):
+        return dict(data)
+    if callable(getattr(data, "splits", None)) and all(
+        hasattr(data, s) for s in ("train", "valid", "test")
+    ):
+        return dict(data.splits())
+    return {getattr(data, "name", None) or "data": data}
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Splits
+# ---------------------------------------------------------------------------------------------
+def image_hashes(images: torch.Tensor) -> list[bytes]:
+    """One BLAKE2b digest (16 bytes) per image of the bytes of its uint8 pixels.
+
+    Args:
+        images: tensor (N, ...) of images; float images in [0, 1] are first scaled to uint8, so
+            the same picture hashes the same whether stored as uint8 or as float.
+
+    Returns:
+        A list of N digests; equal digests mean byte-identical images.
+    """
+    arr = np.ascontiguousarray(as_uint8_images(images.detach().cpu()).numpy())
+    flat = arr.reshape(arr.shape[0], -1)
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+
+
+def check_split_overlap(
+    splits: Any, *, max_shared_fraction: float = 0.001, max_items: int = 20_000
+) -> CheckResult:
+    """Count images that appear in more than one split (exact duplicates, by hash).
+
+    Every image's uint8 bytes are hashed with BLAKE2b (:func:`image_hashes`); for each pair of
+    splits the number of distinct images present in both is reported. A fraction above
+    ``max_shared_fraction`` of the smaller split fails (real datasets can hold a handful of
+    exact duplicates; a leak is usually most of a split).
+
+    Args:
+        splits: ``{name: split}`` (ImageSet, Dataset, DataLoader, TensorLoader, ``(images,
+            labels)``) or a DataBundle. Splits read through their transform (generic datasets)
+            are compared as transformed, which random augmentation would hide; stored data
+            (ImageSet, torchvision datasets, Subset, TensorLoader) is compared raw.
+        max_shared_fraction: tolerated shared fraction of the smaller split of a pair.
+        max_items: at most this many items are read from datasets read one by one.
+
+    Returns:
+        A :class:`CheckResult` named ``split_overlap``; ``details["shared"]`` maps
+        ``"a&b"`` to the count.
+
+    Raises:
+        TypeError: a split's images cannot be read.
+    """
+    named = as_splits(splits)
+    if len(named) < 2:
+        return not_applicable(
+            "split_overlap", "only one split given.", "pass train and eval splits."
+        )
+    hashes: dict[str, list[bytes]] = {}
+    notes = []
+    for name, split in named.items():
+        x, _, how = raw_images_labels(split, max_items)
+        if x is None:
+            raise TypeError(f"split {name!r}: no images could be read from {type(split).__name__}.")
+        hashes[name] = image_hashes(x)
+        if how != "stored":
+            notes.append(f"{name} {how}")
+    sets = {k: set(v) for k, v in hashes.items()}
+    shared, parts, bad = {}, [], []
+    for a, b in combinations(named, 2):
+        count = len(sets[a] & sets[b])
+        shared[f"{a}&{b}"] = count
+        smaller = max(1, min(len(sets[a]), len(sets[b])))
+        parts.append(f"{a}&{b}: {count}")
+        if count / smaller > max_shared_fraction:
+            bad.append(f"{a}&{b}")
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in hashes.items())
+    evidence = f"shared images {', '.join(parts)} (sizes: {sizes})."
+    carved = _carved_from(sets, hashes)
+    if carved:
+        evidence += " " + carved
+    if notes:
+        evidence += " Read: " + "; ".join(notes) + "."
+    details = {"shared": shared, "sizes": {k: len(v) for k, v in hashes.items()}}
+    if bad:
+        return CheckResult(
+            "split_overlap",
+            False,
+            evidence,
+            "Evaluation splits must hold images the model never trains on: take the test split "
+            "from the dataset's test files and carve validation out of train without overlap.",
+            details=details,
+        )
+    return CheckResult("split_overlap", True, evidence, "", details=details)
+
+
+def _carved_from(sets: dict[str, set], hashes: dict[str, list]) -> str:
+    """A sentence when two evaluation splits have equal size and both lie inside train."""
+    if "train" not in sets:
+        return ""
+    others = [k for k in sets if k != "train" and sets[k] and sets[k] <= sets["train"]]
+    for a, b in combinations(others, 2):
+        if len(hashes[a]) == len(hashes[b]):
+            return (
+                f"{a} and {b} have exactly the same size ({len(hashes[a])}) and both lie entirely "
+                "inside train: they look like the train split cut in halves."
+            )
+    if others:
+        return f"{', '.join(others)} lie(s) entirely inside train."
+    return ""
+
+
+def _origin(split: Any) -> tuple[Any, str]:
+    """The object a split was cut from and a description of which part of the source it is."""
+    obj = split
+    while isinstance(obj, torch.utils.data.Subset):
+        obj = obj.dataset
+    if isinstance(obj, torch.utils.data.DataLoader):
+        return _origin(obj.dataset)
+    part = ""
+    if isinstance(getattr(obj, "split", None), str):
+        part = f"split={obj.split!r}"
+    elif isinstance(getattr(obj, "train", None), bool):
+        part = f"train={obj.train}"
+    return obj, part
+
+
+def check_split_sources(splits: Any) -> CheckResult:
+    """Look at how the splits were built: are evaluation splits cut from the training data?
+
+    Fails when an evaluation split (any name other than ``train``) is a ``Subset`` of the same
+    dataset object as the training split, or comes from a torchvision dataset loaded with
+    ``split="train"`` / ``train=True``. This reads only the objects' structure (no images), so
+    it also catches the handover's pattern: the train split loaded a second time and randomly
+    halved into validation and test.
+
+    Args:
+        splits: ``{name: split}`` or a DataBundle (for ImageSets, which keep no parent, the
+            answer is "not applicable": use :func:`check_split_overlap`).
+
+    Returns:
+        A :class:`CheckResult` named ``split_sources``.
+    """
+    named = as_splits(splits)
+    origins = {k: _origin(v) for k, v in named.items()}
+    train = origins.get("train")
+    findings = []
+    for name, (obj, part) in origins.items():
+        if name == "train":
+            continue
+        if train is not None and obj is train[0] and named[name] is not named["train"]:
+            findings.append(f"{name} is cut from the same dataset object as train")
+        elif part in ("split='train'", "train=True"):
+            findings.append(f"{name} comes from a dataset loaded with {part}")
+    parts = [f"{k}: {type(o).__name__}" + (f"({p})" if p else "") for k, (o, p) in origins.items()]
+    evidence = "; ".join(parts) + "."
+    if findings:
+        return CheckResult(
+            "split_sources",
+            False,
+            "; ".join(findings) + ". " + evidence,
+            "Load evaluation data from the test files (e.g. SVHN(split='test')) and split "
+            "validation off train with disjoint indices.",
+        )
+    if not any(p for _, p in origins.values()) and not any(
+        isinstance(v, torch.utils.data.Subset) for v in named.values()
+    ):
+        return not_applicable(
+            "split_sources",
+            "the splits keep no record of their parent dataset (" + evidence.rstrip(".") + ").",
+            "check_split_overlap compares the images themselves.",
+        )
+    return CheckResult("split_sources", True, evidence)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Labels
+# ---------------------------------------------------------------------------------------------
+def _model_outputs(model: nn.Module, x: torch.Tensor) -> int | None:
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        out = m(x[:2].to(model_device(m), dtype=torch.float32))
+    return int(out.shape[-1]) if out.ndim >= 2 else None
+
+
+def check_labels(
+    data: Any,
+    num_classes: int = 10,
+    *,
+    model: nn.Module | None = None,
+    max_items: int = 20_000,
+) -> CheckResult:
+    """Check labels: dtype, range, missing classes, a shift by one; and the model's output size.
+
+    Faults found:
+
+    - dtype not int64 (``nn.CrossEntropyLoss`` wants class indices as int64);
+    - labels outside ``0..num_classes-1``; labels ``1..num_classes`` (shifted by one: SVHN
+      stores the digit 0 as label 10, which must become 0);
+    - a class missing from a split of at least ``5 * num_classes`` labels;
+    - a model whose output size differs from ``num_classes``.
+
+    Args:
+        data: one split or ``{name: split}`` / DataBundle (labels read as in
+            :func:`raw_images_labels`; a loader's labels from its first batches).
+        num_classes: the number of classes (10 for digits).
+        model: optional; its output size is compared with ``num_classes``.
+        max_items: at most this many labels per split are read from slow datasets.
+
+    Returns:
+        A :class:`CheckResult` named ``labels``.
+
+    Raises:
+        ValueError: ``num_classes`` is not a positive int.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+    named = as_splits(data)
+    problems, parts, details = [], [], {}
+    sample_x = None
+    for name, split in named.items():
+        images, labels, _ = raw_images_labels(split, max_items)
+        if labels is None:
+            parts.append(f"{name}: no labels found")
+            continue
+        if sample_x is None and images is not None and images.ndim == 4:
+            sample_x = images[:2]
+        found, summary = _label_problems(name, labels, num_classes)
+        problems += found
+        parts.append(summary)
+        details[name] = {
+            "dtype": str(labels.dtype),
+            "min": int(labels.min()) if labels.numel() else None,
+            "max": int(labels.max()) if labels.numel() else None,
+        }
+    if model is not None:
+        x = sample_x
+        if x is None or x.shape[1] not in (1, 3):
+            x = model_batch(next(iter(named.values())), 2)[0]
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        outputs = _model_outputs(model, x)
+        details["model_outputs"] = outputs
+        parts.append(f"model outputs {outputs} values")
+        if outputs is not None and outputs != num_classes:
+            problems.append(f"the model outputs {outputs} values for {num_classes} classes")
+    evidence = "; ".join(parts) + "."
+    if problems:
+        return CheckResult(
+            "labels",
+            False,
+            "; ".join(problems) + ". " + evidence,
+            _label_hint(problems, num_classes),
+            details=details,
+        )
+    return CheckResult("labels", True, evidence, details=details)
+
+
+def _label_problems(name: str, labels: torch.Tensor, k: int) -> tuple[list[str], str]:
+    problems = []
+    if labels.numel() == 0:
+        return [f"{name} has no labels"], f"{name}: empty"
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        problems.append(f"{name} labels are {labels.dtype}, not int64")
+        labels = labels.round().long()
+    elif labels.dtype != torch.int64:
+        problems.append(f"{name} labels are {labels.dtype}, not int64")
+    lo, hi = int(labels.min()), int(labels.max())
+    present = sorted(set(labels.long().tolist()))
+    if lo == 1 and hi == k:
+        problems.append(
+            f"{name} labels run 1..{k} for {k} classes: shifted by one (SVHN's label 10 means 0)"
+        )
+    elif lo < 0 or hi >= k:
+        problems.append(f"{name} labels range {lo}..{hi}, outside 0..{k - 1}")
+    elif labels.numel() >= 5 * k:
+        missing = [c for c in range(k) if c not in present]
+        if missing:
+            problems.append(f"{name} has no example of class(es) {missing}")
+    return problems, f"{name}: {labels.numel()} labels {labels.dtype} in {lo}..{hi}"
+
+
+def _label_hint(problems: list[str], k: int) -> str:
+    text = " ".join(problems)
+    if "shifted" in text:
+        return "Map label 10 to 0 (labels % 10) so classes are 0..9."
+    if "outputs" in text:
+        return f"Make the last layer output {k} logits, one per class."
+    if "not int64" in text:
+        return "Convert labels with .long(): cross-entropy wants int64 class indices."
+    if "no example" in text:
+        return "A split without some classes cannot measure them; draw it stratified or shuffled."
+    return f"Labels must be class indices 0..{k - 1}."
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Inputs
+# ---------------------------------------------------------------------------------------------
+def _stats(x: torch.Tensor) -> dict[str, Any]:
+    xf = x.detach().float().cpu()
+    dims = [d for d in range(xf.ndim) if d != 1] if xf.ndim == 4 else list(range(xf.ndim))
+    if xf.ndim == 4:
+        mean = xf.mean(dim=dims).tolist()
+        std = xf.std(dim=dims).tolist()
+    else:
+        mean, std = [float(xf.mean())], [float(xf.std())]
+    return {
+        "dtype": str(x.dtype),
+        "mean": mean,
+        "std": std,
+        "min": float(xf.min()),
+        "max": float(xf.max()),
+        "n": int(x.shape[0]),
+    }
+
+
+def check_input_statistics(
+    loaders: Any, *, n: int = 256, raw_max: float = 20.0, ratio: float = 2.0
+) -> CheckResult:
+    """Per-channel mean and std and the value range of the inputs each split feeds the model.
+
+    Faults found:
+
+    - values above ``raw_max`` (e.g. raw 0-255 pixels never divided by 255) or a non-float dtype;
+    - constant inputs (std 0);
+    - splits that disagree: a channel mean differs by more than the smaller split's std, the std
+      differs by more than ``ratio`` times, or one split has negative values and another none
+      -- typical of normalisation applied to one split only.
+
+    Training batches may be augmented, which shifts their statistics a little; the thresholds
+    leave room for that.
+
+    Args:
+        loaders: ``{name: loader_or_dataset}`` (the first ``n`` examples of each are used) or one
+            loader.
+        n: examples per split.
+        raw_max: largest plausible input value for scaled images.
+        ratio: tolerated std ratio between splits.
+
+    Returns:
+        A :class:`CheckResult` named ``input_statistics``; ``details[name]`` holds the numbers.
+    """
+    named = as_splits(loaders)
+    stats = {name: _stats(model_batch(src, n)[0]) for name, src in named.items()}
+    problems = []
+    for name, s in stats.items():
+        if "float" not in s["dtype"]:
+            problems.append(f"{name} inputs are {s['dtype']}, not float")
+        if s["max"] > raw_max:
+            problems.append(f"{name} inputs reach {fmt(s['max'])}: raw 0-255 pixel values?")
+        if max(s["std"]) == 0:
+            problems.append(f"{name} inputs are constant")
+    for a, b in combinations(stats, 2):
+        problems += _disagreement(a, stats[a], b, stats[b], ratio)
+    parts = [
+        f"{k}: mean {_vec(s['mean'])} std {_vec(s['std'])} range [{fmt(s['min'])}, {fmt(s['max'])}]"
+        for k, s in stats.items()
+    ]
+    evidence = "; ".join(parts) + "."
+    if problems:
+        hint = (
+            "Scale images to [0, 1] (ToTensor or x / 255) and apply the same normalisation to "
+            "every split."
+        )
+        return CheckResult(
+            "input_statistics", False, "; ".join(problems) + ". " + evidence, hint, details=stats
+        )
+    return CheckResult("input_statistics", True, evidence, details=stats)
+
+
+def _vec(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
+
+
+def _disagreement(a: str, sa: dict, b: str, sb: dict, ratio: float) -> list[str]:
+    if len(sa["mean"]) != len(sb["mean"]):
+        return [f"{a} and {b} have different numbers of channels"]
+    out = []
+    for c, (ma, mb, da, db) in enumerate(
+        zip(sa["mean"], sb["mean"], sa["std"], sb["std"], strict=True)
+    ):
+        small, large = min(da, db), max(da, db)
+        if (
+            abs(ma - mb) > max(small, 1e-6)
+            or (small > 0 and large / small > ratio)
+            or (small == 0 and large > 0)
+        ):
+            out.append(
+                f"{a} and {b} disagree in channel {c} (mean {ma:.2f} vs {mb:.2f}, std {da:.2f} "
+                f"vs {db:.2f}): normalised differently?"
+            )
+            break
+    if not out and (sa["min"] < -0.05) != (sb["min"] < -0.05):
+        out.append(f"{a} and {b} disagree in range (min {fmt(sa['min'])} vs {fmt(sb['min'])})")
+    return out
+
+
+def _neighbour_correlation(x: torch.Tensor, axis: int) -> float:
+    """Median over images of the correlation between each pixel and its neighbour on ``axis``."""
+    xf = x.float()
+    a = xf.narrow(axis, 1, xf.shape[axis] - 1).flatten(1)
+    b = xf.narrow(axis, 0, xf.shape[axis] - 1).flatten(1)
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    corr = (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-12)
+    return float(corr.median())
+
+
+def _as_if_channels_last(x: torch.Tensor) -> torch.Tensor | None:
+    """The bytes of ``x`` (N, C, H, W) read as (N, H, W, C) and permuted, if the sizes allow."""
+    n, c, h, w = x.shape
+    if c not in (1, 3, 4) or c == 1:
+        return None
+    return x.contiguous().reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def check_image_layout(
+    source: Any, *, model: nn.Module | None = None, n: int = 128, min_ratio: float = 0.5
+) -> CheckResult:
+    """Are images channels-first ``(N, C, H, W)`` with intact rows and columns?
+
+    Two tests: (1) the shape: the channel axis (size 1 or 3) must be axis 1 (and match the
+    model's first convolution); (2) the picture: in a natural image neighbouring pixels are
+    strongly correlated along both the height and the width axis. A channels-last buffer
+    reshaped (not permuted) to channels-first interleaves colour channels and pixels: the
+    correlation along one axis (or both) collapses and image grids look striped. Fails when the
+    weaker axis has less than ``min_ratio`` of the stronger one's correlation, or when reading
+    the same bytes as channels-last gives much smoother images.
+
+    Args:
+        source: a loader, dataset, ImageSet or an images tensor (N, C, H, W).
+        model: optional; the ``in_channels`` of its first ``Conv2d`` is compared with axis 1.
+        n: images to look at.
+        min_ratio: the fault threshold on weaker/stronger axis correlation.
+
+    Returns:
+        A :class:`CheckResult` named ``image_layout``.
+    """
+    if isinstance(source, torch.Tensor):
+        x = source[:n]
+    else:
+        x = model_batch(source, n)[0]
+    if x.ndim != 4:
+        return not_applicable(
+            "image_layout", f"inputs have shape {tuple(x.shape)}, not 4-D images."
+        )
+    shape = tuple(x.shape)
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None) if model else None
+    expected = conv.in_channels if conv is not None else None
+    if shape[1] not in (1, 3, 4) or (expected is not None and shape[1] != expected):
+        where = [i for i in range(1, 4) if shape[i] in ((expected,) if expected else (1, 3, 4))]
+        if where:
+            return CheckResult(
+                "image_layout",
+                False,
+                f"images have shape {shape}: the channel axis looks like axis {where[-1]}, not 1"
+                + (
+                    f" (the model's first convolution expects {expected} channels)."
+                    if expected
+                    else "."
+                ),
+                "Convert with x.permute(0, 3, 1, 2) (channels-last to channels-first), not reshape/view.",
+                details={"shape": shape},
+            )
+    corr_h = _neighbour_correlation(x, 2)
+    corr_w = _neighbour_correlation(x, 3)
+    strong, weak = max(corr_h, corr_w), min(corr_h, corr_w)
+    details = {"shape": shape, "corr_height": corr_h, "corr_width": corr_w}
+    evidence = (
+        f"shape {shape}; neighbouring-pixel correlation along height {corr_h:.2f}, "
+        f"along width {corr_w:.2f}"
+    )
+    alt = _as_if_channels_last(x)
+    if alt is not None:
+        alt_h, alt_w = _neighbour_correlation(alt, 2), _neighbour_correlation(alt, 3)
+        details.update(alt_corr_height=alt_h, alt_corr_width=alt_w)
+        if min(alt_h, alt_w) > 0.5 and min(alt_h, alt_w) > weak + 0.3:
+            return CheckResult(
+                "image_layout",
+                False,
+                evidence + f"; the same bytes read as (N, H, W, C) give smooth images "
+                f"(correlation {alt_h:.2f} / {alt_w:.2f}): a channels-last array was reshaped "
+                "to channels-first (striped grids).",
+                "Use x.permute(0, 3, 1, 2) (or np.transpose(x, (0, 3, 1, 2))) to go from "
+                "(N, H, W, C) to (N, C, H, W); reshape/view scrambles pixels.",
+                details=details,
+            )
+    if strong < 0.3:
+        return CheckResult(
+            "image_layout",
+            None,
+            evidence + ": too weak on both axes to judge (noise-like images?).",
+            "Look at a grid of the images.",
+            details=details,
+        )
+    if weak < min_ratio * strong:
+        return CheckResult(
+            "image_layout",
+            False,
+            evidence + ": one axis has lost its structure, as when a channels-last array is "
+            "reshaped instead of permuted (striped grids).",
+            "Use x.permute(0, 3, 1, 2) (or np.transpose(x, (0, 3, 1, 2))) to go from (N, H, W, C) "
+            "to (N, C, H, W); reshape/view scrambles pixels.",
+            details=details,
+        )
+    return CheckResult("image_layout", True, evidence + ".", details=details)
