@@ -590,15 +590,68 @@ def run(
     return record
 
 
-def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[History, dict]:
-    t0 = time.perf_counter()
+@dataclass
+class RunParts:
+    """Everything :func:`run` trains with, built from one :class:`RunConfig`.
+
+    Attributes:
+        model: the CNN on ``device``.
+        optimizer, scheduler: as configured (``scheduler`` may be None).
+        train_loader: batches of the training split (with the configured augmentation).
+        eval_loaders: ``{split: loader}`` for ``config.eval_splits``.
+        eval_sets: ``{"train", "valid", "test": ImageSet}`` (with ``eval_from_train`` the
+            handover's shared data).
+        device: the training device.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: Any
+    eval_loaders: dict[str, Any]
+    eval_sets: dict[str, data_mod.ImageSet]
+    device: torch.device
+
+
+def build_run(
+    config: RunConfig, data: data_mod.DataBundle | None = None, device: Any = None
+) -> RunParts:
+    """Build the model, optimizer, schedule and loaders of ``config`` without training.
+
+    Seeds everything with ``config.seed`` first (as :func:`run` does), so the model's
+    initial weights are the ones a run of this configuration starts from. Useful to
+    inspect a configuration (e.g. with :mod:`nbhelpers.checks`).
+
+    Args:
+        config: the configuration (validated here).
+        data: a ready DataBundle; default :func:`get_data`.
+        device: the device; default ``config.device`` resolved by
+            :func:`nbhelpers.env.pick_device`.
+
+    Raises:
+        ValueError: invalid configuration.
+    """
+    config.validate()
+    if device is None:
+        device = env.pick_device(None if config.device in (None, "auto") else config.device)
+    device = torch.device(device)
+    bundle = data if data is not None else get_data(config)
     sets = _eval_sets(config, bundle)
     env.seed_everything(config.seed)
     model = build_cnn(config.activation, config.norm, config.width).to(device)
     optimizer = build_optimizer(config, model.parameters())
     train_loader = _train_loader(config, bundle.train, device)
     scheduler = build_scheduler(config, optimizer, len(train_loader))
-    eval_loaders = _eval_loaders(config, sets, device) if config.eval_every else {}
+    eval_loaders = _eval_loaders(config, sets, device)
+    return RunParts(model, optimizer, scheduler, train_loader, eval_loaders, sets, device)
+
+
+def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[History, dict]:
+    t0 = time.perf_counter()
+    parts = build_run(config, bundle, device)
+    model, optimizer, scheduler = parts.model, parts.optimizer, parts.scheduler
+    train_loader, sets = parts.train_loader, parts.eval_sets
+    eval_loaders = parts.eval_loaders if config.eval_every else {}
     extra = {
         "data_source": bundle.source,
         "is_stand_in": bundle.is_stand_in,

@@ -373,20 +373,19 @@ def build_check_inputs(config: Any, *, data: Any = None, device: str = "cpu") ->
         TypeError: ``config`` is not a RunConfig.
     """
     from nbhelpers import experiment as ex
-    from nbhelpers.models import build_cnn
 
     if not isinstance(config, ex.RunConfig):
         raise TypeError(f"expected a RunConfig, got {type(config).__name__}.")
     device = torch.device(device)
     with preserved_rng():
         bundle = data if data is not None else ex.get_data(config)
-        sets = ex._eval_sets(config, bundle)
-        torch.manual_seed(config.seed)
-        model = build_cnn(config.activation, config.norm, config.width).to(device)
-        optimizer = ex.build_optimizer(config, model.parameters())
-        train_loader = ex._train_loader(config, bundle.train, device)
-        scheduler = ex.build_scheduler(config, optimizer, len(train_loader))
-        eval_loaders = ex._eval_loaders(config, sets, device)
+        parts = ex.build_run(config, bundle, device)
+        sets, model, optimizer = parts.eval_sets, parts.model, parts.optimizer
+        train_loader, scheduler, eval_loaders = (
+            parts.train_loader,
+            parts.scheduler,
+            parts.eval_loaders,
+        )
     planned = len(train_loader) * config.epochs
     if config.max_steps is not None:
         planned = min(planned, config.max_steps)
