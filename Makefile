@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUDGET ?= quick
 
-.PHONY: run test test-slow lint notebooks check-notebooks images bench browser-test clean help
+.PHONY: run test test-slow lint notebooks check-notebooks images bench browser-test lab clean help
 
 help:
 	@echo "make run          run the series end to end (quick budget, offline default data)"
@@ -49,6 +49,17 @@ images: $(STAMP)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser-test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || [ -n "$$CHROMIUM_PATH" ] || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	$(PY) -m pip install --quiet playwright
+	NBHELPERS_REQUIRE_BROWSER=1 $(PY) -m pytest -m browser tests/test_browser.py
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf build runs .pytest_cache

@@ -38,6 +38,27 @@ def default_data_dir() -> Path:
     return Path.home() / ".cache" / "nbhelpers"
 
 
+def project_dir(start: str | Path | None = None) -> Path:
+    """The folder where the learner's work (runs, logbook) goes by default.
+
+    The root of a checkout of this series (the nearest folder at or above ``start``, default
+    the working directory, that holds both ``nbhelpers/`` and ``notebooks/``), so that
+    JupyterLab (whose working directory is ``notebooks/``), ``make run`` and the tests all
+    find the same ``runs/``; elsewhere (Colab, a pip install) the working directory itself.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "nbhelpers" / "__init__.py").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    return here
+
+
+def work_dir(name: str, env_var: str) -> Path:
+    """``$env_var`` when set, else ``project_dir() / name`` (not created here)."""
+    value = os.environ.get(env_var, "").strip()
+    return Path(value).expanduser() if value else project_dir() / name
+
+
 def in_colab() -> bool:
     """Return True when running inside Google Colab (the ``google.colab`` module is importable)."""
     return "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG") is not None
@@ -72,11 +93,17 @@ def pick_device(prefer: str | None = None) -> torch.device:
         return torch.device("cpu")
     kind = str(prefer).split(":")[0]
     if kind not in _DEVICE_KINDS:
-        raise ValueError(f"Unknown device {prefer!r}; valid: 'auto', 'cuda', 'cuda:N', 'mps', 'cpu'.")
+        raise ValueError(
+            f"Unknown device {prefer!r}; valid: 'auto', 'cuda', 'cuda:N', 'mps', 'cpu'."
+        )
     if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("Device 'cuda' was requested but no CUDA GPU is available; use 'auto' or 'cpu'.")
+        raise RuntimeError(
+            "Device 'cuda' was requested but no CUDA GPU is available; use 'auto' or 'cpu'."
+        )
     if kind == "mps" and not _mps_available():
-        raise RuntimeError("Device 'mps' was requested but Apple MPS is not available; use 'auto' or 'cpu'.")
+        raise RuntimeError(
+            "Device 'mps' was requested but Apple MPS is not available; use 'auto' or 'cpu'."
+        )
     return torch.device(prefer)
 
 

@@ -561,7 +561,8 @@ def run(
         cached = find_cached(resolved.name, key, runs_dir)
         if cached is not None:
             print(
-                f"Loaded cached run {cached.name} ({cached.short_hash}) from {cached.path}; "
+                f"Loaded cached run {cached.name} ({cached.short_hash}, trained on "
+                f"{cached.device}) from {cached.path}; "
                 "pass cache=False to retrain"
             )
             return cached

@@ -49,8 +49,11 @@ TEXT_FIELDS = ("observation", "hypothesis", "result")
 
 
 def default_dir() -> Path:
-    """The logbook folder: ``$NBHELPERS_LOGBOOK_DIR`` if set, else ``./logbook``."""
-    return Path(os.environ.get(ENV_VAR) or "logbook")
+    """The logbook folder: ``$NBHELPERS_LOGBOOK_DIR`` if set, else ``logbook/`` in the project
+    folder (:func:`nbhelpers.env.project_dir`: the checkout's root, or the working directory)."""
+    from nbhelpers.env import work_dir
+
+    return work_dir("logbook", ENV_VAR)
 
 
 @dataclass(frozen=True)

@@ -136,17 +136,26 @@ def _is_number(value: Any) -> bool:
 
 
 def default_runs_dir() -> Path:
-    """Where records go: ``$NBHELPERS_RUNS_DIR`` if set, else ``./runs``."""
-    env = os.environ.get("NBHELPERS_RUNS_DIR")
-    return Path(env).expanduser() if env else Path("runs")
+    """Where records go: ``$NBHELPERS_RUNS_DIR`` if set, else ``runs/`` in the project folder
+    (:func:`nbhelpers.env.project_dir`: the checkout's root, or the working directory)."""
+    from nbhelpers.env import work_dir
+
+    return work_dir("runs", "NBHELPERS_RUNS_DIR")
 
 
 def _runs_dir(runs_dir: str | os.PathLike | None) -> Path:
     return default_runs_dir() if runs_dir is None else Path(runs_dir).expanduser()
 
 
+HASH_EXCLUDES = ("device",)
+
+
 def config_hash(config: dict[str, Any], salt: str = CODE_VERSION) -> str:
     """Cache key of a configuration: SHA-256 (hex) of ``salt`` and the sorted-keys JSON of ``config``.
+
+    The ``device`` entry is left out: where a run trained does not change what it computes
+    (up to floating-point noise), so runs pre-warmed on a GPU replay on a laptop. The record
+    itself names the device.
 
     Args:
         config: a JSON-serialisable dict (tuples become lists).
@@ -157,6 +166,7 @@ def config_hash(config: dict[str, Any], salt: str = CODE_VERSION) -> str:
     """
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    config = {k: v for k, v in config.items() if k not in HASH_EXCLUDES}
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{salt}\n{text}".encode()).hexdigest()
 

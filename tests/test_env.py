@@ -67,3 +67,17 @@ def test_in_colab_false_here(monkeypatch):
     assert env.in_colab() is False
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab")
     assert env.in_colab() is True
+
+
+def test_project_dir_finds_checkout_root(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    (root / "nbhelpers").mkdir(parents=True)
+    (root / "nbhelpers" / "__init__.py").write_text("")
+    (root / "notebooks").mkdir()
+    assert env.project_dir(root / "notebooks") == root.resolve()
+    assert env.project_dir(tmp_path) == tmp_path.resolve()
+    monkeypatch.delenv("NBHELPERS_RUNS_DIR", raising=False)
+    monkeypatch.chdir(root / "notebooks")
+    assert env.work_dir("runs", "NBHELPERS_RUNS_DIR") == root.resolve() / "runs"
+    monkeypatch.setenv("NBHELPERS_RUNS_DIR", str(tmp_path / "elsewhere"))
+    assert env.work_dir("runs", "NBHELPERS_RUNS_DIR") == tmp_path / "elsewhere"

@@ -158,7 +158,7 @@ def test_run_trains_saves_and_serves_from_cache(tmp_path, monkeypatch, capsys):
     again = run(_config(), data=data, runs_dir=tmp_path, progress=False)
     out = capsys.readouterr().out
     assert again.from_cache and again.history == record.history
-    assert f"Loaded cached run tiny ({record.config_hash[:12]})" in out
+    assert f"Loaded cached run tiny ({record.config_hash[:12]}, trained on cpu" in out
     assert "pass cache=False to retrain" in out
     with pytest.raises(AssertionError, match="retrained"):
         run(_config(), data=data, runs_dir=tmp_path, cache=False, progress=False)

@@ -49,7 +49,7 @@ def test_default_dir_from_environment(tmp_path, monkeypatch):
     assert (tmp_path / "from-env" / "logbook.jsonl").is_file()
     monkeypatch.delenv(ENV_VAR)
     monkeypatch.chdir(tmp_path)
-    assert Logbook().path == tmp_path.joinpath("logbook", "logbook.jsonl").relative_to(tmp_path)
+    assert Logbook().path == tmp_path.resolve() / "logbook" / "logbook.jsonl"
 
 
 def test_truncated_last_line_keeps_earlier_entries(tmp_path):

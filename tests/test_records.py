@@ -104,7 +104,8 @@ def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):
     path = save_record(_record())
     assert path.parent == tmp_path / "elsewhere"
     monkeypatch.delenv("NBHELPERS_RUNS_DIR")
-    assert str(default_runs_dir()) == "runs"
+    monkeypatch.chdir(tmp_path)
+    assert default_runs_dir() == tmp_path.resolve() / "runs"
 
 
 def test_record_helpers_and_validation(tmp_path):
@@ -124,3 +125,9 @@ def test_unsafe_names_become_safe_file_names(tmp_path):
     path = save_record(rec, tmp_path)
     assert path.parent == tmp_path and "/" not in path.name[:-5] and " " not in path.name
     assert load_record(path).name == "lr 1e-3 / relu?"
+
+
+def test_config_hash_ignores_the_device():
+    base = {"lr": 0.1, "device": "cuda"}
+    assert config_hash(base) == config_hash({**base, "device": "cpu"})
+    assert config_hash(base) != config_hash({**base, "lr": 0.2})
