@@ -1,0 +1,189 @@
+"""What Cockpit costs: each preset's training step relative to a plain one, guard and plot times.
+
+Trains the handover CNN (Tanh, Adam) on random images with :func:`nbhelpers.train.train`
+and times every optimizer step (forward, backward incl. Cockpit, optimizer step):
+
+* ``plain``: no hook (model not extended);
+* one run per preset (``basic``, ``cheap``, ``standard``, ``thorough``, and Cockpit's own
+  ``economy``) with :class:`nbhelpers.cockpit_tools.CockpitHook`.
+
+Steps 1..N are averaged (step 0 holds one-off setup; with N a multiple of 20, every
+"every 10" and "every 20" quantity is hit in its long-run proportion). HessMaxEV (every
+100 steps in "thorough") is timed separately in a tracked step of its own and its
+share added, ``(t_hessmaxev - t_plain) / 100``. Also timed: the guard on the
+handover CNN with Cockpit's "full" at batch 256 (first call and repeated), the full
+dashboard and the single-instrument figure rendered to PNG from a 300-step log.
+
+Writes benchmarks/results/cockpit.json. Usage::
+
+    python benchmarks/bench_cockpit.py                 # batch 128, 40 steps per run
+    python benchmarks/bench_cockpit.py --batch-size 256 --steps 60 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nbhelpers import cockpit_tools as ct  # noqa: E402
+from nbhelpers.cockpit_presets import QuantitySpec  # noqa: E402
+from nbhelpers.models import build_cnn  # noqa: E402
+from nbhelpers.train import train  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "cockpit.json"
+
+
+class StepClock:
+    """Hook recording the wall-clock end time of every step."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_begin(self, model, optimizer, loss_fn):
+        self.times = [time.perf_counter()]
+
+    def on_step_end(self, step, loss):
+        self.times.append(time.perf_counter())
+
+    def step_seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
+
+
+def _batches(n: int, batch_size: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch_size, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (batch_size,), generator=g)
+    return [(x, y)] * n  # the same batch: timing does not depend on the data
+
+
+def _run(preset, steps: int, batch_size: int) -> dict:
+    torch.manual_seed(0)
+    model = build_cnn("tanh", "none")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    clock = StepClock()
+    hooks = [clock]
+    if preset is not None:
+        hooks.insert(0, ct.CockpitHook(preset, available_bytes=64 << 30))
+    t0 = time.perf_counter()
+    train(model, optimizer, _batches(steps + 1, batch_size), epochs=1, hooks=hooks, progress=False)
+    seconds = clock.step_seconds()
+    return {
+        "first_step_s": seconds[0],
+        "mean_step_s": statistics.fmean(seconds[1:]),
+        "median_step_s": statistics.median(seconds[1:]),
+        "max_step_s": max(seconds[1:]),
+        "steps": len(seconds) - 1,
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def _time_plots() -> dict:
+    try:
+        log = ct.load_shipped_log("handover")
+    except FileNotFoundError:
+        return {"note": "no shipped log; run scripts/make_cockpit_logs.py"}
+    out = {"log_steps": len(log)}
+    for name, make in (
+        ("dashboard_png_s", lambda: ct.plot_dashboard(log)),
+        ("instruments_png_s", lambda: ct.plot_instruments(log)),
+    ):
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            ct.figure_to_png(make())
+            times.append(time.perf_counter() - t0)
+        out[name] = times
+    return out
+
+
+def _time_guard() -> dict:
+    model = build_cnn("tanh", "none")
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        report = ct.guard(model, 256, "full", "cpu", available_bytes=64 << 30)
+        times.append(time.perf_counter() - t0)
+    return {"seconds": times, "refused": [row.quantity for row in report.refused]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--steps", type=int, default=40, help="timed steps per run (multiple of 20)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--presets", default="basic,cheap,standard,thorough,economy", help="comma-separated"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    result = {
+        "model": "handover CNN (build_cnn('tanh', 'none'), 550,570 weights), Adam",
+        "batch_size": args.batch_size,
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cockpit": ct.cockpit_version(),
+        "load_average_before": load_before,
+    }
+    print("guard ... ", end="", flush=True)
+    result["guard_full_batch256"] = _time_guard()
+    print(result["guard_full_batch256"]["seconds"])
+
+    runs = {}
+    for preset in ["plain", *args.presets.split(",")]:
+        print(f"{preset} ... ", end="", flush=True)
+        runs[preset] = _run(None if preset == "plain" else preset, args.steps, args.batch_size)
+        print(f"{runs[preset]['mean_step_s']:.3f} s/step")
+    print("HessMaxEV step ... ", end="", flush=True)
+    hess = _run(
+        [QuantitySpec("Loss"), QuantitySpec("HessMaxEV", 1, {"method": "lanczos"})],
+        2,
+        args.batch_size,
+    )
+    print(f"{hess['mean_step_s']:.2f} s/step")
+    plain = runs["plain"]["mean_step_s"]
+    if "thorough" in runs:
+        share = (hess["mean_step_s"] - plain) / 100
+        runs["thorough"]["mean_step_s_incl_hessmaxev"] = runs["thorough"]["mean_step_s"] + share
+    result["runs"] = runs
+    result["hessmaxev_step"] = hess
+    result["ratio_to_plain"] = {
+        name: round(run.get("mean_step_s_incl_hessmaxev", run["mean_step_s"]) / plain, 2)
+        for name, run in runs.items()
+    }
+    result["hessmaxev_step_ratio"] = round(hess["mean_step_s"] / plain, 1)
+    print("plots ... ", end="", flush=True)
+    result["plots"] = _time_plots()
+    print(result["plots"])
+    result["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["ratio_to_plain"], indent=1))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""The first and last cells of every notebook: :func:`start` and :func:`record_stage`.
+
+A notebook begins with::
+
+    ctx = start(BUDGET, DATA_SOURCE, DOWNLOAD, SEED)   # device, budget, data, seeds, banner
+    device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
+
+and ends by recording its stage of the journey::
+
+    record_stage("03", "zero_grad fixed", test_accuracy=record.final("test_accuracy"))
+
+Stage records are small JSON files, one per stage, in ``$NBHELPERS_STAGES_DIR`` (else
+``<runs dir>/stages``, i.e. ``runs/stages``); ``scripts/run_series.py`` reads them with
+:func:`read_stages` to print the journey table (stage -> test accuracy -> wall time).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nbhelpers.budget import Budget, resolve_budget
+from nbhelpers.data import DataBundle, load_data
+from nbhelpers.env import banner, pick_device, seed_everything
+
+__all__ = [
+    "NotebookContext",
+    "default_stages_dir",
+    "read_stages",
+    "record_stage",
+    "stage_path",
+    "start",
+]
+
+_STAGE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+#: The context of the latest :func:`start` call (lets :func:`record_stage` add budget and data).
+_current: NotebookContext | None = None
+
+
+@dataclass
+class NotebookContext:
+    """What :func:`start` set up.
+
+    Attributes:
+        device: the training device (``torch.device``).
+        budget: the compute budget (:class:`nbhelpers.budget.Budget`).
+        bundle: the train / valid / test splits (:class:`nbhelpers.data.DataBundle`).
+        seed: the seed everything was seeded with.
+        generator: a CPU ``torch.Generator`` seeded with ``seed``.
+        started_at: ``time.time()`` when :func:`start` ran (seconds since the epoch).
+    """
+
+    device: torch.device
+    budget: Budget
+    bundle: DataBundle
+    seed: int
+    generator: torch.Generator = field(repr=False)
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def data_source(self) -> str:
+        """``"svhn"`` or ``"synthetic"`` (what was actually loaded)."""
+        return self.bundle.source
+
+    def __iter__(self):
+        """Unpack as ``device, budget, bundle = ctx``."""
+        return iter((self.device, self.budget, self.bundle))
+
+
+def start(
+    budget: str | Budget | None = None,
+    data_source: str = "auto",
+    download: bool = True,
+    seed: int = 0,
+    *,
+    device: str | torch.device | None = None,
+    data_dir: str | Path | None = None,
+    verbose: bool = True,
+) -> NotebookContext:
+    """Set up a notebook: pick the device, resolve the budget, seed everything, load the data.
+
+    Prints the version banner, the budget and a summary of the data (source, split sizes,
+    class counts); the stand-in data is announced loudly.
+
+    Args:
+        budget: ``"tiny"``, ``"quick"``, ``"full"``, a :class:`Budget` or ``None`` (full on a
+            GPU, quick elsewhere).
+        data_source: ``"svhn"``, ``"synthetic"`` or ``"auto"``.
+        download: allow downloading SVHN (about 240 MB).
+        seed: seed of Python, NumPy, torch and of the data splits.
+        device: force a device (default: CUDA, then MPS, then CPU; see
+            :func:`nbhelpers.env.pick_device`).
+        data_dir: where data lives (default :func:`nbhelpers.env.default_data_dir`).
+        verbose: print the banner, budget and data summary.
+
+    Returns:
+        A :class:`NotebookContext`; it also unpacks as ``device, budget, bundle``.
+
+    Raises:
+        ValueError: unknown budget, data source or device; bad seed.
+        nbhelpers.svhn.SVHNUnavailable: ``data_source="svhn"`` and SVHN cannot be had.
+    """
+    global _current
+    dev = pick_device(None if device is None else str(device))
+    chosen = resolve_budget(budget, dev)
+    generator = seed_everything(seed)
+    bundle = load_data(
+        data_source,
+        data_dir=data_dir,
+        n_train=chosen.n_train,
+        n_valid=chosen.n_valid,
+        n_test=chosen.n_test,
+        download=download,
+        seed=seed,
+    )
+    ctx = NotebookContext(dev, chosen, bundle, int(seed), generator)
+    _current = ctx
+    if verbose:
+        print(banner(dev, bundle.source))
+        print(_budget_line(chosen))
+        print(bundle.summary())
+    return ctx
+
+
+def _budget_line(budget: Budget) -> str:
+    n_train = "all" if budget.n_train is None else budget.n_train
+    n_test = "all" if budget.n_test is None else budget.n_test
+    return (
+        f"budget {budget.name}: {n_train} train / {budget.n_valid} valid / {n_test} test images, "
+        f"{budget.epochs} epochs, batch size {budget.batch_size}"
+    )
+
+
+def default_stages_dir() -> Path:
+    """``$NBHELPERS_STAGES_DIR`` if set, else ``<runs dir>/stages`` (``runs/stages``)."""
+    env = os.environ.get("NBHELPERS_STAGES_DIR")
+    if env:
+        return Path(env).expanduser()
+    from nbhelpers.records import default_runs_dir
+
+    return default_runs_dir() / "stages"
+
+
+def _check_accuracy(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"test_accuracy must be a finite number in [0, 1] or None, got {value!r}.")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"test_accuracy must be a fraction in [0, 1] (e.g. 0.932), got {value!r}.")
+    return float(value)
+
+
+def record_stage(
+    stage: str,
+    label: str,
+    *,
+    test_accuracy: float | None = None,
+    run_time_s: float | None = None,
+    stages_dir: str | Path | None = None,
+    **extra: Any,
+) -> None:
+    """Record the result of one stage of the journey (one notebook) as JSON.
+
+    The file ``<stages dir>/stage-<stage>.json`` is written atomically (temporary file, then
+    ``os.replace``) and overwritten when the notebook runs again. It holds ``stage``, ``label``,
+    ``test_accuracy``, ``run_time_s``, the budget name, data source and device of the latest
+    :func:`start`, a timestamp and ``extra``.
+
+    Args:
+        stage: the notebook number, e.g. ``"03"`` (letters, digits, ``_.-``).
+        label: a few words, e.g. ``"zero_grad fixed"``.
+        test_accuracy: fraction in [0, 1] on the test split (None: the stage has none).
+        run_time_s: wall-clock seconds of the stage's training run (None: not measured).
+        stages_dir: default :func:`default_stages_dir`.
+        **extra: more JSON-serialisable facts (e.g. ``valid_accuracy=0.41``).
+
+    Returns nothing (so a notebook cell ending with it shows no extra output); the file is
+    :func:`stage_path` of ``stage``.
+
+    Raises:
+        ValueError: bad ``stage``, empty ``label``, accuracy outside [0, 1], negative time.
+        TypeError: ``extra`` holds values JSON cannot encode.
+    """
+    if not isinstance(stage, str) or not _STAGE_RE.match(stage):
+        raise ValueError(f"stage must be a short string like '03', got {stage!r}.")
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f"label must be a non-empty string, got {label!r}.")
+    if run_time_s is not None and (not isinstance(run_time_s, (int, float)) or run_time_s < 0):
+        raise ValueError(f"run_time_s must be a non-negative number or None, got {run_time_s!r}.")
+    entry: dict[str, Any] = {
+        "stage": stage,
+        "label": label,
+        "test_accuracy": _check_accuracy(test_accuracy),
+        "run_time_s": None if run_time_s is None else float(run_time_s),
+        "budget": _current.budget.name if _current else None,
+        "data_source": _current.data_source if _current else None,
+        "device": str(_current.device) if _current else None,
+        "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+    try:
+        text = json.dumps(entry, indent=2, sort_keys=False)
+    except TypeError as err:
+        raise TypeError(f"record_stage: extra values must be JSON-serialisable ({err}).") from err
+    path = stage_path(stage, stages_dir)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".stage-{stage}-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    acc = "" if entry["test_accuracy"] is None else f", test accuracy {entry['test_accuracy']:.1%}"
+    print(f"Stage {stage} recorded: {label}{acc}.")
+
+
+def stage_path(stage: str, stages_dir: str | Path | None = None) -> Path:
+    """The file of a stage record: ``<stages dir>/stage-<stage>.json``."""
+    folder = Path(stages_dir).expanduser() if stages_dir is not None else default_stages_dir()
+    return folder / f"stage-{stage}.json"
+
+
+def read_stages(stages_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """All stage records of a directory, sorted by stage (empty list if there are none).
+
+    Args:
+        stages_dir: default :func:`default_stages_dir`.
+
+    Raises:
+        ValueError: a file is not valid JSON (names the file).
+    """
+    folder = Path(stages_dir).expanduser() if stages_dir is not None else default_stages_dir()
+    records = []
+    for path in sorted(folder.glob("stage-*.json")):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+    return sorted(records, key=lambda r: str(r.get("stage", "")))

@@ -1,0 +1,269 @@
+# %% [markdown]
+# # 03 · Code review: the missing `zero_grad`
+#
+# The handover run does not learn. Before running more experiments, we try the cheapest
+# debugging tool there is: **reading the code carefully** (the tutorial's *Debugging
+# Strategy II*). It needs no GPU and no waiting. Here it finds a bug that every PyTorch
+# user makes once: the gradients are never reset.
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers-series/debugging-a-training-run/blob/main/notebooks/03_code_review.ipynb)
+#
+# **You will**
+# - review the colleague's training step line by line, without running it;
+# - see what a missing `optimizer.zero_grad()` does, in a small experiment;
+# - fix the step and check your fix;
+# - train with the fix, and let an automatic check confirm it.
+
+# %%
+# SETUP
+
+# %% tags=["parameters"]
+BUDGET = None  # "tiny" (tests), "quick" (CPU laptop), "full" (GPU); None: full on a GPU, quick on CPU
+DATA_SOURCE = "auto"  # "svhn", "synthetic" (offline stand-in) or "auto"
+DOWNLOAD = True  # allow downloading SVHN (about 240 MB) when DATA_SOURCE is "auto" or "svhn"
+SEED = 0
+
+# %%
+import itertools
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+from nbhelpers.checks import check_zero_grad
+from nbhelpers.data import make_loader
+from nbhelpers.env import seed_everything
+from nbhelpers.experiment import compare_table, handover_config, run
+from nbhelpers.logbook import Logbook
+from nbhelpers.models import build_cnn
+from nbhelpers.notebook import record_stage, start
+from nbhelpers.plots import plot_runs
+from nbhelpers.selfcheck import check
+
+ctx = start(BUDGET, DATA_SOURCE, DOWNLOAD, SEED)
+device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
+
+# %% [markdown]
+# ## Read the code
+# Here is the heart of the colleague's notebook: one training step, and the loop around it
+# (data, model and optimizer are as in notebook 01). **Don't run anything yet.** Read it as
+# you would review a colleague's pull request: what does each line do, and is anything
+# missing?
+#
+# ```python
+# for epoch in range(EPOCHS):
+#     model.train()
+#     for x, y in train_loader:
+#         x, y = x.to(device), y.to(device)
+#         logits = model(x)
+#         loss = loss_fn(logits, y)
+#         loss.backward()
+#         optimizer.step()
+#         scheduler.step()
+# ```
+#
+# Compare it with the training loop of any PyTorch tutorial.
+
+# %% [markdown] tags=["exercise"]
+# ✍️ *What is missing? Write it here before you read on.*
+
+# %% [markdown] tags=["solution"]
+# **Found it:** there is no `optimizer.zero_grad()`. Nothing ever resets the gradients.
+
+# %% [markdown]
+# ## Why a missing `zero_grad` matters
+# `loss.backward()` does not *store* the gradient in each parameter's `.grad`, it **adds**
+# it to what is already there. That is on purpose: it lets you sum gradients over several
+# backward passes. So every step must start with `optimizer.zero_grad()`. Without it, step
+# $t$ uses
+#
+# $$\texttt{.grad} = g_1 + g_2 + \dots + g_t,$$
+#
+# the sum of *all* mini-batch gradients so far. That is **gradient accumulation** by
+# accident: like training on a mini-batch that grows by one batch every step, with a
+# learning rate that grows along with it. Worse, most of that sum comes from old gradients,
+# computed at weights the model left long ago.
+#
+# Let's see it. The next cell runs a few steps of the handover model on the same batches,
+# once with and once without `zero_grad`, and records the norm of the gradient that each
+# `optimizer.step()` uses.
+
+# %%
+loss_fn = nn.CrossEntropyLoss()
+demo_loader = make_loader(bundle.train, budget.batch_size, shuffle=True, device=device, seed=SEED)
+demo_steps = min(30, 2 * len(demo_loader))
+
+
+def gradient_norm(model):
+    """Euclidean norm of all the gradients stored in the model's parameters."""
+    squares = [(p.grad**2).sum() for p in model.parameters() if p.grad is not None]
+    return torch.stack(squares).sum().sqrt().item()
+
+
+def gradient_norms(reset_gradients):
+    """Norm of the gradient each optimizer step uses, for `demo_steps` steps of the handover."""
+    seed_everything(SEED)
+    model = build_cnn("tanh", "none").to(device)  # the handover model, as in notebook 01
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    norms = []
+    for x, y in itertools.islice(itertools.cycle(demo_loader), demo_steps):
+        if reset_gradients:
+            optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        norms.append(gradient_norm(model))
+        optimizer.step()
+    return norms
+
+
+with_reset = gradient_norms(reset_gradients=True)
+without_reset = gradient_norms(reset_gradients=False)
+
+fig, ax = plt.subplots(figsize=(7, 3.6))
+ax.plot(range(1, demo_steps + 1), without_reset, label="without zero_grad (handover)")
+ax.plot(range(1, demo_steps + 1), with_reset, label="with zero_grad")
+ax.set_xlabel("step")
+ax.set_ylabel("norm of the gradient used by the step")
+ax.set_title("Without zero_grad, gradients pile up")
+ax.legend()
+ax.grid(alpha=0.3)
+plt.show()
+print(f"after {demo_steps} steps: {without_reset[-1]:.2f} without vs {with_reset[-1]:.2f} with zero_grad")
+
+# %% [markdown]
+# With `zero_grad` each step uses a fresh mini-batch gradient, and its size stays about the
+# same. Without it the sum keeps growing, step after step. (Adam divides each update by a
+# running estimate of the gradient's size, which tames the growth of the *step*, but the
+# direction is still dominated by stale gradients from long ago.)
+#
+# ## Fix the training step
+# Below is the colleague's step as a function, `train_step(model, optimizer, x, y)`, so we
+# can test it on its own. **Add the missing line** where it belongs, then run the cell and
+# the check below it.
+
+# %%
+def train_step(model, optimizer, x, y):
+    """One optimisation step on the batch (x, y); returns the loss (a float)."""
+    # BEGIN SOLUTION
+    optimizer.zero_grad()
+    # END SOLUTION
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+# %% [markdown]
+# **Check:** two steps on the *same* batch with learning rate 0 (so the weights do not
+# move) must leave the *same* gradient behind, not twice as much.
+
+# %%
+x, y = next(iter(demo_loader))
+probe = build_cnn("tanh", "none").to(device)
+probe_optimizer = torch.optim.SGD(probe.parameters(), lr=0.0)
+train_step(probe, probe_optimizer, x, y)
+first = gradient_norm(probe)
+train_step(probe, probe_optimizer, x, y)
+second = gradient_norm(probe)
+print(f"gradient norm after step 1: {first:.4f}, after step 2: {second:.4f}")
+
+# %% tags=["exercise"]
+check(
+    abs(second - first) <= 1e-3 * first,
+    "Every step starts from a fresh gradient.",
+    "The gradient after step 2 is twice the one after step 1: step 2 added to what step 1 "
+    "left behind. What has to happen before loss.backward()?",
+)
+
+# %% tags=["solution"]
+assert abs(second - first) <= 1e-3 * first, (first, second)
+
+# %% [markdown]
+# ## Train with the fix
+# Now a run with this one fix and **nothing else changed**: still the tiny learning rate,
+# the growing schedule, the rotations. `run()` trains with the loop from `nbhelpers`, which
+# does exactly what your fixed `train_step` does (`zero_grad=True`) or reproduces the bug
+# (`zero_grad=False`). Runs are cached: a second execution loads them from disk. As in
+# notebook 02, we use the fast device-resident data loader and skip the extra pass over the
+training set after every epoch: the training loss measured *during* each epoch is enough.
+
+# %%
+fast = dict(source=bundle.source, loader="tensor", eval_splits=("valid", "test"))  # skip re-evaluating train
+handover_cfg = handover_config(budget, name="handover-fast", **fast)
+fixed_cfg = handover_config(budget, name="zero-grad-fixed", zero_grad=True, **fast)
+
+handover = run(handover_cfg, data=bundle)
+fixed = run(fixed_cfg, data=bundle)
+
+fig_runs = plot_runs([handover, fixed], split="running", names=["handover", "with zero_grad"])
+fig_runs.suptitle("One line changed: optimizer.zero_grad() (training loss and accuracy per epoch)")
+fig_runs.tight_layout()
+plt.show()
+compare_table([handover, fixed])
+
+# %% [markdown]
+# *"With this fix alone we can already (somewhat) train our network. Success!"* (tutorial).
+# The training loss now goes down. It is still slow: the other faults are still there, and
+# we will meet them one by one. (The "test" accuracy here is not yet trustworthy either;
+# notebook 05 finds out why.)
+#
+# ## Let a tool confirm it
+# Reading code finds bugs, but a test keeps them from coming back. `nbhelpers.checks` has
+# automatic checks for common training bugs. `check_zero_grad` runs a step function three
+# times on one batch (on a copy of the model, with learning rate 0) and watches whether the
+# stored gradient grows. Here it is on the colleague's step and on yours:
+
+# %%
+def handover_step(model, optimizer, x, y):
+    """The colleague's step, unchanged."""
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+model = build_cnn("tanh", "none").to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+display(check_zero_grad(model, optimizer, handover_step, x, y))
+display(check_zero_grad(model, optimizer, train_step, x, y))
+
+# %% tags=["solution"]
+assert check_zero_grad(model, optimizer, handover_step, x, y).passed is False
+assert check_zero_grad(model, optimizer, train_step, x, y).passed is True
+
+# %% [markdown]
+# ## Logbook
+
+# %%
+book = Logbook()
+book.add(
+    "03 code review",
+    observation="The training loop never calls optimizer.zero_grad(); the gradient norm used "
+    f"by each step grows from {without_reset[0]:.2f} to {without_reset[-1]:.2f} in {demo_steps} steps.",
+    hypothesis="Gradients accumulate over all steps (accidental gradient accumulation), so each "
+    "step follows a stale, ever-growing sum instead of the current mini-batch gradient.",
+    result=f"With zero_grad the training loss of the last epoch is {fixed.final('running_loss'):.3f} "
+    f"(handover: {handover.final('running_loss'):.3f}); the network starts to train.",
+    notebook="03_code_review.ipynb",
+    figure=fig_runs,
+    runs=[handover, fixed],
+    key="03",
+)
+record_stage(
+    "03",
+    "zero_grad fixed",
+    test_accuracy=fixed.final("test_accuracy"),
+    run_time_s=fixed.timings.get("wall_s"),
+)
+
+# %% [markdown]
+# ## Summary
+# - **Debugging Strategy II:** read the code carefully. It costs nothing and needs no run.
+# - **Bug:** no `optimizer.zero_grad()`. `backward()` adds to `.grad`, so without a reset
+#   every step uses the sum of all past gradients.
+# - With this one line fixed, the network begins to learn; an automatic check now guards it.
+#
+# **Next:** 04 turns off the extras (augmentation, learning-rate schedule) to get a simple
+# baseline that works.

@@ -1,0 +1,169 @@
+"""Run the whole series end to end (what ``make run`` calls).
+
+Executes the solution notebooks ``solutions/NN_*.ipynb`` in order with papermill, saves the
+executed copies (with their outputs and plots) under ``build/``, then prints the journey table
+(stage -> test accuracy -> wall time) from the stage records the notebooks wrote, and writes it
+to ``build/journey.md``.
+
+Offline by default: ``--source auto --no-download`` uses real SVHN when its files are already
+on disk and the stand-in otherwise. Training runs are cached in ``runs/`` (or
+``$NBHELPERS_RUNS_DIR``), so a second ``make run`` replays them.
+
+Usage::
+
+    python scripts/run_series.py                        # quick budget, offline
+    python scripts/run_series.py --budget tiny --only 01 03
+    python scripts/run_series.py --budget full --download   # on a GPU, real SVHN
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", default="quick", choices=["tiny", "quick", "full"])
+    parser.add_argument("--source", default="auto", choices=["auto", "svhn", "synthetic"])
+    parser.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="allow downloading SVHN (about 240 MB); default: offline",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", default=None, help="stage numbers, e.g. 01 03")
+    parser.add_argument("--notebooks", type=Path, default=ROOT / "solutions")
+    parser.add_argument("--out", type=Path, default=ROOT / "build")
+    parser.add_argument("--kernel", default="python3")
+    return parser.parse_args(argv)
+
+
+def select_notebooks(folder: Path, only: list[str] | None) -> list[Path]:
+    """The ``NN_*.ipynb`` notebooks of ``folder`` in order, optionally only the given stages.
+
+    Raises:
+        SystemExit: none found, or a requested stage has no notebook.
+    """
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {s.zfill(2) for s in only}
+        missing = wanted - {p.name[:2] for p in found}
+        if missing:
+            raise SystemExit(f"No notebook for stage(s) {', '.join(sorted(missing))} in {folder}.")
+        found = [p for p in found if p.name[:2] in wanted]
+    if not found:
+        raise SystemExit(f"No notebooks NN_*.ipynb in {folder}.")
+    return found
+
+
+def _failure_message(path: Path, output: Path, err: Exception) -> str:
+    """Name the notebook and the failing cell (papermill's error carries its index)."""
+    cell = getattr(err, "cell_index", None)
+    count = getattr(err, "exec_count", None)
+    where = f"cell {cell}" if cell is not None else "a cell"
+    if count is not None:
+        where += f" (execution count {count})"
+    ename = getattr(err, "ename", type(err).__name__)
+    evalue = getattr(err, "evalue", str(err))
+    return (
+        f"\nFAILED: {path.name}, {where}: {ename}: {evalue}\n"
+        f"The partly executed notebook is {output}; open it to see the traceback."
+    )
+
+
+def execute(path: Path, output: Path, parameters: dict, kernel: str, cwd: Path) -> float:
+    """Execute one notebook with papermill; return its wall time in seconds."""
+    import papermill as pm
+
+    t0 = time.perf_counter()
+    pm.execute_notebook(
+        str(path),
+        str(output),
+        parameters=parameters,
+        kernel_name=kernel,
+        cwd=str(cwd),
+        progress_bar=True,
+    )
+    return time.perf_counter() - t0
+
+
+def _fmt_acc(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _fmt_s(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def journey_table(stages: list[dict], notebook_times: dict[str, float], header: str) -> str:
+    """The journey as a Markdown table: stage, label, test accuracy, run and notebook time, data."""
+    lines = [
+        header,
+        "",
+        "| stage | what | test accuracy | training run | notebook | data |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rec in stages:
+        stage = str(rec.get("stage"))
+        lines.append(
+            f"| {stage} | {rec.get('label', '')} | {_fmt_acc(rec.get('test_accuracy'))} | "
+            f"{_fmt_s(rec.get('run_time_s'))} | {_fmt_s(notebook_times.get(stage))} | "
+            f"{rec.get('data_source') or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from nbhelpers.notebook import read_stages
+
+    notebooks = select_notebooks(args.notebooks, args.only)
+    out = args.out.resolve()
+    stages_dir = out / "stages"
+    shutil.rmtree(stages_dir, ignore_errors=True)
+    stages_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["NBHELPERS_STAGES_DIR"] = str(stages_dir)
+    os.environ.setdefault("NBHELPERS_RUNS_DIR", str(ROOT / "runs"))
+    os.environ.setdefault("NBHELPERS_LOGBOOK_DIR", str(ROOT / "runs" / "logbook"))
+    parameters = {
+        "BUDGET": args.budget,
+        "DATA_SOURCE": args.source,
+        "DOWNLOAD": args.download,
+        "SEED": args.seed,
+    }
+    print(f"Running {len(notebooks)} notebooks with {parameters}; executed copies go to {out}/")
+    times: dict[str, float] = {}
+    for i, path in enumerate(notebooks, 1):
+        output = out / path.name
+        print(f"\n[{i}/{len(notebooks)}] {path.name}", flush=True)
+        try:
+            seconds = execute(path, output, parameters, args.kernel, ROOT)
+        except Exception as err:  # papermill raises PapermillExecutionError and others
+            print(_failure_message(path, output, err), file=sys.stderr)
+            return 1
+        times[path.name[:2]] = seconds
+        print(f"    done in {_fmt_s(seconds)}", flush=True)
+    header = (
+        f"# The journey ({args.budget} budget, data source {args.source}, "
+        f"{'download allowed' if args.download else 'offline'})"
+    )
+    table = journey_table(read_stages(stages_dir), times, header)
+    (out / "journey.md").write_text(table, encoding="utf-8")
+    print("\n" + table)
+    print(f"Written to {out / 'journey.md'}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

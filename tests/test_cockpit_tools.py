@@ -1,0 +1,422 @@
+"""Cockpit tools: presets, guard, BatchNorm/GroupNorm validity, clear errors, plots, hook."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from nbhelpers import cockpit_tools as ct
+from nbhelpers.cockpit_presets import QuantitySpec, lanczos_hess_max_ev
+from nbhelpers.models import build_cnn
+from nbhelpers.train import train
+
+GiB = 1 << 30
+_PER_EXAMPLE_EVERY_2 = {
+    name: 2
+    for name in (
+        "Alpha",
+        "InnerTest",
+        "NormTest",
+        "OrthoTest",
+        "GradHist1d",
+        "GradHist2d",
+        "HessTrace",
+        "TICDiag",
+    )
+}
+
+
+def _batches(n_batches=3, batch=8, seed=0, size=32):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.rand(batch, 3, size, size, generator=g), torch.randint(0, 10, (batch,), generator=g))
+        for _ in range(n_batches)
+    ]
+
+
+def _tiny_cnn(norm: str = "none") -> nn.Sequential:
+    """A CNN with ~900 weights, small enough for Hessian eigenvalues in a unit test."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 4, 3, padding=1), nn.Tanh()]
+    if norm == "group":
+        layers.append(nn.GroupNorm(2, 4))
+    layers += [nn.MaxPool2d(4), nn.Conv2d(4, 4, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2)]
+    layers += [nn.Flatten(), nn.Linear(4 * 4 * 4, 10)]
+    return nn.Sequential(*layers)
+
+
+def _run(model, preset, *, steps=3, lr=1e-3, **hook_kwargs):
+    torch.manual_seed(0)
+    hook = ct.CockpitHook(preset, available_bytes=16 * GiB, **hook_kwargs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    train(model, optimizer, _batches(steps), epochs=1, hooks=[hook], progress=False)
+    return hook
+
+
+def _png_pixels(fig) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(ct.figure_to_png(fig))).convert("L"), dtype=float)
+
+
+@pytest.fixture(scope="module")
+def standard_log():
+    torch.manual_seed(0)
+    hook = _run(build_cnn("tanh", "none", width=4), "standard", steps=4, every=_PER_EXAMPLE_EVERY_2)
+    return hook.log
+
+
+# -- presets ---------------------------------------------------------------------------------
+
+
+def test_preset_table_lists_quantities_intervals_and_batchnorm_validity():
+    table = ct.preset_table(["cheap", "thorough"])
+    cheap = table[table.preset == "cheap"].set_index("quantity")
+    assert list(cheap.index) == ["Loss", "GradNorm", "Distance", "UpdateSize", "Alpha"]
+    assert cheap.loc["Alpha", "every"] == 10 and cheap.loc["Loss", "every"] == 1
+    assert (
+        not cheap.loc["Alpha", "valid_with_batchnorm"] and cheap.loc["Loss", "valid_with_batchnorm"]
+    )
+    thorough = table[table.preset == "thorough"]
+    curvature = thorough[thorough.quantity.str.startswith(("HessTrace", "TICDiag"))]
+    assert len(curvature) == 2 and curvature.needs.str.contains("GGN").all()
+    assert "| `cheap` |" in ct.preset_markdown()
+    assert ct.DEFAULT_PRESET == "cheap"
+
+
+def test_our_presets_never_use_the_exact_hessian_diagonal():
+    for name in ("basic", "cheap", "standard", "thorough"):
+        assert all(spec.curvature in (None, "diag_ggn_mc") for spec in ct.PRESETS[name])
+
+
+def test_bad_names_raise_clear_errors():
+    with pytest.raises(ValueError, match="unknown Cockpit preset 'fast'.*cheap"):
+        ct.preset_specs("fast")
+    with pytest.raises(ValueError, match="unknown Cockpit quantity 'Alfa'"):
+        ct.preset_specs("cheap", every={"Alfa": 3})
+    with pytest.raises(ValueError, match="every must be a positive int"):
+        QuantitySpec("Loss", 0)
+    with pytest.raises(ValueError, match="on_refusal"):
+        ct.CockpitHook(on_refusal="ignore")
+
+
+@pytest.mark.parametrize("preset", ["basic", "cheap", "standard"])
+def test_each_preset_tracks_its_quantities(preset):
+    hook = _run(build_cnn("tanh", "none", width=4), preset, every=_PER_EXAMPLE_EVERY_2)
+    expected = {spec.name for spec in ct.preset_specs(preset)}
+    tracked = {key for entry in hook.log.values() for key in entry}
+    assert expected <= tracked
+    assert sorted(step for step, entry in hook.log.items() if "Loss" in entry) == [0, 1, 2]
+    assert hook.log[0]["learning_rate"] == pytest.approx(1e-3)
+    assert all(np.isfinite(hook.frame()["GradNorm"]))
+
+
+def test_thorough_preset_runs_with_groupnorm():
+    hook = _run(_tiny_cnn("group"), "thorough", every={**_PER_EXAMPLE_EVERY_2, "HessMaxEV": 100})
+    entry = hook.log[0]
+    for name in ("HessTrace", "TICDiag", "GradHist2d", "HessMaxEV", "Alpha", "NormTest"):
+        assert name in entry, name
+    assert math.isfinite(entry["HessMaxEV"]) and entry["HessMaxEV"] > 0
+    assert all(v >= 0 for v in entry["HessTrace"])  # a GGN diagonal is never negative
+
+
+def test_lanczos_max_eigenvalue_matches_dense_hessian():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss_of(vector):
+        chunks = vector.split([math.prod(s) for s in shapes])
+        params = {n: c.view(s) for n, c, s in zip(names, chunks, shapes, strict=False)}
+        return F.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+
+    dense = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))[-1].item()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward(create_graph=True)
+    quantity = lanczos_hess_max_ev()(track_schedule=lambda step: True, tol=1e-4, maxiter=50)
+    value = quantity._compute(0, list(model.parameters()), loss)
+    assert value == pytest.approx(dense, rel=1e-3)
+
+
+# -- guard -----------------------------------------------------------------------------------
+
+
+def test_guard_refuses_cockpit_full_on_the_handover_cnn_at_batch_256():
+    report = ct.guard(build_cnn("tanh", "none"), 256, "full", "cpu", available_bytes=64 * GiB)
+    refused = {row.quantity: row for row in report.refused}
+    assert set(refused) == {"TICDiag", "HessTrace"}
+    assert all(row.kind == "memory" and row.estimate_bytes > 1 << 40 for row in refused.values())
+    message = report.message()
+    assert "TiB" in message and "Tanh" in message and "diag_ggn_mc" in message
+    with pytest.raises(ct.CockpitGuardError, match="HessTrace needs ~"):
+        report.raise_if_refused()
+    accepted = {spec.name for spec in report.accepted}
+    assert {"Loss", "Alpha", "HessMaxEV", "GradHist2d"} <= accepted
+
+
+def test_guard_accepts_the_default_preset_on_the_handover_cnn():
+    report = ct.guard(build_cnn("tanh", "none"), 256, device="cpu", available_bytes=16 * GiB)
+    assert report.ok and [s.name for s in report.accepted] == [
+        "Loss",
+        "GradNorm",
+        "Distance",
+        "UpdateSize",
+        "Alpha",
+    ]
+    assert report.raise_if_refused() is report
+
+
+def test_guard_estimates_follow_the_documented_formulas():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))  # D = 65 weights
+    n, d, s = 10, 65, 4
+    base = (n * (12 + 12 + 5) + 4 * d) * s
+    report = ct.guard(model, n, "standard", input_shape=(3, 2, 2), available_bytes=GiB)
+    rows = {row.quantity: row.estimate_bytes for row in report.rows}
+    assert rows["Loss"] == base
+    assert rows["Distance"] == base + d * s
+    assert rows["NormTest"] == base + n * d * s
+    assert rows["Alpha"] == base + 2 * n * d * s  # start and end step kept for Adam
+
+
+def test_guard_refuses_what_does_not_fit_and_names_a_batch_that_does():
+    report = ct.guard(build_cnn("tanh", "none"), 256, "cheap", "cpu", available_bytes=800 << 20)
+    (row,) = report.refused
+    assert row.quantity == "Alpha" and row.kind == "memory"
+    assert "fits up to batch" in row.alternative
+    fit = int(row.alternative.split("fits up to batch ")[1].split(";")[0])
+    assert 1 <= fit < 256
+    smaller = ct.guard(build_cnn("tanh", "none"), fit, "cheap", "cpu", available_bytes=800 << 20)
+    assert smaller.ok
+
+
+def test_layer_shapes_by_arithmetic_agree_with_a_forward_pass():
+    from nbhelpers.cockpit_guard import _shapes_by_arithmetic, _shapes_by_forward
+
+    for norm in ("none", "batch", "group"):
+        model = build_cnn("relu", norm, width=8)
+        model.train()
+        assert _shapes_by_arithmetic(model, (3, 32, 32)) == _shapes_by_forward(
+            model, (3, 32, 32), torch.float32, "cpu"
+        )
+        assert model.training  # the forward pass restored the mode
+
+
+def test_guard_refuses_layers_backpack_cannot_handle():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.SiLU(), nn.Linear(6, 3))
+    specs = [QuantitySpec("Loss"), QuantitySpec("HessTrace", 1, {"curvature": "diag_ggn_mc"})]
+    report = ct.guard(model, 4, specs, input_shape=(3, 2, 2), available_bytes=GiB)
+    (row,) = report.refused
+    assert row.kind == "unsupported layer" and "SiLU" in row.reason
+
+
+# -- BatchNorm and GroupNorm -----------------------------------------------------------------
+
+
+def test_batchnorm_model_gets_only_valid_instruments_with_true_values():
+    torch.manual_seed(0)
+    model = build_cnn("relu", "batch", width=4)
+    reference = copy.deepcopy(model)
+    hook = _run(model, "standard", steps=2, every=_PER_EXAMPLE_EVERY_2)
+    assert [s.name for s in hook.report.accepted] == ["Loss", "GradNorm", "Distance", "UpdateSize"]
+    assert {row.kind for row in hook.report.refused} == {"batchnorm"}
+    assert (
+        ct.quantities_for(build_cnn("relu", "batch", width=4), "standard") == hook.report.accepted
+    )
+
+    # The same two steps with plain autograd (BatchNorm in train mode, mean loss).
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    start = [p.detach().clone() for p in reference.parameters()]
+    reference.train()
+    for step, (x, y) in enumerate(_batches(2)):
+        before = [p.detach().clone() for p in reference.parameters()]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(reference(x), y)
+        loss.backward()
+        grad_norm = torch.sqrt(sum((p.grad**2).sum() for p in reference.parameters()))
+        distance = torch.sqrt(
+            sum(((p - q) ** 2).sum() for p, q in zip(before, start, strict=False))
+        )
+        optimizer.step()
+        update = torch.sqrt(
+            sum(((p - q) ** 2).sum() for p, q in zip(reference.parameters(), before, strict=False))
+        )
+        frame = hook.frame()
+        assert frame.loc[step, "Loss"] == pytest.approx(loss.item(), rel=1e-5)
+        assert frame.loc[step, "GradNorm"] == pytest.approx(grad_norm.item(), rel=1e-4)
+        assert frame.loc[step, "Distance"] == pytest.approx(distance.item(), rel=1e-4, abs=1e-7)
+        if step == 0:  # UpdateSize of step 0 is stored once step 1 has run
+            assert frame.loc[step, "UpdateSize"] == pytest.approx(update.item(), rel=1e-4)
+    assert "BatchNorm" in ct.BATCHNORM_NOTE and "GroupNorm" in ct.BATCHNORM_NOTE
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_groupnorm_per_example_gradients_and_ggn_match_autograd():
+    from backpack import backpack, extend
+    from backpack.extensions import BatchGrad, DiagGGNExact
+
+    ct.enable_groupnorm_support()
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.GroupNorm(2, 4),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(100, 3),
+    ).double()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-0.5, 0.5)
+    x, y = torch.randn(6, 2, 5, 5, dtype=torch.double), torch.randint(0, 3, (6,))
+    extend(model)
+    loss = extend(nn.CrossEntropyLoss())(model(x), y)
+    with backpack(BatchGrad(), DiagGGNExact()):
+        loss.backward()
+    params = list(model.parameters())
+    ggn = [torch.zeros_like(p) for p in params]
+    for i in range(6):  # one example at a time, plain autograd
+        grads = torch.autograd.grad(F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), params)
+        for p, g in zip(params, grads, strict=False):
+            torch.testing.assert_close(p.grad_batch[i] * 6, g)
+        logits = model(x[i : i + 1])[0]
+        prob = logits.softmax(0)
+        hess = (torch.diag(prob) - torch.outer(prob, prob)) / 6
+        jac = [torch.autograd.grad(logits[c], params, retain_graph=True) for c in range(3)]
+        for k in range(len(params)):
+            jk = torch.stack([jac[c][k].reshape(-1) for c in range(3)])
+            ggn[k] += torch.einsum("ci,cd,di->i", jk, hess, jk).view_as(params[k])
+    for p, d in zip(params, ggn, strict=False):
+        torch.testing.assert_close(p.diag_ggn_exact, d)
+
+
+def test_cockpit_norm_test_on_groupnorm_matches_autograd_per_example_gradients():
+    torch.manual_seed(0)
+    model = _tiny_cnn("group")
+    reference = copy.deepcopy(model)
+    hook = _run(model, [QuantitySpec("Loss"), QuantitySpec("NormTest")], steps=1)
+    x, y = _batches(1)[0]
+    n = len(y)
+    per_example = []
+    for i in range(n):
+        grads = torch.autograd.grad(
+            F.cross_entropy(reference(x[i : i + 1]), y[i : i + 1]), list(reference.parameters())
+        )
+        per_example.append(torch.cat([g.reshape(-1) for g in grads]))
+    g = torch.stack(per_example)
+    mean = g.mean(0)
+    # Byrd et al. (2012), eq. (3.9), as Cockpit evaluates it: sample variance over examples.
+    variance_l1 = ((g - mean) ** 2).sum() / (n - 1)
+    expected = torch.sqrt(variance_l1 / n / (mean**2).sum()).item()
+    assert hook.log[0]["NormTest"] == pytest.approx(expected, rel=1e-3)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_failed_tracked_backward_shows_the_real_error():
+    from backpack import extend
+
+    cockpit = ct.import_cockpit()
+    model = extend(nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.SiLU(), nn.Linear(6, 3)))
+    loss_fn = extend(nn.CrossEntropyLoss())
+    quantities = ct.make_quantities([QuantitySpec("HessTrace", 1, {"curvature": "diag_ggn_mc"})])
+    cp = cockpit.Cockpit(model.parameters(), quantities=quantities)
+    x, y = torch.rand(4, 3, 2, 2), torch.randint(0, 3, (4,))
+    loss = loss_fn(model(x), y)
+    with pytest.raises(ct.CockpitBackwardError) as info:
+        with cp(0, info={"batch_size": 4, "loss": loss}):
+            loss.backward()
+    message = str(info.value)
+    assert "NotImplementedError" in message and "SiLU" in message
+    assert "grad_batch_transforms" not in message and "diag_h" not in message
+    assert isinstance(info.value.__cause__, NotImplementedError)
+
+
+def test_hook_needs_mean_cross_entropy():
+    hook = ct.CockpitHook("basic")
+    model = build_cnn("tanh", "none", width=4)
+    with pytest.raises(TypeError, match="CrossEntropyLoss"):
+        hook.on_train_begin(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss())
+    with pytest.raises(ValueError, match="reduction"):
+        hook.on_train_begin(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(reduction="sum")
+        )
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+
+def test_dashboard_renders_on_every_call_without_touching_pyplot(standard_log):
+    import matplotlib.pyplot as plt
+
+    backend = matplotlib.get_backend()
+    figures_before = plt.get_fignums()
+    for _ in range(3):
+        fig = ct.plot_dashboard(standard_log, width=11, height=6, dpi=60)
+        pixels = _png_pixels(fig)
+        assert pixels.shape == (360, 660)
+        assert pixels.std() > 20  # drawn, not blank
+    assert matplotlib.get_backend() == backend
+    assert plt.get_fignums() == figures_before
+    assert not plt.isinteractive()
+
+
+def test_single_instruments_render_from_a_saved_log(standard_log, tmp_path):
+    path = ct.write_log(standard_log, tmp_path / "run", quiet=True)
+    frame = ct.log_frame(str(path)[: -len(".json")])  # the ".json" suffix is optional
+    assert {"Loss", "GradNorm", "Alpha", "NormTest"} <= set(frame.columns)
+    fig = ct.plot_instruments(path)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 6
+    assert _png_pixels(fig).std() > 20
+    for plot in (ct.plot_alpha, ct.plot_gradient_tests, ct.plot_distance, ct.plot_loss):
+        assert _png_pixels(plot(path)).std() > 10
+    with pytest.raises(ValueError, match="unknown instrument"):
+        ct.plot_instruments(path, ["speedometer"])
+
+
+def test_plots_skip_nan_and_infinite_values():
+    log = {
+        step: {
+            "Loss": 2.3 - 0.01 * step,
+            "GradNorm": [0.1, 0.2],
+            "Alpha": [float("nan"), float("inf"), -0.5, 0.2][step % 4],
+            "learning_rate": 1e-3,
+        }
+        for step in range(20)
+    }
+    frame = ct.log_frame(log)
+    assert frame["GradNorm"].iloc[0] == pytest.approx(math.hypot(0.1, 0.2))
+    assert _png_pixels(ct.plot_instruments(log)).std() > 10
+    assert _png_pixels(ct.plot_dashboard(log, width=11, height=6, dpi=40)).std() > 10
+
+
+def test_live_view_refreshes_during_training():
+    shown = []
+    view = ct.LiveView(["loss", "grad_norm"], every=2, display=shown.append)
+    _run(build_cnn("tanh", "none", width=4), "basic", steps=4, live=view)
+    assert view.refreshes == len(shown) == 3  # steps 0 and 2, and once at the end
+    assert _png_pixels(shown[-1]).std() > 10
+
+
+def test_shipped_logs_show_the_growing_learning_rate():
+    handover = ct.log_frame(ct.load_shipped_log("handover"))
+    fixed = ct.log_frame(ct.load_shipped_log("fixed"))
+    lr = handover["learning_rate"].dropna()
+    assert lr.iloc[-1] / lr.iloc[0] == pytest.approx(
+        1.001 ** (lr.index[-1] - lr.index[0]), rel=1e-3
+    )
+    assert fixed["learning_rate"].dropna().nunique() == 1
+    assert handover["Alpha"].notna().sum() >= 5 and fixed["Alpha"].notna().sum() >= 5
+    assert ct.shipped_log_info("handover")["config"]["zero_grad"] is False
+    for name in ct.SHIPPED_LOGS:
+        assert ct.shipped_log_path(name).stat().st_size < 1_000_000
+    with pytest.raises(ValueError, match="unknown shipped"):
+        ct.load_shipped_log("nope")

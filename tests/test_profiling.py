@@ -1,0 +1,305 @@
+"""Tests of nbhelpers.profiling: phase attribution, projection, tables, charts, bad input.
+
+No test asserts on speed; timings only serve to check where time is attributed.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import torch
+
+from nbhelpers.data import TensorLoader
+from nbhelpers.models import build_cnn
+from nbhelpers.profiling import (
+    PHASES,
+    Autocast,
+    TimingProfile,
+    batch_size_sweep,
+    compare_profiles,
+    plot_comparison,
+    profile_training,
+    time_raw_steps,
+)
+
+SLEEP_S = 0.3
+
+
+def _data(n: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    return images, labels
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    model = build_cnn("tanh", "none", width=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images, labels = _data(64)
+    loader = TensorLoader(images, labels, 16, shuffle=True)
+    v_images, v_labels = _data(40, seed=1)
+    eval_loaders = {
+        "valid": TensorLoader(v_images, v_labels, 8, shuffle=False),
+        "test": TensorLoader(v_images[:20], v_labels[:20], 8, shuffle=False),
+    }
+    return model, optimizer, loader, eval_loaders
+
+
+class FakeClock:
+    """Stands in for ``time.perf_counter``: advances 1 microsecond per reading, plus what
+    :meth:`sleep` adds, so attribution can be checked exactly whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        self.t += 1e-6
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class SleepyStepHook:
+    """Sleeps at the end of every step (a stand-in for an expensive diagnostic)."""
+
+    def __init__(self, sleep=time.sleep) -> None:
+        self.calls = 0
+        self.sleep = sleep
+
+    def on_step_end(self, step, loss):
+        self.calls += 1
+        self.sleep(SLEEP_S)
+
+
+class SleepyBackwardHook:
+    """Does the backward pass itself, like Cockpit, and sleeps."""
+
+    def __init__(self, sleep=time.sleep) -> None:
+        self.sleep = sleep
+
+    def backward(self, step, model, x, y, logits, loss, loss_fn):
+        self.sleep(SLEEP_S)
+        loss.backward()
+        return True
+
+
+def test_phases_add_up_to_total(setup):
+    model, optimizer, loader, eval_loaders = setup
+    prof = profile_training(model, optimizer, loader, steps=3, eval_loaders=eval_loaders)
+    assert isinstance(prof, TimingProfile)
+    assert set(prof.measured_s) == set(PHASES)
+    assert all(v >= 0 for v in prof.measured_s.values())
+    phase_sum = sum(prof.measured_s.values())
+    assert phase_sum == pytest.approx(prof.total_s, rel=0.05, abs=0.05)
+    assert prof.time_per_epoch_s == pytest.approx(sum(prof.epoch_s.values()))
+    assert prof.steps == 3 and prof.images == 48
+
+
+def test_table_has_expected_rows_and_columns(setup):
+    model, optimizer, loader, eval_loaders = setup
+    prof = profile_training(model, optimizer, loader, steps=2, eval_loaders=eval_loaders, label="x")
+    df = prof.table()
+    assert list(df.index) == [*PHASES, "total"]
+    assert list(df.columns) == ["measured (s)", "per epoch (s)", "share (%)"]
+    assert df.loc["total", "per epoch (s)"] == pytest.approx(
+        df.loc[list(PHASES), "per epoch (s)"].sum()
+    )
+    assert df.loc[list(PHASES), "share (%)"].sum() == pytest.approx(100.0)
+    assert df.attrs["label"] == "x" and df.attrs["images_per_s"] > 0
+    assert "x:" in prof.summary()
+
+
+def test_sleeping_step_hook_lands_in_diagnostics(setup):
+    model, optimizer, loader, _ = setup
+    hook = SleepyStepHook()
+    prof = profile_training(model, optimizer, loader, steps=3, hooks=[hook], warmup_steps=1)
+    assert hook.calls == 3  # not attached during the warm-up
+    assert prof.measured_s["diagnostics"] >= 3 * SLEEP_S
+
+
+def test_hook_time_is_attributed_exactly_with_a_fake_clock(setup, monkeypatch):
+    model, optimizer, loader, _ = setup
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    prof = profile_training(model, optimizer, loader, steps=3, hooks=[SleepyStepHook(clock.sleep)])
+    assert prof.measured_s["diagnostics"] == pytest.approx(3 * SLEEP_S, abs=1e-3)
+    assert prof.measured_s["forward/backward/step"] < 1e-3
+    assert prof.measured_s["data loading"] < 1e-3
+    assert prof.notes == []
+    assert sum(prof.measured_s.values()) == pytest.approx(prof.total_s, abs=1e-3)
+
+
+def test_hook_doing_backward_is_diagnostics_and_noted(setup, monkeypatch):
+    model, optimizer, loader, _ = setup
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    prof = profile_training(
+        model, optimizer, loader, steps=2, hooks=[SleepyBackwardHook(clock.sleep)]
+    )
+    assert prof.measured_s["diagnostics"] == pytest.approx(2 * SLEEP_S, abs=1e-3)
+    assert prof.measured_s["forward/backward/step"] < 1e-3
+    assert any("backward" in note for note in prof.notes)
+
+
+def test_projection_scales_steps_and_amortises_evaluation(setup):
+    model, optimizer, loader, eval_loaders = setup
+    prof = profile_training(
+        model, optimizer, loader, steps=2, eval_loaders=eval_loaders, eval_every=2, epochs=5
+    )
+    assert prof.steps_per_epoch == len(loader) == 4
+    for phase in ("data loading", "forward/backward/step", "diagnostics"):
+        assert prof.epoch_s[phase] == pytest.approx(prof.measured_s[phase] * 4 / 2)
+    assert set(prof.eval_split_s) == {"valid", "test"}
+    assert prof.epoch_s["evaluation"] == pytest.approx(sum(prof.eval_split_s.values()) / 2)
+    assert prof.time_per_run_s == pytest.approx(5 * prof.time_per_epoch_s)
+    assert prof.epoch_images == 64
+
+
+def test_eval_fraction_times_part_and_scales_up(setup):
+    model, optimizer, loader, eval_loaders = setup
+    prof = profile_training(
+        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, eval_fraction=0.2
+    )
+    # valid: 5 batches, 1 timed (8 of 40 images, x5); test: 3 batches, 1 timed (8 of 20, x2.5)
+    measured = prof.measured_s["evaluation"]
+    projected = sum(prof.eval_split_s.values())
+    assert 2.5 * measured * 0.999 <= projected <= 5 * measured * 1.001
+    no_eval = profile_training(
+        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, eval_every=0
+    )
+    assert no_eval.epoch_s["evaluation"] == 0.0 and no_eval.eval_split_s == {}
+
+
+def test_eval_max_batches_caps_the_timed_batches(setup, monkeypatch):
+    model, optimizer, loader, eval_loaders = setup
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    prof = profile_training(
+        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, eval_max_batches=2
+    )
+    # valid: 2 of 5 batches timed (16 of 40 images); test: 2 of 3 batches (16 of 20 images)
+    assert prof.eval_split_s["valid"] / prof.eval_split_s["test"] == pytest.approx(2.0, rel=0.05)
+    with pytest.raises(ValueError, match="eval_max_batches"):
+        profile_training(model, optimizer, loader, steps=1, eval_max_batches=0)
+
+
+def test_restore_keeps_model_unchanged(setup):
+    model, optimizer, loader, _ = setup
+    before = [p.detach().clone() for p in model.parameters()]
+    profile_training(model, optimizer, loader, steps=2)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    profile_training(model, optimizer, loader, steps=2, restore=False)
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5, True, None])
+def test_bad_steps_raise(setup, steps):
+    model, optimizer, loader, _ = setup
+    with pytest.raises(ValueError, match="steps"):
+        profile_training(model, optimizer, loader, steps=steps)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eval_fraction": 0.0}, "eval_fraction"),
+        ({"eval_fraction": 1.5}, "eval_fraction"),
+        ({"eval_every": -1}, "eval_every"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"epochs": 0}, "epochs"),
+    ],
+)
+def test_bad_options_raise(setup, kwargs, match):
+    model, optimizer, loader, _ = setup
+    with pytest.raises(ValueError, match=match):
+        profile_training(model, optimizer, loader, steps=1, **kwargs)
+
+
+def test_bad_model_loader_and_eval_loaders_raise(setup):
+    model, optimizer, loader, _ = setup
+    with pytest.raises(TypeError, match="nn.Module"):
+        profile_training("model", optimizer, loader, steps=1)
+    with pytest.raises(TypeError, match="eval_loaders"):
+        profile_training(model, optimizer, loader, steps=1, eval_loaders=[loader])
+    unsized = (batch for batch in loader)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        profile_training(model, optimizer, unsized, steps=1)
+
+
+def _png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def test_charts_render_to_png(setup):
+    import matplotlib.pyplot as plt
+
+    model, optimizer, loader, eval_loaders = setup
+    slow = profile_training(
+        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, label="slow"
+    )
+    fast = profile_training(model, optimizer, loader, steps=1, label="fast")
+    fig = slow.plot()
+    png = _png_bytes(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert fig.axes[0].get_xlabel() and fig.axes[0].get_title()
+    table = compare_profiles([slow, fast])
+    for per in ("epoch", "run"):
+        fig2 = plot_comparison(table, per=per)
+        assert len(_png_bytes(fig2)) > 2000
+        assert fig2.axes[0].get_legend() is not None
+    plt.close("all")
+    with pytest.raises(ValueError, match="per"):
+        plot_comparison(table, per="step")
+
+
+def test_compare_profiles_speedups(setup):
+    model, optimizer, loader, eval_loaders = setup
+    slow = profile_training(model, optimizer, loader, steps=1, eval_loaders=eval_loaders, epochs=4)
+    fast = profile_training(model, optimizer, loader, steps=1, epochs=2)
+    table = compare_profiles({"handover": slow, "tuned": fast})
+    assert list(table.index) == ["handover", "tuned"]
+    assert table.loc["handover", "speed-up per epoch"] == pytest.approx(1.0)
+    expected = slow.time_per_epoch_s / fast.time_per_epoch_s
+    assert table.loc["tuned", "speed-up per epoch"] == pytest.approx(expected)
+    expected_run = slow.time_per_run_s / fast.time_per_run_s
+    assert table.loc["tuned", "speed-up per run"] == pytest.approx(expected_run)
+    with pytest.raises(ValueError, match="baseline"):
+        compare_profiles([slow], baseline="nope")
+    with pytest.raises(ValueError, match="unique"):
+        compare_profiles([slow, slow])
+    with pytest.raises(ValueError, match="at least one"):
+        compare_profiles([])
+    with pytest.raises(TypeError, match="TimingProfile"):
+        compare_profiles({"x": "not a profile"})
+
+
+def test_time_raw_steps_and_batch_size_sweep_on_cpu():
+    model = build_cnn("tanh", "none", width=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = time_raw_steps(model, optimizer, 8, steps=2)
+    assert result["batch_size"] == 8 and result["images_per_s"] > 0 and result["step_s"] > 0
+    df = batch_size_sweep(
+        lambda: build_cnn("tanh", "none", width=4), device="cpu", start=2, max_batch_size=8, steps=1
+    )
+    assert list(df["batch size"]) == [2, 4, 8]
+    assert (df["status"] == "ok").all()
+    assert df.attrs["largest_ok"] == 8 and df.attrs["best"] in (2, 4, 8)
+    with pytest.raises(ValueError, match="start"):
+        batch_size_sweep(lambda: model, device="cpu", start=16, max_batch_size=8)
+    with pytest.raises(ValueError, match="batch_size"):
+        time_raw_steps(model, optimizer, 0)
+
+
+def test_autocast_wrapper_returns_float32_logits():
+    model = Autocast(build_cnn("relu", "none", width=4), dtype=torch.bfloat16, device_type="cpu")
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.dtype == torch.float32 and out.shape == (2, 10)
+    with pytest.raises(ValueError, match="dtype"):
+        Autocast(model, dtype=torch.float32)
