@@ -243,7 +243,15 @@ def test_killed_worker_trial_is_failed_by_heartbeat(tmp_path):
     assert running, "the worker never started a trial"
     os.kill(worker.pid, signal.SIGKILL)  # like a kernel killed mid-trial
     worker.wait(timeout=30)
-    time.sleep(4)  # longer than the grace period (2 heartbeats) plus 1 s timestamp rounding
+    # wait until the dead trial's heartbeat is stale (grace: 2 heartbeats), however loaded the machine
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(1.0)
+        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=1, grace_period=2)
+        stale = optuna.load_study(study_name="par", storage=rdb)
+        optuna.storages.fail_stale_trials(stale)
+        if stale.trials[0].state == TrialState.FAIL:
+            break
     study = search.run_study(
         lambda t: t.suggest_float("x", 0.0, 1.0), study_name="par", storage=storage, n_trials=3,
         heartbeat_s=1, progress=False,
