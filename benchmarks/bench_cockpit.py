@@ -8,7 +8,9 @@ and times every optimizer step (forward, backward incl. Cockpit, optimizer step)
   ``economy``) with :class:`nbhelpers.cockpit_tools.CockpitHook`.
 
 Steps 1..N are averaged (step 0 holds one-off setup; with N a multiple of 20, every
-"every 10" and "every 20" quantity is hit in its long-run proportion). HessMaxEV (every
+"every 10" and "every 20" quantity is hit in its long-run proportion). The runs are
+interleaved in rounds (plain, basic, cheap, ..., plain, basic, ...) so that a change in
+the machine's load hits all of them alike. HessMaxEV (every
 100 steps in "thorough") is timed separately in a tracked step of its own and its
 share added, ``(t_hessmaxev - t_plain) / 100``. Also timed: the guard on the
 handover CNN with Cockpit's "full" at batch 256 (first call and repeated), the full
@@ -16,8 +18,8 @@ dashboard and the single-instrument figure rendered to PNG from a 300-step log.
 
 Writes benchmarks/results/cockpit.json. Usage::
 
-    python benchmarks/bench_cockpit.py                 # batch 128, 40 steps per run
-    python benchmarks/bench_cockpit.py --batch-size 256 --steps 60 --threads 2
+    python benchmarks/bench_cockpit.py                 # batch 128, 2 rounds of 20 steps
+    python benchmarks/bench_cockpit.py --batch-size 256 --rounds 3 --threads 2
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def _batches(n: int, batch_size: int, seed: int = 0):
     return [(x, y)] * n  # the same batch: timing does not depend on the data
 
 
-def _run(preset, steps: int, batch_size: int) -> dict:
+def _run(preset, steps: int, batch_size: int) -> list[float]:
+    """Seconds of steps 1..steps of one training run (step 0 is left out)."""
     torch.manual_seed(0)
     model = build_cnn("tanh", "none")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
@@ -75,16 +78,16 @@ def _run(preset, steps: int, batch_size: int) -> dict:
     hooks = [clock]
     if preset is not None:
         hooks.insert(0, ct.CockpitHook(preset, available_bytes=64 << 30))
-    t0 = time.perf_counter()
     train(model, optimizer, _batches(steps + 1, batch_size), epochs=1, hooks=hooks, progress=False)
-    seconds = clock.step_seconds()
+    return clock.step_seconds()[1:]
+
+
+def _summary(seconds: list[float]) -> dict:
     return {
-        "first_step_s": seconds[0],
-        "mean_step_s": statistics.fmean(seconds[1:]),
-        "median_step_s": statistics.median(seconds[1:]),
-        "max_step_s": max(seconds[1:]),
-        "steps": len(seconds) - 1,
-        "wall_s": time.perf_counter() - t0,
+        "mean_step_s": statistics.fmean(seconds),
+        "median_step_s": statistics.median(seconds),
+        "max_step_s": max(seconds),
+        "steps": len(seconds),
     }
 
 
@@ -120,9 +123,8 @@ def _time_guard() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument(
-        "--steps", type=int, default=40, help="timed steps per run (multiple of 20)"
-    )
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per run (20, 40, ...)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all runs")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -151,17 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     result["guard_full_batch256"] = _time_guard()
     print(result["guard_full_batch256"]["seconds"])
 
-    runs = {}
-    for preset in ["plain", *args.presets.split(",")]:
-        print(f"{preset} ... ", end="", flush=True)
-        runs[preset] = _run(None if preset == "plain" else preset, args.steps, args.batch_size)
-        print(f"{runs[preset]['mean_step_s']:.3f} s/step")
+    names = ["plain", *args.presets.split(",")]
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    round_means: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names:
+            print(f"round {r + 1}: {name} ... ", end="", flush=True)
+            times = _run(None if name == "plain" else name, args.steps, args.batch_size)
+            seconds[name] += times
+            round_means[name].append(round(statistics.fmean(times), 4))
+            print(f"{statistics.fmean(times):.3f} s/step")
+    runs = {name: {**_summary(seconds[name]), "round_means_s": round_means[name]} for name in names}
     print("HessMaxEV step ... ", end="", flush=True)
-    hess = _run(
-        [QuantitySpec("Loss"), QuantitySpec("HessMaxEV", 1, {"method": "lanczos"})],
-        2,
-        args.batch_size,
-    )
+    spec = [QuantitySpec("Loss"), QuantitySpec("HessMaxEV", 1, {"method": "lanczos"})]
+    hess = _summary(_run(spec, 2, args.batch_size))
     print(f"{hess['mean_step_s']:.2f} s/step")
     plain = runs["plain"]["mean_step_s"]
     if "thorough" in runs:

@@ -221,10 +221,12 @@ class NotebookFigure(Figure):
         return figure_to_png(self)
 
 
-def _new_figure(width: float, height: float, dpi: float = 100) -> NotebookFigure:
+def _new_figure(
+    width: float, height: float, dpi: float = 100, layout: str | None = None
+) -> NotebookFigure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = NotebookFigure(figsize=(width, height), dpi=dpi)
+    fig = NotebookFigure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -388,7 +390,7 @@ def plot_loss(source: Any, ax=None) -> Figure:
     title = "Mini-batch loss"
     if col is None:
         _empty(ax, title, "no Loss tracked")
-        return ax.figure
+        return _done(ax)
     ax.plot(col.index, col.values, ".", ms=3, color=_BLUE, alpha=0.35, label="per step")
     ax.plot(col.index, _ema(col.values), color=_BLUE, lw=2, label="smoothed")
     for key, color in (("train_loss", _GREEN), ("valid_loss", _ORANGE)):
@@ -398,7 +400,7 @@ def plot_loss(source: Any, ax=None) -> Figure:
     _title(ax, title)
     ax.set(xlabel="step", ylabel="loss")
     ax.legend(loc="upper right", frameon=False)
-    return ax.figure
+    return _done(ax)
 
 
 def plot_learning_rate(source: Any, ax=None) -> Figure:
@@ -416,14 +418,14 @@ def plot_learning_rate(source: Any, ax=None) -> Figure:
     title = "Learning rate"
     if col is None:
         _empty(ax, title, "no learning rate recorded")
-        return ax.figure
+        return _done(ax)
     ax.plot(col.index, col.values, color=_GREEN, lw=2)
     first, last = float(col.values[0]), float(col.values[-1])
     ratio = last / first if first else float("nan")
     _title(ax, f"{title}: {first:.3g} -> {last:.3g} (x{ratio:.3g})")
     ax.set(xlabel="step", ylabel="lr")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    return ax.figure
+    return _done(ax)
 
 
 def plot_grad_norm(source: Any, ax=None) -> Figure:
@@ -443,13 +445,13 @@ def plot_grad_norm(source: Any, ax=None) -> Figure:
     title = "Gradient norm"
     if col is None:
         _empty(ax, title, "no GradNorm tracked")
-        return ax.figure
+        return _done(ax)
     ax.plot(col.index, col.values, ".", ms=3, color=_ORANGE, alpha=0.35)
     ax.plot(col.index, _ema(col.values), color=_ORANGE, lw=2)
     _log_scale_if_wide(ax, col.values)
     _title(ax, title)
     ax.set(xlabel="step", ylabel="||g||")
-    return ax.figure
+    return _done(ax)
 
 
 def plot_distance(source: Any, ax=None) -> Figure:
@@ -467,7 +469,7 @@ def plot_distance(source: Any, ax=None) -> Figure:
     dist, upd = _series(frame, "Distance"), _series(frame, "UpdateSize")
     if dist is None and upd is None:
         _empty(ax, title, "no Distance / UpdateSize tracked")
-        return ax.figure
+        return _done(ax)
     if dist is not None:
         ax.plot(dist.index, dist.values, color=_BLUE, lw=2, label="distance from init")
     if upd is not None:
@@ -479,7 +481,7 @@ def plot_distance(source: Any, ax=None) -> Figure:
     _title(ax, title)
     ax.set(xlabel="step", ylabel="L2 norm (weights)")
     ax.legend(loc="best", frameon=False)
-    return ax.figure
+    return _done(ax)
 
 
 def plot_alpha(source: Any, ax=None) -> Figure:
@@ -502,7 +504,7 @@ def plot_alpha(source: Any, ax=None) -> Figure:
     title = "Step size: alpha"
     if col is None:
         _empty(ax, title, "no Alpha tracked\n(needs per-example gradients)")
-        return ax.figure
+        return _done(ax)
     values = np.clip(col.values, -3, 3)
     ax.axvspan(-3, -0.5, color=_BLUE, alpha=0.08)
     ax.axvspan(0.5, 3, color=_ORANGE, alpha=0.08)
@@ -525,6 +527,9 @@ def plot_alpha(source: Any, ax=None) -> Figure:
             color="0.25",
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
         )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     median = float(np.median(col.values))
     _title(ax, f"{title} (median {median:+.2f}, {len(col)} steps)")
     ax.set(
@@ -532,7 +537,7 @@ def plot_alpha(source: Any, ax=None) -> Figure:
         ylabel="steps",
         xlim=(-3, 3),
     )
-    return ax.figure
+    return _done(ax)
 
 
 def plot_gradient_tests(source: Any, ax=None) -> Figure:
@@ -554,7 +559,7 @@ def plot_gradient_tests(source: Any, ax=None) -> Figure:
     series = [(k, _series(frame, k)) for k in ("NormTest", "InnerTest", "OrthoTest")]
     if all(col is None for _, col in series):
         _empty(ax, title, "no gradient tests tracked\n(preset 'standard' or 'thorough')")
-        return ax.figure
+        return _done(ax)
     for (name, col), color in zip(series, (_BLUE, _ORANGE, _GREEN), strict=True):
         if col is not None:
             ax.plot(
@@ -570,7 +575,15 @@ def plot_gradient_tests(source: Any, ax=None) -> Figure:
     _title(ax, title)
     ax.set(xlabel="step", ylabel="relative noise")
     ax.legend(loc="best", frameon=False)
-    return ax.figure
+    return _done(ax)
+
+
+def _done(ax) -> Figure:
+    """The figure of ``ax``, laid out (tight) if this module created it for one instrument."""
+    fig = ax.figure
+    if getattr(fig, "_nbhelpers_own", False):
+        fig.tight_layout()
+    return fig
 
 
 def _frame_and_axes(source: Any, ax):
@@ -580,6 +593,7 @@ def _frame_and_axes(source: Any, ax):
     if ax is None:
         with _style():
             fig = _new_figure(7, 3.2)
+            fig._nbhelpers_own = True  # laid out by _done()
             ax = fig.add_subplot()
     return frame, ax
 
@@ -643,7 +657,7 @@ def plot_instruments(
     ncols = min(ncols, len(names))
     nrows = math.ceil(len(names) / ncols)
     with _style():
-        fig = _new_figure(width, row_height * nrows + (0.4 if title else 0))
+        fig = _new_figure(width, row_height * nrows + (0.4 if title else 0), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for name, ax in zip(names, axes, strict=False):
             INSTRUMENTS[name](frame, ax=ax)
@@ -651,7 +665,6 @@ def plot_instruments(
             ax.set_visible(False)
         if title:
             fig.suptitle(title, fontweight="bold")
-        fig.tight_layout()
     return fig
 
 

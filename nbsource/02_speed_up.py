@@ -260,9 +260,11 @@ print(f"largest batch that ran: {sweep.attrs['largest_ok']}, fastest: {sweep.att
 # **On a GPU** throughput usually grows with the batch: thousands of cores need many
 # images to be busy, and fixed costs per step (launching kernels, the optimizer step over
 # all 0.55 M weights) are shared by more images. **On a CPU** the few cores are already
-# busy with small batches, so throughput levels off, or even drops once the activations no
-# longer fit into the caches. A larger batch is not free for the optimisation either:
-# there are fewer steps per epoch, and the learning rate usually has to change with it.
+# busy with small batches, so the curve usually flattens early (only the fixed costs per
+# step are shared), and it can drop once the activations no longer fit into the caches.
+# Compare with your curve: is the gain worth it? A larger batch is not free for the
+# optimisation either: there are fewer steps per epoch, and the learning rate usually has
+# to change with it.
 #
 # Now the fastest batch size in the whole pipeline (capped at half the training set):
 

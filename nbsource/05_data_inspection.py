@@ -440,7 +440,8 @@ after = run(data_fixed, data=bundle)
 
 # %% [markdown]
 # Both runs train the same model in the same way: same training images, same seed, same
-# steps. Only what we *measure* it on differs.
+# steps. Only what we *measure* it on differs. (The dashed line is chance level again:
+# always guessing the most frequent digit.)
 
 # %%
 fig_runs = plot_runs(
@@ -449,10 +450,13 @@ fig_runs = plot_runs(
     names=["colleague's 'test' (training images)", "the real test split"],
 )
 fig_runs.suptitle("The same model, measured on two different 'test' sets")
-fig_runs.tight_layout()
-plt.show()
-
 fig_curves = plot_learning_curves(after, title="Data fixed: learning curves with honest validation and test sets")
+for fig in (fig_runs, fig_curves):
+    ax_acc = fig.axes[1]
+    ax_acc.axhline(chance, color="0.4", linestyle="--", label=f"chance ({chance:.0%})")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.legend()
+    fig.tight_layout()
 plt.show()
 
 steps_differ = max(abs(a - b) for a, b in zip(before.step_losses, after.step_losses))
@@ -486,9 +490,10 @@ assert after.extra["split_sizes"]["test"] == len(bundle.test)
 # small; the memoriser above shows how large it can get. Either way, the colleague's numbers
 # could never have warned us. From now on, validation and test measure what they should.
 #
-# The train-test gap is also the check on the tutorial's claim about augmentation: as long
-# as the model does about as well on new images as on its training images, it is not short
-# of data, and made-up extra data would not help.
+# The train-test gap is also the check on the tutorial's claim about augmentation. A model
+# that is short of data does much better on its training images than on new ones; then
+# augmentation can help. When the two accuracies are close, as here, extra (made-up) data
+# would not help: what holds the model back is its training, which notebook 06 looks at.
 #
 # ## Logbook
 

@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import display
+from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
 from nbhelpers.experiment import compare_table, describe_config, handover_config, run
@@ -56,7 +57,8 @@ device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
 # instead of 32: the same layout, about 6x less compute) and the CPU sweeps try three
 # learning rates instead of five. Data, batch size and epochs come from the budget as
 # everywhere else. All runs go through the run cache: executing the notebook again replays
-# them instantly.
+# them instantly. On the full budget, the sweeps and seeds add up to about 25 runs of 10
+# epochs on all of SVHN: plan for half an hour or more on a GPU.
 
 # %%
 WIDTH = WIDTH or (32 if budget.name == "full" else 8)
@@ -86,8 +88,15 @@ print("fixed pipeline:", describe_config(fixed))
 
 handover_run = run(handover, data=bundle)
 fixed_run = run(fixed, data=bundle)
+def whole_epochs(fig):
+    """Whole epochs on every x-axis of a learning-curve figure."""
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 fig_start = plot_runs([handover_run, fixed_run], split="valid", names=["handover", "fixed pipeline (lr 1e-5)"])
 fig_start.suptitle("Where we start: validation loss and accuracy")
+whole_epochs(fig_start)
 fig_start.tight_layout()
 plt.show()
 
@@ -156,7 +165,7 @@ def plot_sweeps(sweeps, ax):
         (line,) = ax.plot(lrs, [records[lr].final("valid_accuracy") for lr in lrs], marker="o", label=label)
         top = best_lr(records)
         ax.scatter([top], [records[top].final("valid_accuracy")], s=180, facecolors="none", edgecolors=line.get_color(), linewidths=2)
-    ax.axvline(1e-5, color="grey", ls=":", lw=1)
+    ax.axvline(1e-5, color="grey", ls=":", lw=1, label="the handover's lr (1e-5)")
     ax.set_xscale("log")
     ax.set(xlabel="learning rate (log scale)", ylabel=f"validation accuracy after epoch {budget.epochs}")
     ax.set_title("Learning-rate sweeps (circle: best of each stage)")
@@ -194,6 +203,7 @@ display(table.style.format({c: "{:.1%}" for c in table.columns[2:]} | {"best lr"
 # %%
 fig_best = plot_runs(list(best_runs.values()), split="valid", names=[f"{k} (lr {r.config['lr']:g})" for k, r in best_runs.items()])
 fig_best.suptitle("Best run of each stage: validation loss and accuracy")
+whole_epochs(fig_best)
 fig_best.tight_layout()
 plt.show()
 
@@ -258,6 +268,7 @@ fig_final = plot_curves(
     {best_label: final_curves}, "test_accuracy", show_seeds=True, ylabel="test accuracy",
     title=f"Final configuration: mean over {len(final_test)} seed(s)",
 )  # fmt: skip
+whole_epochs(fig_final)
 plt.show()
 
 # %% tags=["exercise"]
@@ -312,7 +323,8 @@ def journey_rows():
     for label, record in best_runs.items():
         rows.append((f"{label}, lr {record.config['lr']:g}", record.final("test_accuracy"), None, own))
     half = None if math.isnan(ci_low) else (ci_high - ci_low) / 2
-    rows.append((f"final: {best_label}, {len(final_test)} seeds", final_mean, half, own))
+    seeds = f"mean of {len(final_test)} seeds" if len(final_test) > 1 else "1 seed"
+    rows.append((f"final: {best_label}, {seeds}", final_mean, half, own))
     return rows
 
 
@@ -326,7 +338,7 @@ for i, (_, acc, half, origin) in enumerate(rows):
         origins.remove(origin)
     if half is not None:
         ax.errorbar(acc, i, xerr=half, color="black", capsize=4)
-    ax.text(acc + 0.01, i, f"{acc:.1%}", va="center", fontsize=8)
+    ax.text(acc + (half or 0.0) + 0.01, i, f"{acc:.1%}", va="center", fontsize=8)
 if budget.name == "full" and bundle.source == "svhn":
     ax.axvline(0.932, color="tab:red", ls="--", lw=1, label="tutorial's reference fix (93.2%)")
 ax.set_yticks(range(len(rows)), [r[0] for r in rows])
