@@ -26,6 +26,7 @@ run fast enough to iterate) is what notebook 02 measures with these tools.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import time
@@ -81,6 +82,7 @@ class TimingProfile:
             to ``steps_per_epoch``; evaluation scaled to the full splits and divided by
             ``eval_every``.
         eval_split_s: split -> projected seconds of one full evaluation of that split.
+        eval_split_measured_s: split -> seconds measured for that split (its timed fraction).
         notes: caveats about the measurement (e.g. a hook that runs the backward pass).
     """
 
@@ -96,6 +98,7 @@ class TimingProfile:
     total_s: float
     epoch_s: dict[str, float]
     eval_split_s: dict[str, float] = field(default_factory=dict)
+    eval_split_measured_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -147,6 +150,58 @@ class TimingProfile:
             label=self.label, images_per_s=self.images_per_s, time_per_epoch_s=epoch_total
         )
         return df
+
+    def project(
+        self,
+        label: str,
+        *,
+        epochs: int | None = None,
+        eval_splits: Sequence[str] | None = None,
+        eval_every: int | None = None,
+    ) -> TimingProfile:
+        """The same measurement projected to fewer epochs or less evaluation (no new timing).
+
+        Training phases do not depend on these settings, and every evaluation split was
+        timed on its own, so the projection needs no new measurement.
+
+        Args:
+            label: name of the new profile.
+            epochs: epochs of the run (default: unchanged).
+            eval_splits: which of the measured splits to keep (default: all; ``()``: none).
+            eval_every: evaluation every this many epochs (0: never; default: unchanged).
+
+        Returns:
+            A new :class:`TimingProfile`.
+
+        Raises:
+            ValueError: a split that was not measured, or a bad ``epochs``/``eval_every``.
+        """
+        epochs = self.epochs if epochs is None else _check_positive_int("epochs", epochs)
+        every = self.eval_every if eval_every is None else eval_every
+        _check_positive_int("eval_every", every, minimum=0)
+        splits = tuple(self.eval_split_s) if eval_splits is None else tuple(eval_splits)
+        unknown = [s for s in splits if s not in self.eval_split_s]
+        if unknown:
+            raise ValueError(
+                f"splits {unknown} were not measured; measured: {list(self.eval_split_s)}"
+            )
+        kept = splits if every else ()
+        split_s = {s: self.eval_split_s[s] for s in kept}
+        split_measured = {s: self.eval_split_measured_s.get(s, 0.0) for s in kept}
+        measured = dict(self.measured_s, evaluation=sum(split_measured.values()))
+        epoch_s = dict(self.epoch_s, evaluation=sum(split_s.values()) / every if every else 0.0)
+        return dataclasses.replace(
+            self,
+            label=label,
+            epochs=epochs,
+            eval_every=every,
+            measured_s=measured,
+            total_s=self.total_s - self.measured_s["evaluation"] + measured["evaluation"],
+            epoch_s=epoch_s,
+            eval_split_s=split_s,
+            eval_split_measured_s=split_measured,
+            notes=[*self.notes, f"projected from '{self.label}' (no new timing)"],
+        )
 
     def __repr__(self) -> str:
         return f"<TimingProfile {self.summary()}>"
@@ -258,9 +313,9 @@ def _steps_per_epoch(train_loader: Any, steps_per_epoch: int | None) -> int:
 # --------------------------------------------------------------------------- evaluation timing
 def _time_evaluation(
     model, eval_loaders, fraction, max_batches, loss_fn, device
-) -> tuple[float, dict[str, float]]:
-    """Time evaluation of a fraction of every split; return (measured s, split -> full s)."""
-    measured = 0.0
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Time evaluation of a fraction of every split; return (split -> measured s, split -> full s)."""
+    measured: dict[str, float] = {}
     full: dict[str, float] = {}
     for split, loader in eval_loaders.items():
         try:
@@ -278,7 +333,7 @@ def _time_evaluation(
         result = evaluate(model, batches, loss_fn=loss_fn, device=device)
         synchronize(device)
         seconds = time.perf_counter() - t0
-        measured += seconds
+        measured[split] = seconds
         size = _loader_images(loader)
         scale = size / result["n"] if size else (n_batches / k if n_batches else 1.0)
         full[split] = seconds * scale
@@ -432,7 +487,7 @@ def _make_profile(
 ) -> TimingProfile:
     timings = history.timings
     measured = {phase: float(timings[key]) for phase, key in _TRAIN_KEYS.items()}
-    measured["evaluation"] = eval_measured
+    measured["evaluation"] = sum(eval_measured.values())
     measured = {phase: measured[phase] for phase in PHASES}
     scale = per_epoch / history.steps
     epoch_s = {phase: measured[phase] * scale for phase in _TRAIN_KEYS}
@@ -454,9 +509,10 @@ def _make_profile(
         eval_every=eval_every,
         epochs=epochs,
         measured_s=measured,
-        total_s=float(timings["total_s"]) + eval_measured,
+        total_s=float(timings["total_s"]) + measured["evaluation"],
         epoch_s=epoch_s,
         eval_split_s=eval_full,
+        eval_split_measured_s=eval_measured,
         notes=notes,
     )
 

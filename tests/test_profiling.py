@@ -188,6 +188,29 @@ def test_eval_max_batches_caps_the_timed_batches(setup, monkeypatch):
         profile_training(model, optimizer, loader, steps=1, eval_max_batches=0)
 
 
+def test_project_changes_epochs_and_evaluation_without_new_timing(setup):
+    model, optimizer, loader, eval_loaders = setup
+    prof = profile_training(model, optimizer, loader, steps=1, eval_loaders=eval_loaders, epochs=4)
+    fewer = prof.project("fewer", epochs=2)
+    assert fewer.label == "fewer" and fewer.time_per_run_s == pytest.approx(prof.time_per_run_s / 2)
+    assert fewer.epoch_s == prof.epoch_s
+    valid = prof.project("valid only", eval_splits=("valid",))
+    assert valid.epoch_s["evaluation"] == pytest.approx(prof.eval_split_s["valid"])
+    assert valid.measured_s["evaluation"] == pytest.approx(prof.eval_split_measured_s["valid"])
+    assert sum(valid.measured_s.values()) == pytest.approx(valid.total_s, rel=0.05, abs=0.05)
+    for phase in ("data loading", "forward/backward/step", "diagnostics"):
+        assert valid.epoch_s[phase] == prof.epoch_s[phase]
+    none = prof.project("no evaluation", eval_every=0)
+    assert none.epoch_s["evaluation"] == 0.0 and none.eval_split_s == {}
+    every2 = prof.project("every 2", eval_every=2)
+    assert every2.epoch_s["evaluation"] == pytest.approx(prof.epoch_s["evaluation"] / 2)
+    assert prof.epochs == 4 and "valid" in prof.eval_split_s  # the original is unchanged
+    with pytest.raises(ValueError, match="not measured"):
+        prof.project("x", eval_splits=("train",))
+    with pytest.raises(ValueError, match="epochs"):
+        prof.project("x", epochs=0)
+
+
 def test_restore_keeps_model_unchanged(setup):
     model, optimizer, loader, _ = setup
     before = [p.detach().clone() for p in model.parameters()]
