@@ -124,7 +124,10 @@ __all__ = [
 ]
 
 # Importing this module is enough for a later plain ``import cockpit`` to work.
-install_pkg_resources_shim()
+try:  # shim, version and the write/backward patches, so a plain `import cockpit` just works
+    import_cockpit()
+except ImportError:  # Cockpit not installed: said again, clearly, when it is used
+    install_pkg_resources_shim()
 silence_known_warnings()
 
 _SUPPORT_KINDS = ("batchnorm", "unsupported layer")
