@@ -831,6 +831,7 @@ def _sweep_one(make_model, make_optimizer, batch, device, steps, channels_last):
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    result = None
     try:
         result = time_raw_steps(
             model, optimizer, batch, steps=steps, device=device, channels_last=channels_last
@@ -838,18 +839,19 @@ def _sweep_one(make_model, make_optimizer, batch, device, steps, channels_last):
     except RuntimeError as err:
         if not _is_oom(err):
             raise
-        del model, optimizer
-        if cuda:
-            torch.cuda.empty_cache()
-        return {
-            "batch size": batch,
-            "images/s": math.nan,
-            "step (ms)": math.nan,
-            "peak memory (MB)": math.nan,
-            "status": "out of memory",
-        }, math.inf
-    peak = torch.cuda.max_memory_allocated(device) if cuda else 0
+    peak = torch.cuda.max_memory_allocated(device) if cuda and result is not None else 0
     del model, optimizer
+    if cuda:  # outside the except block, so the failed step's tensors can be freed
+        torch.cuda.empty_cache()
+    if result is None:
+        nan = math.nan
+        row = {
+            "images/s": nan,
+            "step (ms)": nan,
+            "peak memory (MB)": nan,
+            "status": "out of memory",
+        }
+        return {"batch size": batch, **row}, math.inf
     return {
         "batch size": batch,
         "images/s": result["images_per_s"],

@@ -33,6 +33,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.ticker import MaxNLocator
 
+from nbhelpers.data import DataBundle
 from nbhelpers.experiment import reference_fix_config
 from nbhelpers.logbook import Logbook
 from nbhelpers.notebook import record_stage, start
@@ -193,11 +194,11 @@ except ImportError:  # no widgets here: write into the markdown cell above inste
 # The budgets: the "100 epochs" of the question become the budget's epoch count, and the
 # "80 epochs" a run half as long. On the full budget (a GPU) each run is the colleague's
 # network at full size, with 20 trials per search. On the CPU budgets the experiment would
-# take far too long, so each run is made cheaper: a narrower network (`WIDTH` = 8 channels
-# in the first layer instead of 32, the same layout, about 6x less compute), a quarter of
-# the budget's batch size (four times more optimizer steps for the same compute, so the
-# short runs get further), and half the budget's search trials. All runs go through the run
-# cache, so executing the notebook again replays them.
+# take far too long, so each run is a smaller version: a narrower network (`WIDTH` = 8
+# channels in the first layer instead of 32, the same layout, about 6x less compute), half
+# of the budget's training images, a quarter of its batch size (more optimizer steps for the
+# same compute, so the short runs get further), and half its search trials. All runs go
+# through the run cache, so executing the notebook again replays them.
 #
 # On the full budget the experiment is the question's protocol at real size: about 60
 # training runs' worth of 10 epochs on all of SVHN. Plan for an hour or more on a GPU. If
@@ -207,6 +208,7 @@ except ImportError:  # no widgets here: write into the markdown cell above inste
 # %%
 CPU_BUDGET = budget.name != "full"
 WIDTH = WIDTH or (8 if CPU_BUDGET else 32)
+N_TRAIN = len(bundle.train) // 2 if CPU_BUDGET else len(bundle.train)
 BATCH_SIZE = max(32, budget.batch_size // 4) if CPU_BUDGET else budget.batch_size
 N_TRIALS = max(3, budget.n_trials // 2) if CPU_BUDGET else budget.n_trials  # the question uses 20
 LONG = budget.epochs  # the question's "100 epochs"
@@ -215,18 +217,23 @@ SEEDS = list(range(SEED, SEED + budget.n_seeds))  # the re-runs of each best set
 SPACE = {"lr": ("log", 1e-4, 1e-2)}  # the search space: learning rate on a log scale
 STORAGE = sqlite_url(default_runs_dir() / "optuna.db")  # searches survive a kernel restart
 
-common = dict(source=bundle.source, width=WIDTH, batch_size=BATCH_SIZE, seed=SEED, data_seed=SEED, eval_splits=("valid", "test"))
+data = DataBundle(bundle.train.subset(range(N_TRAIN), "train"), bundle.valid, bundle.test, bundle.source)
+common = dict(
+    source=data.source, n_train=N_TRAIN, width=WIDTH, batch_size=BATCH_SIZE, seed=SEED, data_seed=SEED,
+    eval_splits=("valid", "test"),
+)  # fmt: skip
 A = reference_fix_config(budget, name="A-constant", **common)
 B = reference_fix_config(budget, name="B-cosine", schedule="cosine", **common)
 print(f"long budget: {LONG} epochs, short budget: {SHORT} epoch(s); {N_TRIALS} trials per search; seeds {SEEDS}")
-print(f"network width {WIDTH}; {len(bundle.train)} training images, batch size {BATCH_SIZE}")
+print(f"network width {WIDTH}; {N_TRAIN} training images, batch size {BATCH_SIZE}")
 
 
 def tune(config, target):
     """Random search over SPACE for `target`, stored in STORAGE (resumes if interrupted)."""
-    name = f"00-{config.name}-{budget.name}-{bundle.source}-w{config.width}-{config.epochs}ep-for-epoch{target.epoch}-seed{SEED}"
+    size = f"w{config.width}-n{config.n_train}-bs{config.batch_size}-{config.epochs}ep"
+    name = f"00-{config.name}-{budget.name}-{bundle.source}-{size}-for-epoch{target.epoch}-seed{SEED}"
     return tune_config(
-        config, SPACE, target, study_name=name, n_trials=N_TRIALS, storage=STORAGE, seed=SEED, data=bundle
+        config, SPACE, target, study_name=name, n_trials=N_TRIALS, storage=STORAGE, seed=SEED, data=data
     )
 
 
@@ -250,8 +257,8 @@ print(f"tuned for epoch {LONG}: A lr = {lr_A_long:.2g}, B lr = {lr_B_long:.2g}")
 
 # %%
 METRICS = ["valid_accuracy", "test_accuracy"]
-curves_A_long = run_config_seeds(A.replace(lr=lr_A_long), SEEDS, metric=METRICS, data=bundle)
-curves_B_long = run_config_seeds(B.replace(lr=lr_B_long), SEEDS, metric=METRICS, data=bundle)
+curves_A_long = run_config_seeds(A.replace(lr=lr_A_long), SEEDS, metric=METRICS, data=data)
+curves_B_long = run_config_seeds(B.replace(lr=lr_B_long), SEEDS, metric=METRICS, data=data)
 
 def tidy(ax):
     """Whole epochs on the x-axis; the accuracy axis clipped to [0, 1] (a wide CI band may reach beyond)."""
@@ -350,8 +357,8 @@ plt.show()
 # epochs (what you would do if `SHORT` epochs were all you had).
 
 # %%
-curves_A_short = run_config_seeds(A.replace(lr=lr_A_short, epochs=SHORT), SEEDS, metric=METRICS, data=bundle)
-curves_B_short = run_config_seeds(B_short.replace(lr=lr_B_short), SEEDS, metric=METRICS, data=bundle)
+curves_A_short = run_config_seeds(A.replace(lr=lr_A_short, epochs=SHORT), SEEDS, metric=METRICS, data=data)
+curves_B_short = run_config_seeds(B_short.replace(lr=lr_B_short), SEEDS, metric=METRICS, data=data)
 
 at = {  # per-seed test accuracy: (tuned for, measured at) -> (A values, B values)
     (LONG, LONG): (values_at_epoch(curves_A_long, LONG, "test_accuracy"), values_at_epoch(curves_B_long, LONG, "test_accuracy")),

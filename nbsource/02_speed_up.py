@@ -146,11 +146,11 @@ def make_setup(levers):
 PROFILES = {}  # label -> TimingProfile, for the final comparison
 
 
-def measure(label, **levers):
-    """Time STEPS training steps (and a part of the evaluation) of the handover with `levers`."""
+def measure(label, steps=STEPS, **levers):
+    """Time `steps` training steps (and a part of the evaluation) of the handover with `levers`."""
     lv, model, optimizer, scheduler, train_loader, eval_loaders, hooks = make_setup(levers)
     prof = profile_training(
-        model, optimizer, train_loader, steps=STEPS, eval_loaders=eval_loaders,
+        model, optimizer, train_loader, steps=steps, eval_loaders=eval_loaders,
         eval_every=lv["eval_every"], eval_max_batches=EVAL_BATCHES, hooks=hooks, scheduler=scheduler,
         zero_grad=False, epochs=lv["epochs"], label=label,
     )  # fmt: skip
@@ -308,7 +308,7 @@ tensor_loader = measure("TensorLoader", loader="tensor")
 
 # %%
 if cuda:
-    measure("handover on the CPU", device="cpu")
+    measure("handover on the CPU", steps=min(STEPS, 10), device="cpu")  # fewer steps: it is slow
     FAST = dict(loader="tensor", cockpit=None, eval_splits=("valid",))
     measure("fast pipeline", **FAST)
     measure("fast + channels_last", **FAST, channels_last=True)

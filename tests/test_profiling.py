@@ -320,6 +320,30 @@ def test_time_raw_steps_and_batch_size_sweep_on_cpu():
         time_raw_steps(model, optimizer, 0)
 
 
+class OutOfMemoryAbove(torch.nn.Module):
+    """A tiny model that raises the out-of-memory error torch gives when a batch is too large."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.linear = torch.nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return self.linear(x.flatten(1))
+
+
+def test_batch_size_sweep_stops_at_out_of_memory():
+    df = batch_size_sweep(
+        lambda: OutOfMemoryAbove(8), device="cpu", start=2, max_batch_size=64, steps=1
+    )
+    assert list(df["batch size"]) == [2, 4, 8, 16]
+    assert list(df["status"]) == ["ok", "ok", "ok", "out of memory"]
+    assert df.attrs["largest_ok"] == 8
+    assert list(df.columns) == ["batch size", "images/s", "step (ms)", "peak memory (MB)", "status"]
+
+
 def test_autocast_wrapper_returns_float32_logits():
     model = Autocast(build_cnn("relu", "none", width=4), dtype=torch.bfloat16, device_type="cpu")
     out = model(torch.rand(2, 3, 32, 32))
