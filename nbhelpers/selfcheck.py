@@ -7,6 +7,8 @@ check; they show the verdict (HTML in a notebook, plain text elsewhere) and retu
     check_loss_falls(history.step_losses, hint="Is optimizer.zero_grad() called every step?")
     check(model[1].__class__.__name__ == "ReLU", "ReLU it is.", "Which activation follows conv 1?")
 
+Each returns an :class:`Outcome` that behaves like a bool (``if check(...)``, ``assert
+check(...)``); as the last line of a cell it adds no ``Out: True`` under the verdict.
 They raise only on *malformed* input (e.g. a string where losses should be), which is a bug
 in the notebook rather than a wrong answer.
 """
@@ -22,7 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Verdict", "check", "check_close", "check_loss_falls", "check_splits_disjoint"]
+__all__ = [
+    "Outcome",
+    "Verdict",
+    "check",
+    "check_close",
+    "check_loss_falls",
+    "check_splits_disjoint",
+]
 
 
 class Verdict:
@@ -54,6 +63,32 @@ class Verdict:
         )
 
 
+class Outcome(int):
+    """The result of a check: behaves like a bool (``if``, ``assert``, ``== True`` work).
+
+    An ``int`` subclass (1 passed, 0 failed) rather than ``bool`` (which cannot be
+    subclassed), so that a check as the last line of a notebook cell shows only its verdict,
+    not an extra ``Out: True``: IPython calls :meth:`_ipython_display_`, which shows nothing
+    because the verdict is already displayed.
+    """
+
+    def __new__(cls, passed: bool) -> Outcome:
+        return super().__new__(cls, 1 if passed else 0)
+
+    @property
+    def passed(self) -> bool:
+        """True if the check passed."""
+        return bool(self)
+
+    def __repr__(self) -> str:
+        return repr(bool(self))
+
+    __str__ = __repr__
+
+    def _ipython_display_(self) -> None:
+        """Show nothing: the verdict was displayed when the check ran."""
+
+
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
@@ -73,7 +108,7 @@ def show(verdict: Verdict) -> None:
         print(verdict.text())
 
 
-def check(condition: Any, ok_msg: str, hint: str, *, fail_msg: str | None = None) -> bool:
+def check(condition: Any, ok_msg: str, hint: str, *, fail_msg: str | None = None) -> Outcome:
     """Show ✅ ``ok_msg`` when ``condition`` is truthy, else ❌ with ``hint``.
 
     Args:
@@ -83,14 +118,15 @@ def check(condition: Any, ok_msg: str, hint: str, *, fail_msg: str | None = None
         fail_msg: what to say when it fails (default ``"Not yet."``).
 
     Returns:
-        True if the check passed. Never raises on a failed check.
+        An :class:`Outcome`, truthy if the check passed (use it like a bool). Never raises on
+        a failed check.
     """
     try:
         ok = bool(condition)
     except (RuntimeError, ValueError, TypeError):  # e.g. a multi-element tensor
         ok = False
     show(Verdict(ok, ok_msg if ok else (fail_msg or "Not yet."), hint))
-    return ok
+    return Outcome(ok)
 
 
 def _as_floats(values: Any, what: str) -> list[float]:
@@ -113,7 +149,7 @@ def check_loss_falls(
     *,
     min_drop: float = 0.05,
     hint: str = "Does every step start from fresh gradients, and is the learning rate sensible?",
-) -> bool:
+) -> Outcome:
     """Check that a training loss falls: the mean of the last quarter of the values is at least
     ``min_drop`` (relative) below the mean of the first quarter.
 
@@ -124,7 +160,8 @@ def check_loss_falls(
         hint: shown when the check fails.
 
     Returns:
-        True if the loss fell enough and stayed finite. Never raises on a failed check.
+        An :class:`Outcome` (bool-like), truthy if the loss fell enough and stayed finite.
+        Never raises on a failed check.
 
     Raises:
         TypeError: ``losses`` is not a sequence of numbers.
@@ -181,7 +218,7 @@ def check_splits_disjoint(
     *,
     max_shared_fraction: float = 0.001,
     hint: str = "Where do the validation and test images come from? Look at how each is loaded.",
-) -> bool:
+) -> Outcome:
     """Check that no image appears in two splits (exact pixel equality, via hashes).
 
     Real SVHN may hold a few identical crops across its official splits, so a tiny overlap
@@ -195,7 +232,8 @@ def check_splits_disjoint(
         hint: shown when the check fails.
 
     Returns:
-        True if every pair of splits is (nearly) disjoint. Never raises on a failed check.
+        An :class:`Outcome` (bool-like), truthy if every pair of splits is (nearly) disjoint.
+        Never raises on a failed check.
 
     Raises:
         TypeError / ValueError: malformed ``data`` (fewer than two splits, not images).
@@ -226,7 +264,7 @@ def check_close(
     *,
     name: str = "value",
     hint: str = "Recompute it step by step and compare with the formula.",
-) -> bool:
+) -> Outcome:
     """Check that ``|value - target| <= tol``.
 
     Args:
@@ -237,7 +275,7 @@ def check_close(
         hint: shown when the check fails.
 
     Returns:
-        True if close. A non-number ``value`` (e.g. ``None`` left by an unfinished exercise)
+        An :class:`Outcome` (bool-like), truthy if close. A non-number ``value`` (e.g. ``None`` left by an unfinished exercise)
         fails the check instead of raising.
 
     Raises:

@@ -93,7 +93,7 @@ model = nn.Sequential(
     nn.Flatten(),
     nn.Linear(128 * 4 * 4, 128), nn.Tanh(),
     nn.Linear(128, 10),
-).to(device)  # fmt: skip
+).to(device)
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 
 # %% [markdown]

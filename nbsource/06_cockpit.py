@@ -303,12 +303,10 @@ growth_factor = None  # a number
 step_size = None  # "too small", "about right" or "too large"
 # END EXERCISE
 
-# %%
+# %% tags=["exercise"]
+schedule_growth = lrs[-1] / lrs[0]
 alpha_median = current["Alpha"].median()
 alpha_says = "too small" if alpha_median < -0.5 else "too large" if alpha_median > 0.5 else "about right"
-schedule_growth = lrs[-1] / lrs[0]
-
-# %% tags=["exercise"]
 check(
     isinstance(growth_factor, (int, float)) and abs(growth_factor - schedule_growth) < 0.1 * schedule_growth,
     f"Right: the learning rate ends about {schedule_growth:.1f} times higher than it starts.",
@@ -317,7 +315,7 @@ check(
     fail_msg=f"Not yet: growth_factor is {growth_factor!r}.",
 )
 check(
-    step_size == alpha_says,
+    str(step_size).strip().lower() == alpha_says,
     f"Right: the steps are {alpha_says} (median α = {alpha_median:+.2f}).",
     "Where does most of the α histogram lie: left of 0, around 0, or right of 0? "
     "Then reread what a negative and a positive α mean in section 4.",
@@ -325,6 +323,9 @@ check(
 )
 
 # %% tags=["solution"]
+schedule_growth = lrs[-1] / lrs[0]
+alpha_median = current["Alpha"].median()
+alpha_says = "too small" if alpha_median < -0.5 else "too large" if alpha_median > 0.5 else "about right"
 assert abs(growth_factor - schedule_growth) < 0.1 * schedule_growth and 15 < growth_factor < 20
 assert step_size == alpha_says == "too small", alpha_median
 
@@ -445,7 +446,7 @@ book = Logbook()
 book.add(
     "06 Cockpit diagnostics",
     observation=f"Cockpit on the current code (Adam lr 1e-5, ExponentialLR(1.001) per batch): the "
-    f"learning rate rises in every step ({schedule_growth:.1f}x over the handover's 10 epochs); "
+    f"learning rate rises in every step ({lrs[-1] / lrs[0]:.1f}x over the handover's 10 epochs); "
     f"median alpha {current_alpha:+.2f}; update sizes around {current['UpdateSize'].median():.1e}.",
     hypothesis="The schedule grows instead of decaying, and the learning rate is far too small: "
     "every step stops long before the minimum along its direction.",

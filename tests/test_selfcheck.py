@@ -23,15 +23,22 @@ def _imageset(seed: int, n: int = 20, name: str = "train") -> ImageSet:
 
 
 def test_check_prints_verdict_and_hint(capsys):
-    assert check(True, "Works.", "unused") is True
+    assert check(True, "Works.", "unused")
     assert "✅ Works." in capsys.readouterr().out
-    assert check(False, "Works.", "Look at line 3.") is False
+    assert not check(False, "Works.", "Look at line 3.")
     out = capsys.readouterr().out
     assert "❌" in out and "Hint: Look at line 3." in out
 
 
+def test_outcome_is_bool_like_and_silent_in_ipython(capsys):
+    passed, failed = check(True, "ok", "h"), check(False, "ok", "h")
+    assert passed == True and failed == False  # noqa: E712 - the point of the test
+    assert passed.passed and not failed.passed and repr(failed) == "False"
+    assert passed._ipython_display_() is None  # shows nothing: the verdict is already out
+
+
 def test_check_never_raises_on_odd_condition(capsys):
-    assert check(torch.tensor([1, 2]), "ok", "hint") is False  # ambiguous truth value
+    assert not check(torch.tensor([1, 2]), "ok", "hint")  # ambiguous truth value
 
 
 def test_verdict_html_escapes():
@@ -51,14 +58,14 @@ def test_verdict_html_escapes():
     ],
 )
 def test_check_loss_falls(losses, expected, capsys):
-    assert check_loss_falls(losses) is expected
+    assert bool(check_loss_falls(losses)) is expected
 
 
 def test_check_loss_falls_reads_step_losses(capsys):
     class Hist:
         step_losses = [3.0, 2.0, 1.0, 0.5]
 
-    assert check_loss_falls(Hist()) is True
+    assert check_loss_falls(Hist())
 
 
 def test_check_loss_falls_rejects_non_numbers():
@@ -70,18 +77,18 @@ def test_check_loss_falls_rejects_non_numbers():
 
 def test_check_splits_disjoint(capsys):
     train, valid, test = _imageset(0), _imageset(1, name="valid"), _imageset(2, name="test")
-    assert check_splits_disjoint(DataBundle(train, valid, test, "synthetic")) is True
+    assert check_splits_disjoint(DataBundle(train, valid, test, "synthetic"))
     leaky = DataBundle(train, train.subset(range(10), "valid"), test, "synthetic")
-    assert check_splits_disjoint(leaky) is False
+    assert not check_splits_disjoint(leaky)
     assert "train/valid share 10 images" in capsys.readouterr().out
-    assert check_splits_disjoint({"a": train.images, "b": test.images}) is True
+    assert check_splits_disjoint({"a": train.images, "b": test.images})
 
 
 def test_check_splits_disjoint_tolerates_tiny_overlap(capsys):
     a, b = _imageset(0, n=2000), _imageset(1, n=2000, name="test")
     b.images[0] = a.images[0]
-    assert check_splits_disjoint([a, b]) is True  # 1 of 2000 < 0.1 %
-    assert check_splits_disjoint([a, b], max_shared_fraction=0.0) is False
+    assert check_splits_disjoint([a, b])  # 1 of 2000 < 0.1 %
+    assert not check_splits_disjoint([a, b], max_shared_fraction=0.0)
 
 
 def test_check_splits_disjoint_bad_input():
@@ -92,10 +99,10 @@ def test_check_splits_disjoint_bad_input():
 
 
 def test_check_close(capsys):
-    assert check_close(17.2, 17.0, 0.5, name="growth") is True
-    assert check_close(1.0, 17.0, 0.5, name="growth") is False
-    assert check_close(None, 17.0, 0.5) is False
+    assert check_close(17.2, 17.0, 0.5, name="growth")
+    assert not check_close(1.0, 17.0, 0.5, name="growth")
+    assert not check_close(None, 17.0, 0.5)
     assert "not a number yet" in capsys.readouterr().out
-    assert check_close(torch.tensor(2.0), 2.0, 0.0) is True
+    assert check_close(torch.tensor(2.0), 2.0, 0.0)
     with pytest.raises(ValueError, match="tol"):
         check_close(1.0, 1.0, -1)
