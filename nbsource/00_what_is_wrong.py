@@ -147,6 +147,7 @@ except ImportError:  # no widgets here: write into the markdown cell above inste
 #
 # Also worth saying: 20 random-search trials are themselves a random draw; a second search
 # could pick different settings.
+#
 # </details>
 
 # %% [markdown] tags=["solution"]
@@ -259,6 +260,7 @@ print(f"tuned for epoch {LONG}: A lr = {lr_A_long:.2g}, B lr = {lr_B_long:.2g}")
 METRICS = ["valid_accuracy", "test_accuracy"]
 curves_A_long = run_config_seeds(A.replace(lr=lr_A_long), SEEDS, metric=METRICS, data=data)
 curves_B_long = run_config_seeds(B.replace(lr=lr_B_long), SEEDS, metric=METRICS, data=data)
+
 
 def tidy(ax):
     """Whole epochs on the x-axis; the accuracy axis clipped to [0, 1] (a wide CI band may reach beyond)."""

@@ -58,8 +58,9 @@ device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
 # layout, about 6x less compute), half of the budget's training images, a quarter of its
 # batch size (more optimizer steps for the same compute), and sweeps of three learning
 # rates instead of five. Validation and test data and the epochs are the budget's. All runs
-# go through the run cache: executing the notebook again replays them instantly. On the full budget, the sweeps and seeds add up to about 25 runs of 10
-# epochs on all of SVHN: plan for half an hour or more on a GPU.
+# go through the run cache: executing the notebook again replays them instantly. On the
+# full budget, the sweeps and seeds add up to about 25 runs of 10 epochs on all of SVHN:
+# plan for half an hour or more on a GPU.
 
 # %%
 CPU_BUDGET = budget.name != "full"
@@ -94,6 +95,8 @@ print("fixed pipeline:", describe_config(fixed))
 
 handover_run = run(handover, data=data)
 fixed_run = run(fixed, data=data)
+
+
 def whole_epochs(fig):
     """Whole epochs on every x-axis of a learning-curve figure."""
     for ax in fig.axes:
