@@ -356,6 +356,12 @@ MY_LEVERS = dict(
     cockpit=None,
     epochs=DEBUG_EPOCHS,
     # END SOLUTION
+    # BEGIN EXERCISE
+    # loader="pil",  # uncomment the levers you want and change their values
+    # eval_splits=("train", "valid", "test"),
+    # cockpit="cheap",
+    # epochs=budget.epochs,
+    # END EXERCISE
 )
 mine = measure("my debug configuration", **MY_LEVERS)
 speed_up_run = handover.time_per_run_s / mine.time_per_run_s

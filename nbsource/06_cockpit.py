@@ -118,7 +118,7 @@ except ct.CockpitGuardError as err:
 # and it refreshes a few instruments below the cell while the run trains.
 #
 # Cockpit makes every step slower, so we track `budget.cockpit_steps` steps. With
-# `TRAIN_LIVE = False` (parameters cell) the notebook shows the logs of two longer finished
+# `TRAIN_LIVE = False` (parameters cell) the notebook shows the logs of two finished
 # runs shipped with `nbhelpers` instead, without training.
 
 # %%
