@@ -547,6 +547,11 @@ def plot_gradient_tests(source: Any, ax=None) -> Figure:
     (the smallest theta for which the test passes): far below 1 = the batch
     gradient is reliable; near or above 1 = the batch is too small for this noise.
 
+    Steps where a test is undefined (NaN) are counted in the legend. That happens
+    when gradients are never zeroed: the tests then compare the *accumulated*
+    gradient with this batch's per-example gradients, and the variance estimate
+    of the norm and inner-product tests turns negative.
+
     Args:
         source: see :func:`load_log`.
         ax: axes to draw on (default: a new figure).
@@ -560,16 +565,15 @@ def plot_gradient_tests(source: Any, ax=None) -> Figure:
     if all(col is None for _, col in series):
         _empty(ax, title, "no gradient tests tracked\n(preset 'standard' or 'thorough')")
         return _done(ax)
+    names = [name for name, _ in series if name in frame.columns]
+    tracked = frame[names].notna().any(axis=1)
     for (name, col), color in zip(series, (_BLUE, _ORANGE, _GREEN), strict=True):
         if col is not None:
-            ax.plot(
-                col.index,
-                col.values,
-                "o-",
-                ms=3,
-                color=color,
-                label=name.replace("Test", " test").lower(),
-            )
+            label = name.replace("Test", " test").lower()
+            undefined = int(tracked.sum() - len(col))
+            if undefined:
+                label += f" (undefined at {undefined} of {int(tracked.sum())} steps)"
+            ax.plot(col.index, col.values, "o-", ms=3, color=color, label=label)
     ax.axhline(1.0, color="black", ls="--", lw=1)
     ax.set_yscale("log")
     _title(ax, title)

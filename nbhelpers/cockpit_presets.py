@@ -23,6 +23,11 @@ why ``"full"`` does not fit.
 
 :data:`QUANTITY_INFO` says, per quantity, what it needs and what it tells you;
 :data:`BATCHNORM_NOTE` (markdown) what stays valid with BatchNorm.
+
+Without ``optimizer.zero_grad()`` (the handover's bug) GradNorm shows the
+accumulated gradient the optimizer really used, while the gradient tests compare
+that accumulated gradient with one batch's per-example gradients: their values
+are then meaningless, and the norm and inner-product tests often undefined (NaN).
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ def cockpit_run(config, shipped, live=False):
 
 current_log, current_record = cockpit_run(current_cfg, "handover", live=["loss", "distance", "alpha"])
 current = ct.log_frame(current_log)  # one row per step, one column per quantity
-CURRENT = "current code" if current_record is not None else "original handover (shipped log)"
+CURRENT = "current code" if current_record is not None else "original handover, shipped log"
 current.head()
 
 # %% [markdown]
@@ -163,8 +163,9 @@ current.head()
 # This is the view the colleague had (Cockpit's own dashboard, drawn so that it shows every
 # time the cell runs). Top left: **step size** (α, distance, gradient norm); bottom:
 # **hyperparameters** (the learning rate) and **performance** (mini-batch loss, accuracies).
-# The *gradients* and *curvature* panels stay empty: the tutorial's set does not track those
-# quantities (presets `"standard"` and `"thorough"` would).
+# With the tutorial's set the *gradients* and *curvature* panels stay empty: it does not track
+# those quantities. (Preset `"standard"` fills the gradients panel, as in the shipped logs
+# shown with `TRAIN_LIVE = False`; `"thorough"` adds curvature.)
 
 # %%
 ct.plot_dashboard(current_log, title=f"Cockpit: {CURRENT} (Adam lr 1e-5, growing schedule)")
@@ -174,9 +175,14 @@ ct.plot_dashboard(current_log, title=f"Cockpit: {CURRENT} (Adam lr 1e-5, growing
 
 
 # %%
-def show_instrument(name, log):
-    """Show one instrument of a Cockpit log as its own figure (names: see ct.INSTRUMENTS)."""
-    fig = ct.INSTRUMENTS[name](log)
+def for_plotting(frame):
+    """The frame with the distance of step 0 (exactly 0) left out, so norms can use a log scale."""
+    return frame.assign(**{key: frame[key].where(frame[key] > 0) for key in ("Distance", "UpdateSize")})
+
+
+def show_instrument(name, frame):
+    """Show one instrument of a run (a `ct.log_frame`) as its own figure (names: ct.INSTRUMENTS)."""
+    fig = ct.INSTRUMENTS[name](for_plotting(frame))
     fig.tight_layout()
     display(fig)
 
@@ -188,7 +194,7 @@ def show_instrument(name, log):
 # classes guessed at random give ln 10 ≈ 2.30. Does the line move away from it?
 
 # %%
-show_instrument("loss", current_log)
+show_instrument("loss", current)
 
 # %% [markdown]
 # ### 2. Gradient norm
@@ -200,7 +206,7 @@ show_instrument("loss", current_log)
 # with `TRAIN_LIVE = False`, still lacks `zero_grad`: there it grows.)
 
 # %%
-show_instrument("grad_norm", current_log)
+show_instrument("grad_norm", current)
 
 # %% [markdown]
 # ### 3. Distance and update size
@@ -211,7 +217,7 @@ show_instrument("grad_norm", current_log)
 # optimizer barely moves.
 
 # %%
-show_instrument("distance", current_log)
+show_instrument("distance", current)
 initial_weights = torch.cat([p.detach().flatten() for p in build_cnn("tanh", "none").parameters()])
 print(f"norm of the initial weights: {initial_weights.norm():.1f}")
 print(f"median update size: {current['UpdateSize'].median():.2g}")
@@ -239,7 +245,7 @@ print(f"distance after the last step: {current['Distance'].iloc[-1]:.2g}")
 # per-example gradients, so it is tracked only every 10th step.
 
 # %%
-show_instrument("alpha", current_log)
+show_instrument("alpha", current)
 
 # %% [markdown]
 # ### 5. Learning rate
@@ -248,7 +254,7 @@ show_instrument("alpha", current_log)
 # meant. This plot shows what it really does.
 
 # %%
-show_instrument("learning_rate", current_log)
+show_instrument("learning_rate", current)
 
 # %% [markdown]
 # In our short run the learning rate has only crept up. But `ExponentialLR` multiplies it by
@@ -364,17 +370,15 @@ runs = {CURRENT: current, "after the fix": fixed}
 fig_side, axes = plt.subplots(
     len(names), 2, figsize=(11, 3.1 * len(names)), sharey="row", layout="constrained"
 )
-for col, (label, frame) in enumerate(runs.items()):
-    positive = {key: frame[key].where(frame[key] > 0) for key in ("Distance", "UpdateSize")}
-    frame = frame.assign(**positive)  # for the log scale: the distance at step 0 is 0
+for col, (label, frame) in enumerate(zip(["BEFORE", "AFTER"], runs.values(), strict=True)):
     for row, name in enumerate(names):
         ax = axes[row, col]
-        ct.INSTRUMENTS[name](frame, ax=ax)
+        ct.INSTRUMENTS[name](for_plotting(frame), ax=ax)
         title = f"{label}: {ax.get_title(loc='left')}"
-        ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
+        ax.set_title(title, loc="left", fontsize=9.5, fontweight="bold")
 for row in (names.index("distance"), names.index("learning_rate")):
     axes[row, 0].set_yscale("log")  # shared with the right column
-fig_side.suptitle("Cockpit before and after the fix", fontweight="bold")
+fig_side.suptitle(f"Cockpit before ({CURRENT}) and after the fix", fontweight="bold")
 plt.show()
 
 
@@ -405,7 +409,7 @@ pd.DataFrame({label: readings(frame) for label, frame in runs.items()})
 # %% tags=["solution"]
 assert fixed["learning_rate"].nunique() == 1 and current["learning_rate"].is_monotonic_increasing
 assert fixed["UpdateSize"].median() > 10 * current["UpdateSize"].median()
-assert fixed["Distance"].iloc[-1] > 10 * current["Distance"].iloc[-1]
+assert fixed["Distance"].iloc[-1] > 5 * current["Distance"].iloc[-1]
 assert fixed["Alpha"].median() > current["Alpha"].median()
 
 # %% [markdown]

@@ -88,7 +88,7 @@ def test_second_execution_replays_cached_runs(tmp_path, monkeypatch, capsys):
     first_hits = len(re.findall(r"Loaded cached run", first))  # same config twice in one go
 
     second, second_s = _execute(path, tmp_path / "second.ipynb", cwd)
-    hits = re.findall(r"Loaded cached run (\S+) \((\w+)\)", second)
+    hits = re.findall(r"Loaded cached run (\S+) \((\w+)[,)]", second)
     with capsys.disabled():
         print(
             f"\n  {path.parent.name}/{path.name}: first execution {first_s:.1f} s, "
