@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from torchvision import transforms
 
 from nbhelpers import env
 from nbhelpers.data import ImageSet, TensorLoader, make_loader
 from nbhelpers.models import build_cnn
+from nbhelpers.profiling import time_raw_steps
 from nbhelpers.train import synchronize, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
@@ -53,25 +53,10 @@ def _model_and_optimizer(device: torch.device):
 
 
 def bench_raw(device, batch_size: int, warmup: int, steps: int) -> float:
-    """images/s of forward + backward + step on one resident batch."""
+    """images/s of forward + backward + step on one resident batch (the loop's limit)."""
     model, opt = _model_and_optimizer(device)
-    x = torch.rand(batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
-
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return steps * batch_size / (time.perf_counter() - t0)
+    timing = time_raw_steps(model, opt, batch_size, steps=steps, warmup_steps=warmup, device=device)
+    return timing["images_per_s"]
 
 
 def bench_loop(device, loader, warmup: int, steps: int, batch_size: int) -> dict:

@@ -242,6 +242,16 @@ def _budget(budget: Budget | str | None, device: Any) -> Budget:
     return resolve_budget(budget, device)
 
 
+def _config_at_budget(
+    budget: Budget | str | None, source: str, fields: dict[str, Any], changes: dict[str, Any]
+) -> RunConfig:
+    """A RunConfig of ``fields`` sized by ``budget`` (data sizes, batch size, epochs), then ``changes``."""
+    b = _budget(budget, changes.get("device"))
+    sizes = dict(n_train=b.n_train, n_valid=b.n_valid, n_test=b.n_test)
+    steps = dict(batch_size=b.batch_size, epochs=b.epochs)
+    return RunConfig(**{"source": source, **sizes, **fields, **steps, **changes})
+
+
 def handover_config(
     budget: Budget | str | None = None, *, source: str = "auto", **changes: Any
 ) -> RunConfig:
@@ -263,13 +273,8 @@ def handover_config(
     Raises:
         ValueError: unknown budget name or invalid field values.
     """
-    b = _budget(budget, changes.get("device"))
-    base = dict(
+    fields = dict(
         name="handover",
-        source=source,
-        n_train=b.n_train,
-        n_valid=b.n_valid,
-        n_test=b.n_test,
         eval_from_train=True,
         augmentation="rotate180",
         loader="pil",
@@ -281,11 +286,8 @@ def handover_config(
         gamma=1.001,
         schedule_step="batch",
         zero_grad=False,
-        batch_size=b.batch_size,
-        epochs=b.epochs,
     )
-    base.update(changes)
-    return RunConfig(**base)
+    return _config_at_budget(budget, source, fields, changes)
 
 
 def reference_fix_config(
@@ -299,13 +301,8 @@ def reference_fix_config(
     Uses the fast device-resident "tensor" loader; pass ``loader="pil"`` for the
     handover's pipeline. Arguments as in :func:`handover_config`.
     """
-    b = _budget(budget, changes.get("device"))
-    base = dict(
+    fields = dict(
         name="reference-fix",
-        source=source,
-        n_train=b.n_train,
-        n_valid=b.n_valid,
-        n_test=b.n_test,
         eval_from_train=False,
         augmentation="none",
         loader="tensor",
@@ -315,11 +312,8 @@ def reference_fix_config(
         lr=2e-3,
         schedule="none",
         zero_grad=True,
-        batch_size=b.batch_size,
-        epochs=b.epochs,
     )
-    base.update(changes)
-    return RunConfig(**base)
+    return _config_at_budget(budget, source, fields, changes)
 
 
 # --------------------------------------------------------------------------- data
