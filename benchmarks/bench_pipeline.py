@@ -66,9 +66,11 @@ def _images(n: int, seed: int, name: str) -> ImageSet:
     return ImageSet(images, labels, name, "synthetic")
 
 
-def _model(device: torch.device):
+def _model(device: torch.device, channels_last: bool = False):
     env.seed_everything(0, deterministic=False)
     model = build_cnn("tanh", "none").to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     return model, optimizer
 
@@ -127,13 +129,19 @@ def _handover(device, train_set, steps, warmup, batch_size, eval_batches, hooks,
     )  # fmt: skip
 
 
-def _tuned(device, train_set, valid_set, steps, warmup, batch_size, eval_batches, hooks, label):
-    model, optimizer = _model(device)
-    loader = TensorLoader(train_set.images, train_set.labels, batch_size, device=device)
+def _tuned(
+    device, train_set, valid_set, steps, warmup, batch_size, eval_batches, hooks, label,
+    channels_last=False,
+):  # fmt: skip
+    model, optimizer = _model(device, channels_last)
+    loader = TensorLoader(
+        train_set.images, train_set.labels, batch_size, device=device, channels_last=channels_last
+    )
     eval_loaders = {
         "valid": TensorLoader(
-            valid_set.images, valid_set.labels, 1024, shuffle=False, device=device
-        )
+            valid_set.images, valid_set.labels, 1024, shuffle=False, device=device,
+            channels_last=channels_last,
+        )  # fmt: skip
     }
     return profile_training(
         model, optimizer, loader, steps=steps, warmup_steps=warmup, eval_loaders=eval_loaders,
@@ -175,6 +183,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=256, help="the handover's 256")
+    parser.add_argument(
+        "--tuned-batch-size",
+        type=int,
+        default=None,
+        help="batch size of the tuned pipeline and the raw step (default: --batch-size); on a "
+        "CPU the fastest is often smaller (notebook 02's batch-size sweep finds it)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="tuned pipeline and raw step in the channels_last memory format (model and batches)",
+    )
     parser.add_argument("--n-train", type=int, default=8192, help="training images per epoch")
     parser.add_argument(
         "--eval-batches",
@@ -185,8 +205,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-cockpit", action="store_true", help="skip the Cockpit measurements")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.n_train < args.batch_size:
-        parser.error("--steps must be >= 1 and --n-train >= --batch-size")
+    tuned_bs = args.tuned_batch_size or args.batch_size
+    if args.steps < 1 or args.n_train < max(args.batch_size, tuned_bs) or tuned_bs < 1:
+        parser.error("--steps must be >= 1 and --n-train >= both batch sizes >= 1")
 
     device = env.pick_device(args.device)
     train_set = _images(args.n_train, 0, "train")
@@ -199,8 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(f"{env.banner(device)} | load average {_load()}")
     print(
-        f"{args.n_train} training images per epoch, batch {args.batch_size}, {args.steps} timed steps per setup\n"
+        f"{args.n_train} training images per epoch, batch {args.batch_size} (tuned and raw: "
+        f"{tuned_bs}{', channels_last' if args.channels_last else ''}), "
+        f"{args.steps} timed steps per setup\n"
     )
+    tuned_common = {**common, "batch_size": tuned_bs, "channels_last": args.channels_last}
 
     hook, why_not = (None, "skipped (--no-cockpit)") if args.no_cockpit else cockpit_hook("cheap")
     profiles = {}
@@ -216,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         profiles["handover, no Cockpit"] = _handover(
             device, train_set, hooks=[], label="handover, no Cockpit", **common
         )
-    profiles["tuned"] = _tuned(device, train_set, valid_set, hooks=[], label="tuned", **common)
+    profiles["tuned"] = _tuned(device, train_set, valid_set, hooks=[], label="tuned", **tuned_common)
     default_hook, why_default = (None, why_not) if args.no_cockpit else cockpit_hook(None)
     if default_hook is not None:
         profiles["tuned + Cockpit (default preset)"] = _tuned(
@@ -225,12 +249,13 @@ def main(argv: list[str] | None = None) -> dict:
             valid_set,
             hooks=[default_hook],
             label="tuned + Cockpit (default preset)",
-            **common,
+            **tuned_common,
         )
-    model, optimizer = _model(device)
+    model, optimizer = _model(device, args.channels_last)
     raw = time_raw_steps(
-        model, optimizer, args.batch_size, steps=args.steps, warmup_steps=args.warmup
-    )
+        model, optimizer, tuned_bs, steps=args.steps, warmup_steps=args.warmup,
+        channels_last=args.channels_last,
+    )  # fmt: skip
 
     handover = profiles.get("handover", profiles["handover, no Cockpit"])
     tuned = profiles["tuned"]

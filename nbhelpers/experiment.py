@@ -30,7 +30,7 @@ from torch import nn
 from nbhelpers import data as data_mod
 from nbhelpers import env
 from nbhelpers.budget import Budget, resolve_budget
-from nbhelpers.models import ACTIVATIONS, NORMS, build_cnn, count_parameters
+from nbhelpers.models import ACTIVATIONS, INITS, NORMS, build_cnn, count_parameters
 from nbhelpers.records import (
     RunRecord,
     config_hash,
@@ -114,6 +114,8 @@ class RunConfig:
         activation: one of "tanh", "relu", "gelu", "silu", "elu".
         norm: "none", "batch" or "group".
         width: channels of the first convolution block (32 in the handover).
+        init: weight initialisation, "default" (PyTorch's, as in the handover) or "kaiming"
+            (He et al., 2015; see :func:`nbhelpers.models.build_cnn`).
         optimizer: "adam", "adamw" or "sgd".
         lr: learning rate (> 0).
         momentum: SGD momentum in [0, 1).
@@ -149,6 +151,7 @@ class RunConfig:
     activation: str = "relu"
     norm: str = "batch"
     width: int = 32
+    init: str = "default"
     optimizer: str = "adam"
     lr: float = 2e-3
     momentum: float = 0.0
@@ -191,6 +194,7 @@ class RunConfig:
         _check_name("activation", self.activation, tuple(ACTIVATIONS))
         _check_name("norm", self.norm, NORMS)
         _check_int("width", self.width, 1)
+        _check_name("init", self.init, INITS)
         _check_name("optimizer", self.optimizer, OPTIMIZERS)
         _check_float("lr", self.lr, 0.0)
         _check_float("momentum", self.momentum, 0.0, 1.0, open_low=False)
@@ -633,7 +637,7 @@ def build_run(
     bundle = data if data is not None else get_data(config)
     sets = _eval_sets(config, bundle)
     env.seed_everything(config.seed)
-    model = build_cnn(config.activation, config.norm, config.width).to(device)
+    model = build_cnn(config.activation, config.norm, config.width, init=config.init).to(device)
     optimizer = build_optimizer(config, model.parameters())
     train_loader = _train_loader(config, bundle.train, device)
     scheduler = build_scheduler(config, optimizer, len(train_loader))
@@ -691,6 +695,8 @@ def describe_config(config: RunConfig | dict[str, Any]) -> str:
     """
     c = config.to_dict() if isinstance(config, RunConfig) else dict(config)
     parts = [f"{c.get('activation')}/{c.get('norm')}", f"{c.get('optimizer')} lr={c.get('lr'):g}"]
+    if c.get("init", "default") != "default":
+        parts.insert(1, f"{c['init']} init")
     if c.get("schedule", "none") != "none":
         gamma = f"({c.get('gamma'):g})" if c.get("schedule") == "exponential" else ""
         parts.append(f"{c['schedule']}{gamma}/{c.get('schedule_step')}")

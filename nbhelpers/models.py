@@ -26,6 +26,7 @@ from torch import nn
 
 __all__ = [
     "ACTIVATIONS",
+    "INITS",
     "NORMS",
     "build_cnn",
     "count_parameters",
@@ -46,6 +47,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 #: "none": no normalisation; "batch": ``nn.BatchNorm2d``; "group": ``nn.GroupNorm``
 #: (statistics per sample, so per-example gradients stay well defined in train mode).
 NORMS: tuple[str, ...] = ("none", "batch", "group")
+
+#: Weight initialisations accepted by :func:`build_cnn`.
+#: "default": PyTorch's own layer defaults (what the colleague's code used);
+#: "kaiming": He et al. (2015), "Delving Deep into Rectifiers", normal, fan-in, gain for ReLU.
+INITS: tuple[str, ...] = ("default", "kaiming")
 
 
 def _check_choice(kind: str, value: object, valid) -> str:
@@ -71,6 +77,7 @@ def build_cnn(
     num_classes: int = 10,
     *,
     groups: int = 8,
+    init: str = "default",
 ) -> nn.Sequential:
     """Build the series' CNN for 3x32x32 images.
 
@@ -90,6 +97,12 @@ def build_cnn(
         num_classes: number of output logits, a positive int (10 for digits).
         groups: number of groups for ``norm="group"`` (capped at the channel count;
             must divide ``width``).
+        init: one of :data:`INITS`. "default" keeps PyTorch's layer defaults (uniform,
+            variance ``1 / (3 * fan_in)``): through ReLU without normalisation the signal
+            then shrinks about 6-fold in variance per layer. "kaiming" draws every
+            convolution and the hidden linear layer from ``N(0, 2 / fan_in)`` (He et al.,
+            2015, derived for ReLU), biases 0, so the signal keeps its scale; the output
+            layer keeps PyTorch's default.
 
     Returns:
         ``nn.Sequential`` mapping float32 ``(B, 3, 32, 32)`` images to float32
@@ -98,10 +111,11 @@ def build_cnn(
     Raises:
         ValueError: unknown activation or norm name (the message lists valid names),
             or a non-positive ``width``/``num_classes``/``groups``, or ``groups`` not
-            dividing ``width`` with ``norm="group"``.
+            dividing ``width`` with ``norm="group"``, or an unknown ``init``.
     """
     _check_choice("activation", activation, ACTIVATIONS)
     _check_choice("norm", norm, NORMS)
+    _check_choice("init", init, INITS)
     for label, value in (("width", width), ("num_classes", num_classes), ("groups", groups)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{label} must be a positive int, got {value!r}")
@@ -125,7 +139,18 @@ def build_cnn(
     layers["fc1"] = nn.Linear(4 * width * 4 * 4, 128)
     layers["act_fc"] = act()
     layers["fc2"] = nn.Linear(128, num_classes)
-    return nn.Sequential(layers)
+    model = nn.Sequential(layers)
+    if init == "kaiming":
+        _kaiming_init(model)
+    return model
+
+
+def _kaiming_init(model: nn.Sequential) -> None:
+    """He initialisation of every conv and hidden linear layer; the output layer is left alone."""
+    hidden = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]
+    for layer in hidden:
+        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
 
 
 def handover_cnn() -> nn.Sequential:

@@ -96,7 +96,10 @@ def plot_learning_curves(run: Any, splits: Sequence[str] | None = None, *, title
 
 
 def _label(ax, ylabel: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

@@ -90,6 +90,7 @@ def test_reference_fix_config_and_overrides():
         ("epochs", -1, "epochs=-1"),
         ("activation", "sigmoid", "'relu'"),
         ("norm", "layer", "'batch'"),
+        ("init", "xavier", "'kaiming'"),
         ("optimizer", "rmsprop", "'sgd'"),
         ("schedule", "step", "'cosine'"),
         ("schedule_step", "iteration", "'epoch'"),

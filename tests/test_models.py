@@ -95,3 +95,27 @@ def test_count_parameters_trainable_only_and_type_check():
     assert count_parameters(model, trainable_only=False) == total
     with pytest.raises(TypeError, match="nn.Module"):
         count_parameters("model")
+
+
+def _signal_std(model, x):
+    """Standard deviation of the input to the output layer (the last hidden features)."""
+    with torch.no_grad():
+        return model[:-1](x).std().item()
+
+
+def test_kaiming_init_keeps_the_signal_through_relu_layers():
+    x = torch.rand(64, 3, 32, 32)
+    torch.manual_seed(0)
+    default = build_cnn("relu", "none", width=8)
+    torch.manual_seed(0)
+    kaiming = build_cnn("relu", "none", width=8, init="kaiming")
+    assert _signal_std(kaiming, x) > 10 * _signal_std(default, x)
+    assert all(float(m.bias.abs().max()) == 0.0 for m in kaiming if isinstance(m, torch.nn.Conv2d))
+    # the output layer keeps PyTorch's default initialisation
+    torch.manual_seed(0)
+    assert kaiming.fc2.weight.abs().max() <= 1 / 128**0.5 + 1e-6
+
+
+def test_unknown_init_is_rejected_with_the_valid_names():
+    with pytest.raises(ValueError, match="init 'xavier'.*default, kaiming"):
+        build_cnn("relu", "none", init="xavier")

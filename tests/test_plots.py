@@ -97,3 +97,14 @@ def test_summary_text_best_and_final_accuracy():
     assert test_row.split()[1:] == ["50.0%", "45.0%"]  # best (epoch 2), final (epoch 3)
     bare = summary_text(History(epochs=[{"epoch": 1, "running_accuracy": 0.25}]))
     assert "no evaluation" in bare and "25.0%" in bare
+
+
+def test_epoch_axes_show_whole_epochs_only():
+    for fig in (
+        plot_learning_curves(_record("a", 0.1)),
+        plot_runs([_record("a", 0.1), _record("b", 0.2)], split="valid"),
+    ):
+        fig.canvas.draw()
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
