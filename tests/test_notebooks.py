@@ -180,6 +180,7 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     import sys
 
     monkeypatch.setenv("NBHELPERS_STAGES_DIR", str(tmp_path / "unused"))  # restored afterwards
+    monkeypatch.setenv("NBHELPERS_RUNS_DIR", str(tmp_path / "runs"))
 
     spec = importlib.util.spec_from_file_location("run_series", ROOT / "scripts" / "run_series.py")
     run_series = importlib.util.module_from_spec(spec)
@@ -196,10 +197,15 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     _fixture_notebook(src / "02_fail.ipynb", 'raise RuntimeError("boom")')
     out = tmp_path / "build"
     args = ["--notebooks", str(src), "--out", str(out), "--budget", "tiny", "--source", "synthetic"]
-    assert run_series.main(args) == 1
+    assert run_series.main([*args, "--no-baseline"]) == 1
     err = capsys.readouterr().err
     assert "02_fail.ipynb" in err and "cell" in err and "boom" in err
     assert (out / "01_ok.ipynb").is_file() and not (out / "journey.md").exists()
     assert run_series.main([*args, "--only", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "torch" in printed and "class counts" in printed  # banner and data summary first
     journey = (out / "journey.md").read_text()
     assert "| 01 | ok tiny | 25.0% | 3.0 s |" in journey
+    rows = re.findall(r"^\| (handover|reference fix) \| (\d+\.\d)% \| [\d.]+ s \|", journey, re.M)
+    assert [r[0] for r in rows] == ["handover", "reference fix"], journey
+    assert "NO zero_grad" in journey and len(list((tmp_path / "runs").glob("*.json"))) == 2
