@@ -165,7 +165,9 @@ class DataBundle:
         )
         lines = [head]
         for name, split in self.splits().items():
-            lines.append(f"  {name:<5} {len(split):>6} images   class counts {split.class_counts()}")
+            lines.append(
+                f"  {name:<5} {len(split):>6} images   class counts {split.class_counts()}"
+            )
         return "\n".join(lines)
 
 
@@ -215,6 +217,22 @@ def _load_split(source: str, split: str, n: int | None, data_dir, download: bool
     return load_synthetic(split, n, seed=seed, data_dir=data_dir)
 
 
+def _check_within_svhn(n_train: int | None, n_valid: int | None, n_test: int | None) -> None:
+    """Refuse sizes beyond SVHN's splits before anything is loaded or generated."""
+    from nbhelpers.synthetic import SVHN_SPLIT_SIZES
+
+    pool = SVHN_SPLIT_SIZES["train"]
+    if (n_train or 0) + (n_valid or 0) > pool:
+        raise ValueError(
+            f"n_train + n_valid = {(n_train or 0) + (n_valid or 0):,} but the train split has only "
+            f"{pool:,} images (SVHN's size, also used by the stand-in); ask for at most {pool:,}."
+        )
+    if (n_test or 0) > SVHN_SPLIT_SIZES["test"]:
+        raise ValueError(
+            f"n_test = {n_test:,} but the test split has only {SVHN_SPLIT_SIZES['test']:,} images."
+        )
+
+
 def load_data(
     source: str = "auto",
     *,
@@ -251,6 +269,7 @@ def load_data(
     """
     for name, value in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
         _check_size(name, value)
+    _check_within_svhn(n_train, n_valid, n_test)  # both sources have SVHN's split sizes
     used = resolve_source(source, data_dir, download)
     n_pool = None if (n_train is None or n_valid is None) else n_train + n_valid
     train_x, train_y = _load_split(used, "train", n_pool, data_dir, download, seed)

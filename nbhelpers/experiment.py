@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -30,7 +31,15 @@ from torch import nn
 from nbhelpers import data as data_mod
 from nbhelpers import env
 from nbhelpers.budget import Budget, resolve_budget
-from nbhelpers.models import ACTIVATIONS, INITS, NORMS, build_cnn, count_parameters
+from nbhelpers.models import (
+    ACTIVATIONS,
+    GROUPS,
+    INITS,
+    NORMS,
+    build_cnn,
+    check_group_norm,
+    count_parameters,
+)
 from nbhelpers.records import (
     RunRecord,
     config_hash,
@@ -63,6 +72,7 @@ SCHEDULES = ("none", "exponential", "cosine")
 SCHEDULE_STEPS = ("batch", "epoch")
 EVAL_SPLITS = ("train", "valid", "test")
 _DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 # --------------------------------------------------------------------------- config
@@ -207,13 +217,23 @@ class RunConfig:
         _check_int("eval_every", self.eval_every, 0)
         _check_int("eval_batch_size", self.eval_batch_size, 1)
         _check_int("max_steps", self.max_steps, 0, allow_none=True)
-        if not isinstance(self.eval_splits, tuple) or any(
-            s not in EVAL_SPLITS for s in self.eval_splits
+        if (
+            not isinstance(self.eval_splits, tuple)
+            or any(s not in EVAL_SPLITS for s in self.eval_splits)
+            or len(set(self.eval_splits)) != len(self.eval_splits)
         ):
-            raise _bad("eval_splits", self.eval_splits, f"a tuple of names from {EVAL_SPLITS}")
-        if self.device is not None:
-            if not isinstance(self.device, str) or self.device.split(":")[0] not in _DEVICE_KINDS:
-                raise _bad("device", self.device, "None, 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+            raise _bad("eval_splits", self.eval_splits, f"distinct names from {EVAL_SPLITS}")
+        if self.eval_every and not self.eval_splits:
+            raise _bad("eval_splits", self.eval_splits, "at least one split while eval_every > 0")
+        if self.device is not None and not (
+            isinstance(self.device, str) and _DEVICE_PATTERN.fullmatch(self.device)
+        ):
+            raise _bad("device", self.device, "None, 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+        if self.norm == "group":
+            try:
+                check_group_norm(self.width, GROUPS)
+            except ValueError as err:
+                raise ValueError(f"width={self.width} does not suit norm='group': {err}") from None
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -546,11 +566,17 @@ def run(
         The :class:`nbhelpers.records.RunRecord` (``from_cache`` tells which way).
 
     Raises:
-        TypeError: ``config`` is not a RunConfig.
+        TypeError: ``config`` is not a RunConfig, or ``data`` is not a DataBundle.
         ValueError: invalid configuration (before any work).
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"run() expects a RunConfig, got {type(config).__name__}")
+    if data is not None and not isinstance(data, data_mod.DataBundle):
+        raise TypeError(
+            f"run(data=...) expects a DataBundle from nbhelpers.data.load_data(...) or None, "
+            f"got {data!r:.80}; to choose the data source, set the config's source field "
+            "(e.g. config.replace(source='synthetic'))"
+        )
     config.validate()
     t_wall = time.perf_counter()
     resolved, device = _resolve(config, data)
@@ -562,6 +588,11 @@ def run(
                 f"Loaded cached run {cached.name} ({cached.short_hash}, trained on "
                 f"{cached.device}) from {cached.path}; "
                 "pass cache=False to retrain"
+                + (
+                    " (this run DIVERGED: its loss became NaN or infinite)"
+                    if cached.status == "diverged"
+                    else ""
+                )
             )
             return cached
     bundle = data if data is not None else get_data(resolved)
@@ -584,7 +615,7 @@ def run(
         extra=extra,
     )
     path = save_record(record, runs_dir)
-    if progress:
+    if progress or record.status != "complete":  # a diverged or interrupted run always says so
         print(_finished_message(record, path))
     return record
 
@@ -684,7 +715,9 @@ def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[His
 def _finished_message(record: RunRecord, path) -> str:
     acc = record.final("test_accuracy")
     acc_text = f"test accuracy {acc:.1%}, " if acc is not None else ""
-    state = "Saved" if record.status == "complete" else "Saved INTERRUPTED"
+    state = {"complete": "Saved", "diverged": "Saved DIVERGED"}.get(
+        record.status, "Saved INTERRUPTED"
+    )
     return f"{state} run {record.name} to {path}: {acc_text}{record.timings['wall_s']:.1f} s"
 
 

@@ -26,9 +26,11 @@ from torch import nn
 
 __all__ = [
     "ACTIVATIONS",
+    "GROUPS",
     "INITS",
     "NORMS",
     "build_cnn",
+    "check_group_norm",
     "count_parameters",
     "handover_cnn",
     "reference_fix_cnn",
@@ -61,6 +63,29 @@ def _check_choice(kind: str, value: object, valid) -> str:
     return value
 
 
+#: Groups of ``norm="group"`` (capped at each layer's channel count).
+GROUPS = 8
+
+
+def check_group_norm(width: int, groups: int = GROUPS) -> None:
+    """Check that every conv layer of :func:`build_cnn` can be split into ``groups`` groups.
+
+    The layers have ``width``, ``2 * width`` and ``4 * width`` channels; each must be divisible
+    by ``min(groups, channels)``.
+
+    Raises:
+        ValueError: naming the first layer whose channel count does not divide.
+    """
+    for channels in (width, 2 * width, 4 * width):
+        g = min(groups, channels)
+        if channels % g:
+            raise ValueError(
+                f"a layer with {channels} channels cannot be split into {g} groups "
+                f"(width={width}, groups={groups}); use a width divisible by {groups}, e.g. "
+                f"{max(groups, width - width % groups)}"
+            )
+
+
 def _norm_layer(norm: str, channels: int, groups: int) -> nn.Module | None:
     """The normalisation module for ``channels`` feature maps, or None for ``norm="none"``."""
     if norm == "batch":
@@ -76,7 +101,7 @@ def build_cnn(
     width: int = 32,
     num_classes: int = 10,
     *,
-    groups: int = 8,
+    groups: int = GROUPS,
     init: str = "default",
 ) -> nn.Sequential:
     """Build the series' CNN for 3x32x32 images.
@@ -119,8 +144,8 @@ def build_cnn(
     for label, value in (("width", width), ("num_classes", num_classes), ("groups", groups)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{label} must be a positive int, got {value!r}")
-    if norm == "group" and width % min(groups, width) != 0:
-        raise ValueError(f"groups={groups} must divide width={width} for norm='group'")
+    if norm == "group":
+        check_group_norm(width, groups)
 
     act = ACTIVATIONS[activation]
     layers: OrderedDict[str, nn.Module] = OrderedDict()

@@ -31,7 +31,7 @@ import torch
 
 from nbhelpers.budget import Budget, resolve_budget
 from nbhelpers.data import DataBundle, load_data
-from nbhelpers.env import banner, pick_device, seed_everything
+from nbhelpers.env import banner, pick_device, seed_everything, umask_file_mode
 
 __all__ = [
     "NotebookContext",
@@ -221,6 +221,7 @@ def record_stage(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
+        umask_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

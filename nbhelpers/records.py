@@ -7,8 +7,8 @@ interrupted write never leaves a half-written record.
 
 The cache: a configuration's key is the SHA-256 of its sorted-keys JSON plus
 :data:`CODE_VERSION` (bumped whenever a change to the training code would change
-results). :func:`find_cached` returns a complete record with the same key, so a
-notebook re-run does not retrain; interrupted runs are saved but never served.
+results). :func:`find_cached` returns a complete (or diverged) record with the same
+key, so a notebook re-run does not retrain; interrupted runs are saved but never served.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ __all__ = [
 #: Salt of every cache key; bump it when training code changes what a config produces.
 CODE_VERSION = "nbhelpers-train-1"
 
-STATUSES = ("complete", "interrupted")
+STATUSES = ("complete", "interrupted", "diverged")
+#: Statuses a cache lookup serves: a diverged run diverges again with the same config.
+_SERVED = ("complete", "diverged")
 
 
 @dataclass
@@ -59,7 +61,8 @@ class RunRecord:
         seed: the training seed.
         device: the device it ran on, e.g. ``"cuda (NVIDIA T4)"``.
         versions: library versions (python, torch, torchvision, ...).
-        status: "complete" or "interrupted".
+        status: "complete", "interrupted" or "diverged" (a training loss became NaN or
+            infinite; see :class:`nbhelpers.train.History`).
         created: ISO 8601 time the record was made (UTC).
         extra: anything else worth keeping (data source, parameter count, ...).
         path: where the record is stored (not saved inside the file).
@@ -189,6 +192,9 @@ def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        from nbhelpers.env import umask_file_mode
+
+        umask_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -251,9 +257,10 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunRecord]:
 def find_cached(
     name: str, hash_: str, runs_dir: str | os.PathLike | None = None
 ) -> RunRecord | None:
-    """The stored complete record of a configuration, or None.
+    """The stored complete (or diverged) record of a configuration, or None.
 
-    Interrupted runs and records whose stored hash differs are never returned.
+    A diverged run is served because the same configuration diverges again; interrupted
+    runs and records whose stored hash differs are never returned.
     """
     path = record_path(name, hash_, runs_dir)
     if not path.is_file():
@@ -262,7 +269,7 @@ def find_cached(
         record = load_record(path)
     except (ValueError, TypeError, OSError):
         return None
-    if record.status != "complete" or record.config_hash != hash_:
+    if record.status not in _SERVED or record.config_hash != hash_:
         return None
     record.from_cache = True
     return record

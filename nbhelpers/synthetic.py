@@ -467,6 +467,9 @@ def _save_atomic(path: Path, payload: dict) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
+        from nbhelpers.env import umask_file_mode
+
+        umask_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -58,7 +59,10 @@ class History:
             ``eval_s``, ``diagnostics_s`` (hooks), ``total_s``; plus ``images``,
             ``images_per_s`` (training images / (data_s + compute_s)) and
             ``overall_images_per_s`` (training images / total_s).
-        status: "complete" or "interrupted" (KeyboardInterrupt, e.g. the stop button).
+        status: "complete", "interrupted" (KeyboardInterrupt, e.g. the stop button) or
+            "diverged" (a training loss became NaN or infinite; training went on, but every
+            later metric is meaningless; the epoch row where it happened holds
+            ``diverged_at_step``, the 0-based step).
         steps: optimizer steps done.
         scheduler_step: "batch", "epoch" or None (no scheduler).
         zero_grad: whether gradients were zeroed before every step.
@@ -331,6 +335,7 @@ def train(
         loop.call_hooks("on_train_begin", model, optimizer, loss_fn)
         for epoch in range(1, epochs + 1):
             row = loop.run_epoch(epoch, train_loader, device, bar, max_steps, history)
+            _check_divergence(history, row)
             stop = max_steps is not None and loop.step >= max_steps
             if eval_every and (epoch % eval_every == 0 or epoch == epochs or stop):
                 _evaluate_splits(model, eval_loaders, loss_fn, device, clock, row)
@@ -349,6 +354,25 @@ def train(
         history.status = "interrupted"
     _finish_timings(history, clock, t_start, loop)
     return history
+
+
+def _check_divergence(history: History, row: dict[str, Any]) -> None:
+    """Mark the run "diverged" (and warn once) at the first non-finite training loss."""
+    if history.status == "diverged":
+        return
+    bad = next((i for i, v in enumerate(history.step_losses) if not math.isfinite(v)), None)
+    if bad is None:
+        return
+    history.status = "diverged"
+    row["diverged_at_step"] = bad
+    lr = history.step_lrs[bad] if bad < len(history.step_lrs) else float("nan")
+    warnings.warn(
+        f"Training diverged: the loss became {history.step_losses[bad]} at step {bad} "
+        f"(learning rate {lr:g}). Every later result of this run is meaningless: lower the "
+        "learning rate (or look at the schedule and the inputs), then train again.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _evaluate_splits(model, eval_loaders, loss_fn, device, clock, row) -> None:

@@ -102,11 +102,17 @@ def test_reference_fix_config_and_overrides():
         ("gamma", 0.0, "gamma"),
         ("zero_grad", "yes", "True or False"),
         ("device", "tpu", "device"),
+        ("device", "cuda:abc", "cuda:N"),
+        ("device", "cpu:7", "cuda:N"),
+        ("eval_splits", (), "at least one split"),
+        ("eval_splits", ("test", "test"), "distinct"),
+        ("width", 3, "norm='group'"),
     ],
 )
 def test_bad_config_values_raise_naming_value_and_valid_choices(field, value, fragment):
+    extra = {"norm": "group"} if field == "width" else {}
     with pytest.raises(ValueError, match=field) as err:
-        _config(**{field: value})
+        _config(**{field: value}, **extra)
     assert fragment in str(err.value)
 
 
@@ -288,3 +294,35 @@ def test_compare_table_and_description():
     assert "tanh/none" in text and "exponential(1.001)/batch" in text and "eval=train" in text
     with pytest.raises(TypeError, match="RunRecord"):
         compare_table([{"name": "x"}])
+
+
+def test_run_rejects_data_that_is_not_a_bundle():
+    with pytest.raises(TypeError, match="DataBundle.*source='synthetic'"):
+        run(_config(), data="synthetic")
+
+
+def test_diverged_run_is_flagged_warned_saved_and_replayed(tmp_path, capsys):
+    data = _bundle()
+    config = _config(lr=1e6, norm="none")
+    with pytest.warns(RuntimeWarning, match="Training diverged: the loss became nan at step"):
+        record = run(config, data=data, runs_dir=tmp_path, progress=False)
+    assert record.status == "diverged"
+    assert any("diverged_at_step" in row for row in record.history)
+    assert "Saved DIVERGED run" in capsys.readouterr().out
+    again = run(config, data=data, runs_dir=tmp_path, progress=False)
+    assert again.from_cache and again.status == "diverged"
+    assert "this run DIVERGED" in capsys.readouterr().out
+    healthy = run(_config(), data=data, runs_dir=tmp_path, progress=False)
+    assert healthy.status == "complete"
+
+
+def test_run_records_are_readable_by_others_as_the_umask_allows(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        record = run(_config(epochs=1), data=_bundle(), runs_dir=tmp_path, progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(record.path).st_mode) == 0o644
