@@ -8,11 +8,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUDGET ?= quick
+SOURCE ?= auto
+DOWNLOAD ?= no
 
 .PHONY: run test test-slow lint notebooks check-notebooks images bench browser-test lab clean help
 
 help:
-	@echo "make run          run the series end to end (quick budget, offline default data)"
+	@echo "make run          run the series end to end (quick budget, offline default data;"
+	@echo "                  BUDGET=tiny|quick|full SOURCE=auto|svhn|synthetic DOWNLOAD=yes|no)"
 	@echo "make test         run the tests (tiny budget, CPU)"
 	@echo "make test-slow    run the slow tests (quick budget notebooks)"
 	@echo "make notebooks    regenerate notebooks/ and solutions/ from nbsource/"
@@ -27,7 +30,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) scripts/run_series.py --budget $(BUDGET)
+	$(PY) scripts/run_series.py --budget $(BUDGET) --source $(SOURCE) \
+		$(if $(filter yes 1 true,$(DOWNLOAD)),--download,--no-download)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not browser"

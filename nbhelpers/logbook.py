@@ -34,11 +34,14 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from nbhelpers.env import umask_file_mode
 
 __all__ = ["ENV_VAR", "Entry", "Logbook", "default_dir"]
 
@@ -102,11 +105,31 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60] or "entry"
 
 
-def _run_path(run: Any) -> str:
-    path = getattr(run, "path", run)  # a RunRecord or a path
-    if path is None:
-        raise ValueError(f"run {run!r} has no path (was it saved?)")
-    return str(path)
+def _run_paths(runs: Any) -> tuple[str, ...]:
+    """The file paths of ``runs`` (a run record, a path, or an iterable of those)."""
+    if isinstance(runs, (str, os.PathLike)) or hasattr(runs, "path"):
+        runs = [runs]  # one run
+    elif isinstance(runs, (bytes, Mapping)) or not isinstance(runs, Iterable):
+        raise TypeError(
+            f"runs must be a run record, the path of a run file, or a list of those, got {runs!r}"
+        )
+    paths = []
+    for run in runs:
+        if hasattr(run, "path"):  # a RunRecord
+            path = run.path
+            if path is None:
+                raise ValueError(f"run {run!r} has no path (was it saved?)")
+        elif isinstance(run, (str, os.PathLike)):
+            path = run
+        else:
+            raise TypeError(f"each run must be a run record or the path of a run file, got {run!r}")
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(
+                f"run file {str(path)!r} does not exist (relative paths count from "
+                f"{Path.cwd()}); pass the record itself or its .path"
+            )
+        paths.append(str(path))
+    return tuple(paths)
 
 
 class Logbook:
@@ -117,6 +140,12 @@ class Logbook:
             :func:`default_dir`.
         title: heading of the display and the exports.
         author: your name, printed under the title in the exports.
+
+    Raises:
+        TypeError: ``directory`` is not a str, a path or None.
+        ValueError: ``directory`` is an empty string.
+        NotADirectoryError: ``directory`` (or a folder above it) is a file; the
+            message names ``$NBHELPERS_LOGBOOK_DIR`` when the folder came from it.
     """
 
     def __init__(
@@ -126,9 +155,51 @@ class Logbook:
         title: str = "Logbook: debugging and tuning a training run",
         author: str | None = None,
     ) -> None:
-        self.directory = Path(directory) if directory is not None else default_dir()
+        self._env_value = None  # set when the folder comes from $NBHELPERS_LOGBOOK_DIR
+        if directory is None:
+            if os.environ.get(ENV_VAR, "").strip():
+                self._env_value = os.environ[ENV_VAR]
+            self.directory = default_dir()
+        elif isinstance(directory, (str, os.PathLike)):
+            if not str(directory).strip():
+                raise ValueError("directory must be a folder path like 'logbook', got ''")
+            self.directory = Path(directory).expanduser()
+        else:
+            raise TypeError(
+                f"directory must be a folder path (str or pathlib.Path) or None, got "
+                f"{directory!r} ({type(directory).__name__})"
+            )
         self.title = title
         self.author = author
+        for folder in (self.directory, *self.directory.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    raise NotADirectoryError(
+                        f"the logbook folder {self.directory} cannot be used: {folder} is a "
+                        f"file, not a folder{self._env_hint()}"
+                    )
+                break
+
+    def _env_hint(self) -> str:
+        if self._env_value is None:
+            return "; pass another folder, e.g. Logbook('logbook')"
+        return (
+            f"; this folder comes from the environment variable {ENV_VAR}="
+            f"{self._env_value!r}: fix or unset it (on Colab: mount Google Drive first)"
+        )
+
+    @contextmanager
+    def _writing(self):
+        """Re-raise a failed write (same OSError kind) naming the logbook folder."""
+        try:
+            yield
+        except OSError as err:
+            message = f"cannot write the logbook in {self.directory}: {err}{self._env_hint()}"
+            try:
+                new = type(err)(message)
+            except Exception:  # an OSError subclass with another signature
+                new = OSError(message)
+            raise new from err
 
     @property
     def path(self) -> Path:
@@ -156,14 +227,19 @@ class Logbook:
             notebook: notebook file name, e.g. "05_data.ipynb".
             figure: a matplotlib Figure (saved as PNG, 100 dpi) or the path of an
                 existing PNG (copied); stored under ``figures/``.
-            runs: run records or their paths.
+            runs: a run record, the path of a run file, or a list of those.
             key: re-running a cell with the same key replaces its entry instead of
                 adding another one.
 
         Raises:
             ValueError: empty ``stage``, all three texts empty, empty ``key``, a figure
-                path that does not exist or is not a PNG.
-            TypeError: ``figure`` is neither a Figure nor a path.
+                path that does not exist or is not a PNG, a run record never saved.
+            TypeError: ``figure`` is neither a Figure nor a path; ``runs`` or one of
+                them is neither a run record nor a path.
+            FileNotFoundError: a run file that does not exist (checked before anything
+                is written).
+            OSError: writing failed (same kind as the original error); the message
+                names the logbook folder and, if it came from it, ``$NBHELPERS_LOGBOOK_DIR``.
         """
         if not isinstance(stage, str) or not stage.strip():
             raise ValueError(
@@ -177,31 +253,34 @@ class Logbook:
             raise ValueError("write at least one of observation, hypothesis or result")
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise ValueError(f"key must be a non-empty string or None, got {key!r}")
+        run_paths = _run_paths(runs)
         timestamp = _now()
         figure_name = None
-        if figure is not None:
-            if key:
-                figure_name = self._save_figure(figure, _slug(key), replace=True)
-            else:
-                stem = f"{_slug(stage)}-{timestamp[:19].replace(':', '')}"
-                figure_name = self._save_figure(figure, stem, replace=False)
-        entry = Entry(
-            stage=stage.strip(),
-            **{k: v.strip() for k, v in texts.items()},
-            notebook=notebook,
-            timestamp=timestamp,
-            figure=figure_name,
-            runs=tuple(_run_path(r) for r in runs),
-            key=key,
-        )
-        self._append(entry.to_json())
+        with self._writing():
+            if figure is not None:
+                if key:
+                    figure_name = self._save_figure(figure, _slug(key), replace=True)
+                else:
+                    stem = f"{_slug(stage)}-{timestamp[:19].replace(':', '')}"
+                    figure_name = self._save_figure(figure, stem, replace=False)
+            entry = Entry(
+                stage=stage.strip(),
+                **{k: v.strip() for k, v in texts.items()},
+                notebook=notebook,
+                timestamp=timestamp,
+                figure=figure_name,
+                runs=run_paths,
+                key=key,
+            )
+            self._append(entry.to_json())
         return entry
 
     def remove(self, key: str) -> bool:
         """Remove the entry with ``key``; returns False if there was none."""
         if key not in {e.key for e in self.entries()}:
             return False
-        self._append({"key": key, "removed": True, "timestamp": _now()})
+        with self._writing():
+            self._append({"key": key, "removed": True, "timestamp": _now()})
         return True
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -239,6 +318,7 @@ class Logbook:
                 raise TypeError(
                     f"figure must be a matplotlib Figure or a PNG path, got {type(figure).__name__}"
                 )
+            umask_file_mode(tmp)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -248,14 +328,16 @@ class Logbook:
     def compact(self) -> None:
         """Rewrite the file with only the current entries (atomically: temp file + rename)."""
         entries = self.entries()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".jsonl", dir=self.directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for entry in entries:
-                f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        with self._writing():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".jsonl", dir=self.directory)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for entry in entries:
+                    f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            umask_file_mode(tmp)
+            os.replace(tmp, self.path)
 
     # -- reading ------------------------------------------------------------
     def entries(self) -> list[Entry]:
@@ -406,6 +488,7 @@ def _write_text(target: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    umask_file_mode(tmp)
     os.replace(tmp, target)
 
 

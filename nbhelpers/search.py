@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib
 import math
 import random
@@ -82,6 +83,7 @@ from nbhelpers.stats import history_rows, raise_if_interrupted
 __all__ = [
     "DEFAULT_STORAGE",
     "Objective",
+    "RUN_METRICS",
     "TuningTarget",
     "config_train_fn",
     "count_trials",
@@ -102,6 +104,12 @@ __all__ = [
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 DEFAULT_TRIALS = 20  # the tutorial's question: "random search with 20 tuning trials"
 KINDS = ("log", "float", "int", "cat")
+# the metrics a run's per-epoch history holds (nbhelpers.train.History: running_* every
+# epoch, {split}_loss / {split}_accuracy for each split of experiment.EVAL_SPLITS)
+_SPLITS = ("train", "valid", "test")
+RUN_METRICS = ("running_loss", "running_accuracy") + tuple(
+    f"{split}_{kind}" for split in _SPLITS for kind in ("loss", "accuracy")
+)
 _CAT_TYPES = (str, int, float, bool, type(None))
 
 
@@ -201,8 +209,13 @@ class TuningTarget:
     ``direction`` is "maximize" or "minimize"; None picks "minimize" for metric names
     containing "loss" and "maximize" otherwise.
 
+    ``metric`` must be one a run records per epoch (:data:`RUN_METRICS`):
+    ``running_loss``, ``running_accuracy``, or ``{split}_loss`` / ``{split}_accuracy``
+    for split ``train``, ``valid`` or ``test``.
+
     Raises:
-        ValueError: ``epoch`` not a positive int, unknown ``direction``, empty ``metric``.
+        ValueError: ``metric`` not one of :data:`RUN_METRICS` (the message lists them),
+            ``epoch`` not a positive int, unknown ``direction``.
     """
 
     metric: str = "valid_accuracy"
@@ -210,9 +223,12 @@ class TuningTarget:
     direction: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.metric, str) or not self.metric:
+        if not isinstance(self.metric, str) or self.metric not in RUN_METRICS:
+            close = difflib.get_close_matches(str(self.metric), RUN_METRICS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(
-                f"metric must be a metric name like 'valid_accuracy', got {self.metric!r}"
+                f"metric {self.metric!r} is not recorded by a run{hint}; "
+                f"valid metrics: {', '.join(RUN_METRICS)}"
             )
         if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 1:
             raise ValueError(
@@ -353,6 +369,27 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).expanduser().absolute().as_posix()}"
 
 
+def _make_db_folder(folder: Path, file: str) -> None:
+    """Create the folder of an SQLite file if its parent exists (or it is the runs folder).
+
+    A deeper missing path is more likely a typo or an unmounted drive than a wish.
+    """
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise NotADirectoryError(f"{folder} is a file, not a folder; cannot store the study {file}")
+    if not folder.parent.is_dir():
+        from nbhelpers.records import default_runs_dir
+
+        if folder.resolve() != default_runs_dir().resolve():
+            raise FileNotFoundError(
+                f"the folder {folder} of the study database {file} does not exist and neither "
+                f"does its parent {folder.parent}; check the path, or create it first, e.g. "
+                f"Path({str(folder)!r}).mkdir(parents=True)"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def _make_storage(storage: str | optuna.storages.BaseStorage | None, heartbeat_s: int | None):
     if storage is None or isinstance(storage, optuna.storages.BaseStorage):
         return storage  # None: in memory, gone with the process
@@ -365,7 +402,7 @@ def _make_storage(storage: str | optuna.storages.BaseStorage | None, heartbeat_s
     if storage.startswith("sqlite:///"):
         file = storage[len("sqlite:///") :]
         if file and file != ":memory:":
-            Path(file).parent.mkdir(parents=True, exist_ok=True)
+            _make_db_folder(Path(file).parent, file)
         # wait (seconds) for a lock held by another worker instead of failing at once
         engine_kwargs["connect_args"] = {"timeout": 60}
     kwargs: dict[str, Any] = {}
@@ -408,7 +445,8 @@ def open_study(
     Args:
         study_name: name of the study inside the database, e.g. ``"adam-lr-epoch8"``.
         storage: database URL (default ``sqlite:///runs/optuna.db``; the folder is
-            created), an Optuna storage object, or None for an in-memory study.
+            created if its parent exists), an Optuna storage object, or None for an
+            in-memory study.
         direction: "maximize" or "minimize"; must match an existing study.
         seed: seed of the random sampler (trial ``k`` draws from ``(seed, k)``).
         heartbeat_s: for database URLs, seconds between a running trial's heartbeats;
@@ -418,6 +456,9 @@ def open_study(
     Raises:
         ValueError: bad storage URL or ``direction``, or the existing study optimises
             in the other direction.
+        FileNotFoundError: an SQLite file whose folder is missing together with its
+            parent (only one missing level is created, and the runs folder).
+        NotADirectoryError: the SQLite file's folder is a file.
     """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
@@ -601,6 +642,20 @@ def _check_fields(names, fields) -> None:
         raise ValueError(f"{unknown} are not RunConfig fields; valid names: {sorted(fields)}")
 
 
+def _check_values(base_config: Any, space: Mapping[str, tuple]) -> None:
+    """Both ends of each range (every choice of a 'cat') must be valid for its field."""
+    for name, entry in space.items():
+        values = entry[1] if entry[0] == "cat" else entry[1:]
+        for value in values:
+            try:
+                dataclasses.replace(base_config, **{name: value})
+            except (ValueError, TypeError) as err:
+                raise ValueError(
+                    f"search space entry {name!r} = {entry!r}: {value!r} is not a valid "
+                    f"{name}: {err}"
+                ) from err
+
+
 def tune_config(
     base_config: Any,
     space: Mapping[str, Sequence[Any]],
@@ -617,15 +672,17 @@ def tune_config(
 
     ``target`` defaults to the validation accuracy after the config's last epoch.
     Checked before any training: the space, that its names are ``RunConfig``
-    fields, and that ``target.epoch <= base_config.epochs``.
+    fields, that both ends of each range (and every choice) are valid values of
+    that field, and that ``target.epoch <= base_config.epochs``.
 
     Raises:
-        ValueError: as above (the message names the bad parameter or epoch).
+        ValueError: as above (the message names the bad parameter, range or epoch).
     """
     if target is None:
         target = TuningTarget("valid_accuracy", epoch=int(base_config.epochs))
     space = validate_space(space)
     _check_fields(space, {f.name for f in dataclasses.fields(base_config)})
+    _check_values(base_config, space)
     if target.epoch > int(base_config.epochs):
         raise ValueError(
             f"target epoch {target.epoch} is beyond the run length (epochs={base_config.epochs}); "

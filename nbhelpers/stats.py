@@ -142,10 +142,13 @@ def run_seeds(
         ``metric`` (str) and ``value`` (float): one row per seed, epoch and metric.
 
     Raises:
-        ValueError: no seeds, repeated seeds, or ``fn`` returned an empty curve.
-        TypeError: ``fn`` returned something that is neither a curve nor a history.
+        ValueError: no seeds, repeated seeds, a seed that is not a non-negative int
+            (the message names it), or ``fn`` returned an empty curve.
+        TypeError: ``seeds`` is not an iterable of ints (e.g. ``seeds=3``: use
+            ``range(3)``), or ``fn`` returned something that is neither a curve nor a
+            history.
     """
-    seeds = [int(s) for s in seeds]
+    seeds = _check_seeds(seeds)
     if not seeds:
         raise ValueError("run_seeds needs at least one seed, got none")
     if len(set(seeds)) != len(seeds):
@@ -156,6 +159,32 @@ def run_seeds(
         frame.insert(0, "seed", seed)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, Iterable):
+        raise TypeError(f"seeds must be a list of ints like [0, 1, 2] or range(3), got {seeds!r}")
+    seeds = list(seeds)
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(
+                f"seed {seed!r} is invalid; seeds must be non-negative ints, got {seeds!r}"
+            )
+    return [int(s) for s in seeds]
+
+
+def _check_names(names: Any) -> tuple[str, str]:
+    if (
+        isinstance(names, (str, bytes))
+        or not isinstance(names, Sequence)
+        or len(names) != 2
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise ValueError(
+            f"names must be a pair of strings like ('Adam', 'SGD'), one per algorithm, "
+            f"got {names!r}"
+        )
+    return names[0], names[1]
 
 
 def raise_if_interrupted(result: Any) -> None:
@@ -408,10 +437,14 @@ def welch_interval(a, b, confidence: float = 0.95) -> tuple[float, float]:
     Degrees of freedom from the Welch-Satterthwaite equation; the same interval as
     ``scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval()``.
     Returns ``(d, d)`` when both samples have zero spread.
+
+    Raises:
+        ValueError: fewer than 2 values in ``a`` or ``b`` (no spread to estimate; the
+            message names the count), non-finite values, bad ``confidence``.
     """
     _check_confidence(confidence)
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+    a = _as_sample(a, "a")
+    b = _as_sample(b, "b")
     diff = float(a.mean() - b.mean())
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     se = math.sqrt(va + vb)
@@ -489,9 +522,10 @@ def compare(
 
     Raises:
         ValueError: fewer than 2 values in ``a`` or ``b`` (the message names the count),
-            non-finite values, bad ``confidence``/``alpha``.
+            non-finite values, bad ``confidence``/``alpha``, ``names`` not a pair of
+            strings.
     """
-    name_a, name_b = (str(n) for n in names)
+    name_a, name_b = _check_names(names)
     xa = _as_sample(a, name_a)
     xb = _as_sample(b, name_b)
     _check_confidence(confidence)
@@ -692,8 +726,13 @@ def compare_configs(
 
     Returns:
         ``(comparison, curves_a, curves_b)``.
+
+    Raises:
+        ValueError / TypeError: bad ``names`` or ``seeds`` (before any training), and
+            as :func:`compare_at_epoch`.
     """
-    seeds = list(seeds)
+    _check_names(names)
+    seeds = _check_seeds(seeds)
     curves_a = run_config_seeds(config_a, seeds, metric=metric, **run_kwargs)
     curves_b = run_config_seeds(config_b, seeds, metric=metric, **run_kwargs)
     result = compare_at_epoch(curves_a, curves_b, epoch, metric, names=names)

@@ -60,7 +60,7 @@ train_transform = transforms.Compose([transforms.RandomRotation(180), transforms
 eval_transform = transforms.ToTensor()
 
 train_data = bundle.train.to_dataset(train_transform)
-eval_data = bundle.train.to_dataset(eval_transform)  # the "train" split, loaded again
+eval_data = bundle.train.to_dataset(eval_transform)
 valid_data, test_data = torch.utils.data.random_split(
     eval_data, [0.5, 0.5], generator=torch.Generator().manual_seed(SEED)
 )
@@ -224,7 +224,8 @@ print("The colleague reported about 10 minutes on a GPU and 25 minutes on a CPU.
 # There is no right or wrong here; this is the starting point of your logbook.
 
 # %% [markdown] tags=["exercise"]
-# ✍️ *Double-click here and write your first impression.*
+# ✍️ *Write your first impression into `observation` in the logbook cell at the end of
+# this notebook.*
 
 # %% [markdown] tags=["solution"]
 # **A sample first impression** (the tutorial's, in the words of a debugger):
@@ -255,6 +256,9 @@ observation = (
     "Write your first impression here."
     # END EXERCISE
 )
+if observation == "Write your first impression here.":
+    print("Note: the logbook gets the placeholder text. Write your own impression into "
+          "`observation` and run this cell again: the entry is replaced, not added.")
 book = Logbook()
 book.add(
     "01 original run",

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from nbhelpers.checks import CHECK_NAMES, check_augmentation, find_transform, list_transforms, run_all_checks
+from nbhelpers.checks import CHECK_NAMES, check_augmentation, find_transform, run_all_checks
 from nbhelpers.data import show_grid
 from nbhelpers.experiment import compare_table, describe_config, handover_config, run
 from nbhelpers.logbook import Logbook
@@ -343,11 +343,12 @@ def fixed_data(bundle):
 
 fixed_sets, fixed_loaders = fixed_data(bundle)
 fixed_transform, _ = find_transform(fixed_sets["train"])
-rotations = [type(t).__name__ for t in list_transforms(fixed_transform) if "Rotation" in type(t).__name__]
+label_safe = check_augmentation(fixed_sets["train"], show=False)  # flags rotations, flips, large shifts
 print({name: len(dataset) for name, dataset in fixed_sets.items()}, "| training transform:", fixed_transform)
 
 # %% [markdown]
-# **Check:** no image in two splits (compared by hash, as above), and no rotation.
+# **Check:** no image in two splits (compared by hash, as above), validation not taken from
+# the test split, and no transform that can change a digit's label.
 
 # %% tags=["exercise"]
 splits_ok = check_splits_disjoint(
@@ -355,16 +356,21 @@ splits_ok = check_splits_disjoint(
     hint="Validation and test still share images with train. Which of the bundle's splits "
     "has the model never trained on?",
 )
+valid_held_out = check_splits_disjoint(
+    {"your validation set": stored(fixed_sets["valid"])[0], "the test split": bundle.test.images},
+    hint="Validation data should be held out from the *train* split: the test split is for the "
+    "final report only. Which split of the bundle was held out for validation?",
+)
 no_rotation = check(
-    not rotations,
-    "No rotation in the training transform.",
+    label_safe.passed,
+    "No label-changing transform in training.",
     "Which transform turns a 6 into a 9? It has no place in the training transform.",
-    fail_msg=f"The training transform still rotates: {rotations}.",
+    fail_msg=f"The training transform can still change labels: {label_safe.evidence}",
 )
 
 # %% tags=["solution"]
 assert check_splits_disjoint({name: stored(dataset)[0] for name, dataset in fixed_sets.items()})
-assert not rotations, rotations
+assert label_safe.passed, label_safe
 
 # %% [markdown]
 # ## Let a tool confirm it
@@ -425,8 +431,8 @@ assert fixed_report.ok, fixed_report
 # ## Train with honest evaluation
 # The training runs of the earlier notebooks used the colleague's evaluation data. We
 # repeat notebook 04's simple baseline (`zero_grad` fixed, no augmentation, no schedule;
-# loaded from the cache if you ran notebook 04) and a copy that evaluates on the
-# held-out validation set and the test split, like your fixed pipeline.
+# here evaluated after every epoch on all three of the colleague's splits) and a copy that
+# evaluates on the held-out validation set and the test split, like your fixed pipeline.
 
 # %%
 zero_grad_fixed = handover_config(budget, source=bundle.source, loader="tensor", zero_grad=True, name="zero-grad-fixed")

@@ -43,7 +43,8 @@ SETUP_PLACEHOLDER = "# SETUP"
 SETUP_CELL = """\
 # Setup: safe to re-run. In Google Colab this installs the companion package `nbhelpers`
 # (its requirements are lower bounds only, so Colab's preinstalled torch is never downgraded).
-# Anywhere else it does nothing: install the repository with `pip install -e .` (or `make run`).
+# Anywhere else it does nothing: install the repository with `pip install -e .`
+# (`make lab` or `make test` does it for you).
 import importlib.util
 import os
 import subprocess

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import sys
 
 import matplotlib
 
@@ -21,7 +22,10 @@ def figure():
     plt.close(fig)
 
 
-def test_round_trip_in_a_new_object(tmp_path, figure):
+def test_round_trip_in_a_new_object(tmp_path, figure, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "abc.json").write_text("{}")
     book = Logbook(tmp_path / "lb")
     first = book.add(
         "01 original run",
@@ -103,7 +107,11 @@ def test_bad_inputs(tmp_path):
     assert len(book) == 0
 
 
-def test_exports(tmp_path, figure):
+def test_exports(tmp_path, figure, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ("r1.json", "r2.json"):
+        (tmp_path / "runs" / name).write_text("{}")
     book = Logbook(tmp_path, title="My logbook")
     book.add(
         "05 data <inspection>",
@@ -146,3 +154,50 @@ def test_empty_logbook_exports(tmp_path):
     assert book.entries() == []
     assert "No entries yet" in book.to_markdown()
     assert "No entries yet" in book.to_html()
+
+
+def test_bad_directory_fails_at_construction(tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="123"):
+        Logbook(123)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("my notes")
+    for directory in (a_file, a_file / "sub"):
+        with pytest.raises(NotADirectoryError, match="notes.txt is a file"):
+            Logbook(directory)
+    monkeypatch.setenv(ENV_VAR, str(a_file))
+    with pytest.raises(NotADirectoryError, match=ENV_VAR):
+        Logbook()
+    assert a_file.read_text() == "my notes"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+def test_failed_write_names_the_folder_and_the_variable(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="cannot write the logbook in /proc/nope"):
+        Logbook("/proc/nope").add("01", observation="x")
+    monkeypatch.setenv(ENV_VAR, "/proc/nope")  # like an unmounted Google Drive
+    with pytest.raises(FileNotFoundError, match=f"/proc/nope.*{ENV_VAR}='/proc/nope'"):
+        Logbook().add("01", observation="x")
+
+
+def test_runs_are_checked_before_anything_is_written(tmp_path, figure):
+    book = Logbook(tmp_path / "lb")
+    book.add("01", observation="kept")
+    before = book.path.read_bytes()
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        book.add("02", observation="x", figure=figure, runs=["nope.json"])
+    with pytest.raises(TypeError, match="got 42"):
+        book.add("02", observation="x", figure=figure, runs=42)
+    with pytest.raises(TypeError, match="got 42"):
+        book.add("02", observation="x", runs=[42])
+    assert book.path.read_bytes() == before
+    assert not (tmp_path / "lb" / "figures").exists()
+
+    run_file = tmp_path / "r.json"
+    run_file.write_text("{}")
+
+    class Record:  # like a saved RunRecord
+        path = str(run_file)
+
+    assert book.add("03", observation="x", runs=run_file).runs == (str(run_file),)
+    assert book.add("04", observation="x", runs=Record()).runs == (str(run_file),)
+    assert [e.stage for e in book.entries()] == ["01", "03", "04"]

@@ -273,3 +273,57 @@ def test_interrupted_run_record_fails_the_trial():
             study_name="intr", storage=study._storage, n_trials=3, progress=False,
         )  # fmt: skip
     assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_target_metric_is_checked_at_construction():
+    with pytest.raises(ValueError, match="'valid_acc'.*did you mean 'valid_accuracy'.*test_loss"):
+        search.TuningTarget("valid_acc", epoch=3)
+    for epoch in (0, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="epoch must be a positive int"):
+            search.TuningTarget("valid_accuracy", epoch)
+    from nbhelpers.experiment import EVAL_SPLITS
+
+    for split in EVAL_SPLITS:  # every metric a run records is accepted
+        assert search.TuningTarget(f"{split}_loss", 1).direction == "minimize"
+        assert search.TuningTarget(f"{split}_accuracy", 1).direction == "maximize"
+    assert search.TuningTarget("running_loss", 1).direction == "minimize"
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"lr": ("float", -1, -0.5)}, r"'lr' = \('float', -1.0, -0.5\): -1.0 is not a valid lr"),
+        ({"momentum": ("float", 0.0, 1.0)}, "'momentum'.*1.0 is not a valid momentum"),
+        ({"optimizer": ("cat", ["adam", "rmsprop"])}, "'rmsprop' is not a valid optimizer"),
+    ],
+)
+def test_tune_config_checks_range_values_before_the_study(tmp_path, monkeypatch, space, message):
+    from nbhelpers import experiment
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(experiment, "run", no_training)
+    storage = search.sqlite_url(tmp_path / "optuna.db")
+    base = experiment.RunConfig(epochs=2)
+    with pytest.raises(ValueError, match=message):
+        search.tune_config(base, space, study_name="bad", storage=storage, progress=False)
+    assert not (tmp_path / "optuna.db").exists()  # no study was started
+
+
+def test_open_study_creates_only_one_missing_folder(tmp_path, monkeypatch):
+    deep = tmp_path / "nonexistent" / "dir" / "x.db"
+    with pytest.raises(FileNotFoundError, match="nonexistent.*create it"):
+        search.open_study("s", search.sqlite_url(deep))
+    assert not (tmp_path / "nonexistent").exists()
+    search.open_study("s", search.sqlite_url(tmp_path / "one" / "x.db"))
+    assert (tmp_path / "one" / "x.db").is_file()
+    # the runs folder is created even when its parent is missing too
+    from nbhelpers.records import default_runs_dir
+
+    monkeypatch.setenv("NBHELPERS_RUNS_DIR", str(tmp_path / "project" / "runs"))
+    search.open_study("s", search.sqlite_url(default_runs_dir() / "optuna.db"))
+    assert (tmp_path / "project" / "runs" / "optuna.db").is_file()
+    monkeypatch.chdir(tmp_path)  # the default "sqlite:///runs/optuna.db"
+    search.open_study("s")
+    assert (tmp_path / "runs" / "optuna.db").is_file()

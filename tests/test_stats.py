@@ -180,3 +180,35 @@ def test_interrupted_run_is_not_averaged():
 
     with pytest.raises(KeyboardInterrupt):
         stats.run_seeds(lambda s: Interrupted(), [0, 1], progress=False)
+
+
+def test_welch_interval_needs_two_values_per_group():
+    with pytest.raises(ValueError, match="b has 1 seed"):
+        stats.welch_interval([0.8, 0.9], [0.7])
+    with pytest.raises(ValueError, match="a has 0 seed"):
+        stats.welch_interval([], [0.7, 0.8])
+
+
+def test_compare_names_must_be_a_pair_of_strings():
+    for names in (("A",), ("A", "B", "C"), "AB", ("A", 2)):
+        with pytest.raises(ValueError, match="pair of strings"):
+            stats.compare([0.9, 0.8], [0.7, 0.8], names=names)
+    # checked before any training
+    with pytest.raises(ValueError, match="pair of strings"):
+        stats.compare_configs(object(), object(), epoch=1, names=("A",))
+
+
+def test_run_seeds_names_a_bad_seed_before_training():
+    calls = []
+
+    def fn(seed):
+        calls.append(seed)
+        return fake_curve(seed)
+
+    for seeds in (["a"], [0, -1], [0, 1.5], [True]):
+        with pytest.raises(ValueError, match=f"seed {seeds[-1]!r} is invalid.*non-negative ints"):
+            stats.run_seeds(fn, seeds, progress=False)
+    with pytest.raises(TypeError, match="range\\(3\\)"):
+        stats.run_seeds(fn, 3, progress=False)
+    assert calls == []
+    assert set(stats.run_seeds(fn, np.arange(2), progress=False)["seed"]) == {0, 1}
