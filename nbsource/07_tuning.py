@@ -331,7 +331,8 @@ check(
 
 # %% tags=["solution"]
 assert len(final_test) >= 2 and len(final_test) == len(FINAL_SEEDS)
-assert all(r.status == "complete" for records in sweeps.values() for r in records.values())
+# a sweep may reach a learning rate where training diverges: that run is a valid (bad) result
+assert all(r.status in ("complete", "diverged") for records in sweeps.values() for r in records.values())
 if budget.name != "tiny":  # at the tiny budget nothing learns much: only the code path is checked
     assert final_mean > handover_acc + 0.05, (final_mean, handover_acc)
 if budget.name == "full" and bundle.source == "svhn":
@@ -438,7 +439,7 @@ book.add(
 )
 record_stage(
     "07",
-    "tuned",
+    "tuned" if WIDTH == 32 else f"tuned (narrower network, width {WIDTH})",
     test_accuracy=final_mean,
     run_time_s=best_runs[best_label].timings.get("wall_s"),  # one run of the final configuration
     configuration=describe_config(final_config),
