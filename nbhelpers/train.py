@@ -360,7 +360,9 @@ def _check_divergence(history: History, row: dict[str, Any]) -> None:
     """Mark the run "diverged" (and warn once) at the first non-finite training loss."""
     if history.status == "diverged":
         return
-    bad = next((i for i, v in enumerate(history.step_losses) if not math.isfinite(v)), None)
+    first = len(history.step_losses) - row["steps"]  # this epoch's losses only
+    losses = history.step_losses
+    bad = next((i for i in range(first, len(losses)) if not math.isfinite(losses[i])), None)
     if bad is None:
         return
     history.status = "diverged"
