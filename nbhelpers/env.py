@@ -59,18 +59,6 @@ def work_dir(name: str, env_var: str) -> Path:
     return Path(value).expanduser() if value else project_dir() / name
 
 
-def umask_file_mode(path: str | os.PathLike) -> None:
-    """Give ``path`` the permissions a plain ``open()`` would have (``0o666`` minus the umask).
-
-    ``tempfile.mkstemp`` creates files readable by their owner only (``0o600``), and an
-    atomic rename keeps that mode; call this before the rename so that run records and
-    caches in a shared folder stay readable by the other users of the machine.
-    """
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def in_colab() -> bool:
     """Return True when running inside Google Colab (the ``google.colab`` module is importable)."""
     return "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG") is not None

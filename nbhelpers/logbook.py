@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nbhelpers.env import umask_file_mode
+from nbhelpers.files import atomic_path
 
 __all__ = ["ENV_VAR", "Entry", "Logbook", "default_dir"]
 
@@ -304,9 +303,7 @@ class Logbook:
         while not replace and target.exists():
             target = folder / f"{stem}-{counter}.png"
             counter += 1
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-        os.close(fd)
-        try:
+        with atomic_path(target, suffix=".png") as tmp:
             if hasattr(figure, "savefig"):
                 figure.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
             elif isinstance(figure, (str, os.PathLike)):
@@ -318,26 +315,17 @@ class Logbook:
                 raise TypeError(
                     f"figure must be a matplotlib Figure or a PNG path, got {type(figure).__name__}"
                 )
-            umask_file_mode(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return f"{FIGURE_DIR}/{target.name}"
 
     def compact(self) -> None:
         """Rewrite the file with only the current entries (atomically: temp file + rename)."""
         entries = self.entries()
         with self._writing():
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".jsonl", dir=self.directory)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 for entry in entries:
                     f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            umask_file_mode(tmp)
-            os.replace(tmp, self.path)
 
     # -- reading ------------------------------------------------------------
     def entries(self) -> list[Entry]:
@@ -482,14 +470,10 @@ def _meta_line(entry: Entry) -> str:
 
 
 def _write_text(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=target.suffix, dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_path(target, suffix=target.suffix) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    umask_file_mode(tmp)
-    os.replace(tmp, target)
 
 
 _CSS = """

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ import torch
 
 from nbhelpers.budget import Budget, resolve_budget
 from nbhelpers.data import DataBundle, load_data
-from nbhelpers.env import banner, pick_device, seed_everything, umask_file_mode
+from nbhelpers.env import banner, pick_device, seed_everything
+from nbhelpers.files import atomic_path
 
 __all__ = [
     "NotebookContext",
@@ -214,18 +214,8 @@ def record_stage(
         text = json.dumps(entry, indent=2, sort_keys=False)
     except TypeError as err:
         raise TypeError(f"record_stage: extra values must be JSON-serialisable ({err}).") from err
-    path = stage_path(stage, stages_dir)
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".stage-{stage}-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        umask_file_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(stage_path(stage, stages_dir)) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
     acc = "" if entry["test_accuracy"] is None else f", test accuracy {entry['test_accuracy']:.1%}"
     print(f"Stage {stage} recorded: {label}{acc}.")
 

@@ -42,6 +42,8 @@ import torch
 import torchvision
 from torchvision.datasets.utils import check_integrity
 
+from nbhelpers.files import umask_file_mode
+
 __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_DOWNLOAD_TIMEOUT",
@@ -312,8 +314,6 @@ def _download(split: str, folder: Path, url: str, md5: str, timeout: float, prog
             f"The download of SVHN {split!r} from {url} is damaged or incomplete: its MD5 sum "
             f"does not match {md5} ({size:,} bytes received). The file was discarded."
         )
-    from nbhelpers.env import umask_file_mode
-
     umask_file_mode(part)
     os.replace(part, folder / name)
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from matplotlib import ft2font
 from tqdm.auto import tqdm
+
+from nbhelpers.files import atomic_path
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -462,18 +463,8 @@ def cache_path(split: str, n: int, seed: int, data_dir: str | os.PathLike | None
 
 def _save_atomic(path: Path, payload: dict) -> None:
     """Write `payload` with torch.save to a temporary file next to `path`, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        from nbhelpers.env import umask_file_mode
-
-        umask_file_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _load_cached(path: Path, n: int):
