@@ -52,7 +52,7 @@ def test_run_seeds_reads_histories():
 def test_run_seeds_bad_inputs():
     with pytest.raises(ValueError, match="at least one seed"):
         stats.run_seeds(fake_curve, [], progress=False)
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(ValueError, match="each seed once"):
         stats.run_seeds(fake_curve, [1, 1], progress=False)
     with pytest.raises(ValueError, match="empty"):
         stats.run_seeds(lambda s: [], [0], progress=False)
@@ -131,7 +131,9 @@ def test_compare_clearly_different_samples():
     # for a loss, lower is better: the same numbers make the other one the winner
     loss = stats.compare(a, b, names=("A", "B"), higher_is_better=False)
     assert "B did better than A" in loss.verdict
-    assert "Welch p" in result._repr_markdown_()
+    shown = result._repr_html_()
+    assert "ReLU+BN" in shown and "Welch p" in shown and result.verdict in str(result)
+    assert result.to_frame().iloc[0].tolist() == ["seeds", 6, 6]
 
 
 def test_compare_few_seeds_does_not_overclaim():
@@ -172,6 +174,21 @@ def test_compare_at_epoch_and_plot():
     assert "shaded: 95% CI of the mean" in labels
 
 
+def test_plot_curves_whole_epochs_and_accuracy_within_0_and_1():
+    # two seeds far apart: the t band of the mean (df = 1) reaches far beyond [0, 1]
+    curves = stats.run_seeds(
+        lambda s: [0.1 + 0.8 * s] * 3, [0, 1], metric="test_accuracy", progress=False
+    )
+    fig = stats.plot_curves(curves, "test_accuracy")
+    ax = fig.axes[0]
+    assert ax.get_ylim() == (0.0, 1.0)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    loss = stats.run_seeds(lambda s: [2.0 + s] * 3, [0, 1], metric="test_loss", progress=False)
+    assert stats.plot_curves(loss).axes[0].get_ylim()[0] < 0.0  # a loss axis is not clipped
+
+
 def test_interrupted_run_is_not_averaged():
     class Interrupted:  # what experiment.run returns after Ctrl-C
         status = "interrupted"
@@ -206,7 +223,9 @@ def test_run_seeds_names_a_bad_seed_before_training():
         return fake_curve(seed)
 
     for seeds in (["a"], [0, -1], [0, 1.5], [True]):
-        with pytest.raises(ValueError, match=f"seed {seeds[-1]!r} is invalid.*non-negative ints"):
+        with pytest.raises(
+            ValueError, match=f"seed={seeds[-1]!r} is invalid; valid: an integer >= 0"
+        ):
             stats.run_seeds(fn, seeds, progress=False)
     with pytest.raises(TypeError, match="range\\(3\\)"):
         stats.run_seeds(fn, 3, progress=False)
