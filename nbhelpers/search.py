@@ -56,7 +56,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from nbhelpers.data import SPLITS
-from nbhelpers.stats import curves_from_history, history_rows, raise_if_interrupted
+from nbhelpers.plots import finish_axes, history_rows
+from nbhelpers.stats import curves_from_history, raise_if_interrupted
 from nbhelpers.validate import invalid, one_of, positive_int
 
 __all__ = [
@@ -65,15 +66,12 @@ __all__ = [
     "Objective",
     "RUN_METRICS",
     "TuningTarget",
-    "count_trials",
     "distributions",
     "metric_at_epoch",
     "open_study",
     "plot_trials",
     "random_search",
-    "run_study",
     "sqlite_url",
-    "suggest",
     "trials_frame",
     "tune_config",
 ]
@@ -127,7 +125,7 @@ def distributions(space: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     return result
 
 
-def suggest(trial: optuna.trial.BaseTrial, space: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+def _suggest(trial: optuna.trial.BaseTrial, space: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     """Draw one value per entry of ``space`` through Optuna's ``trial.suggest_*``.
 
     Returns:
@@ -206,7 +204,9 @@ def metric_at_epoch(result: Any, metric: str, epoch: int) -> float:
     at = curve.loc[curve["epoch"] == epoch, "value"]
     if at.empty:
         epochs = curve["epoch"].tolist()
-        raise ValueError(f"{metric!r} was not recorded at epoch {epoch}; it was recorded at epochs {epochs}")
+        raise ValueError(
+            f"{metric!r} was not recorded at epoch {epoch}; it was recorded at epochs {epochs}"
+        )
     return float(at.iloc[-1])
 
 
@@ -231,7 +231,7 @@ class Objective:
         self.direction = target.direction
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
-        result = self.train_fn(suggest(trial, self.space))
+        result = self.train_fn(_suggest(trial, self.space))
         raise_if_interrupted(result)
         value = metric_at_epoch(result, self.target.metric, self.target.epoch)
         curve = curves_from_history(history_rows(result), self.target.metric)
@@ -261,17 +261,11 @@ def _storage(storage: str | optuna.storages.BaseStorage | None):
         return storage  # None: in memory, gone with the process
     if not isinstance(storage, str) or "://" not in storage:
         raise invalid(
-            "storage",
-            storage,
-            f"a database URL like {DEFAULT_STORAGE!r}, an Optuna storage or None",
+            "storage", storage, f"a URL like {DEFAULT_STORAGE!r}, an Optuna storage, None"
         )
     file = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else ""
     if file and file != ":memory:":
         folder = Path(file).parent
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(
-                f"{folder} is a file, not a folder; cannot store the study {file}"
-            )
         from nbhelpers.records import default_runs_dir
 
         if not folder.parent.is_dir() and folder.resolve() != default_runs_dir().resolve():
@@ -317,7 +311,7 @@ def open_study(
             in the other direction.
         FileNotFoundError: an SQLite file whose folder is missing together with its
             parent (only one missing level is created, and the runs folder).
-        NotADirectoryError: the SQLite file's folder is a file.
+        FileExistsError: the SQLite file's folder is a file.
     """
     one_of("direction", direction, DIRECTIONS)
     study = optuna.create_study(
@@ -333,77 +327,46 @@ def open_study(
     return study
 
 
-def count_trials(study: optuna.Study, state: TrialState = TrialState.COMPLETE) -> int:
-    """Number of trials of ``study`` in ``state`` (default: complete)."""
-    return len(study.get_trials(deepcopy=False, states=(state,)))
-
-
-def run_study(
-    objective: Callable[[optuna.Trial], float],
+def random_search(
+    train_fn: Callable[[dict[str, Any]], Any],
+    space: Mapping[str, Sequence[Any]],
+    target: TuningTarget,
     *,
     study_name: str,
     n_trials: int = DEFAULT_TRIALS,
     storage: str | optuna.storages.BaseStorage | None = DEFAULT_STORAGE,
     seed: int = 0,
-    direction: str | None = None,
     progress: bool = True,
-    verbose: bool = False,
 ) -> optuna.Study:
-    """Run ``objective`` until ``study_name`` holds ``n_trials`` complete trials.
+    """Random search: draws from ``space``, each trained by ``train_fn``, until
+    ``study_name`` holds ``n_trials`` complete trials.
 
-    Trials complete from earlier calls (a restarted kernel) count; only the rest run.
-    An exception in the objective (including Ctrl-C) marks that trial failed and
-    propagates; call again to resume.
+    ``train_fn(params)`` gets ``{name: value}`` and returns a run record or per-epoch
+    history; the trial's value is ``target.metric`` at ``target.epoch`` (see
+    :class:`Objective`). Trials complete from earlier calls (a restarted kernel) count;
+    only the rest run. An exception in ``train_fn`` (including Ctrl-C) marks that trial
+    failed and propagates; call again to resume. Best setting: ``study.best_params``.
 
     Args:
-        objective: ``trial -> float``; its ``direction`` attribute (an
-            :class:`Objective` has one) is used when ``direction`` is None.
         study_name, storage, seed: see :func:`open_study`.
         n_trials: total number of complete trials wanted (default 20, the tutorial's).
-        direction: "maximize"/"minimize"; default: the objective's, else "maximize".
         progress: show Optuna's progress bar.
-        verbose: keep Optuna's per-trial log lines.
-
-    Returns:
-        The ``optuna.Study``.
 
     Raises:
-        ValueError: ``n_trials`` not a positive int; see :func:`open_study`.
+        ValueError / TypeError: bad space or ``n_trials`` (before any training); see
+            :func:`open_study`.
     """
+    objective = Objective(train_fn, space, target)
     positive_int("n_trials", n_trials)
-    direction = direction or getattr(objective, "direction", None) or "maximize"
-    level = optuna.logging.INFO if verbose else optuna.logging.WARNING
-    with _optuna_verbosity(level):
-        study = open_study(study_name, storage, direction=direction, seed=seed)
-        target = getattr(objective, "target", None)
-        if isinstance(target, TuningTarget) and "target" not in study.user_attrs:
-            study.set_user_attr("target", target.label())
-        done = count_trials(study)
+    with _optuna_verbosity(optuna.logging.WARNING):
+        study = open_study(study_name, storage, direction=target.direction, seed=seed)
+        study.set_user_attr("target", target.label())
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         todo = f"running {n_trials - done} more" if done < n_trials else "nothing to run"
         print(f"Study {study_name!r}: {done} of {n_trials} trials complete, {todo}.")
         if done < n_trials:
             study.optimize(objective, n_trials=n_trials - done, show_progress_bar=progress)
     return study
-
-
-def random_search(
-    train_fn: Callable[[dict[str, Any]], Any],
-    space: Mapping[str, Sequence[Any]],
-    target: TuningTarget,
-    **study_options: Any,
-) -> optuna.Study:
-    """Random search: draws from ``space``, each trained by ``train_fn``.
-
-    ``train_fn(params)`` gets ``{name: value}`` and returns a run record or per-epoch
-    history; the trial's value is ``target.metric`` at ``target.epoch``. The keyword
-    arguments (``study_name`` required, ``n_trials``, ``storage``, ``seed``, ``progress``)
-    are those of :func:`run_study`; it resumes as :func:`run_study`. Best setting:
-    ``study.best_params``.
-
-    Raises:
-        ValueError / TypeError: bad space or ``n_trials`` (before any training).
-    """
-    return run_study(Objective(train_fn, space, target), **study_options)
 
 
 def tune_config(
@@ -526,9 +489,7 @@ def plot_trials(
     )  # fmt: skip
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(param.replace("_", " ") + (" (log scale)" if log_x else ""))
-    ax.set_ylabel(study.user_attrs.get("target", "objective value"))
     ax.set_title(f"{study.study_name}: {len(complete)} complete trials")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    xlabel = param.replace("_", " ") + (" (log scale)" if log_x else "")
+    finish_axes(ax, study.user_attrs.get("target", "objective value"), xlabel=xlabel)
     return fig

@@ -8,15 +8,15 @@ module does exactly that, with well-kept tools from :mod:`scipy.stats`:
 * :func:`run_seeds` runs one configuration once per seed and collects the per-epoch
   curves in a long ("tidy") :class:`pandas.DataFrame` with columns
   ``seed, epoch, metric, value``.
-* :func:`summarize` gives per epoch the mean over seeds and a confidence interval of
-  that mean (Student-t interval by default, bootstrap on request).
+* :func:`summarize` gives per epoch the mean over seeds and a Student-t confidence
+  interval of that mean.
 * :func:`compare` asks whether two training algorithms differ at one budget (e.g. the
   test accuracy after epoch 10) with Welch's t-test and a permutation test, and
   returns a :class:`Comparison` with the p-values, the difference of means, its
   confidence interval and a one-sentence verdict that does not claim more than the
   data show.
 * :func:`plot_curves` draws mean curves with confidence bands.
-* :func:`run_config_seeds` and :func:`compare_configs` are thin wrappers over
+* :func:`run_config_seeds` runs a ``RunConfig`` once per seed through
   :func:`nbhelpers.experiment.run`.
 
 The training function is always a parameter, so anything that maps a seed to a
@@ -38,16 +38,13 @@ from scipy import stats
 
 from nbhelpers.display import Report
 from nbhelpers.plots import finish_axes, history_rows
-from nbhelpers.validate import invalid, number
+from nbhelpers.validate import invalid, number, one_of
 from nbhelpers.validate import seed as valid_seed
 
 __all__ = [
     "Comparison",
     "compare",
-    "compare_at_epoch",
-    "compare_configs",
     "curves_from_history",
-    "history_rows",
     "min_permutation_p",
     "plot_curves",
     "raise_if_interrupted",
@@ -229,38 +226,11 @@ def _rng_kwarg(func, seed: int) -> dict:
     return {"rng": seed} if "rng" in inspect.signature(func).parameters else {"random_state": seed}
 
 
-def _bootstrap_interval(
-    x: np.ndarray, confidence: float, seed: int, method: str
-) -> tuple[float, float]:
-    if x.size < 2:
-        return (math.nan, math.nan)
-    if np.all(x == x[0]):
-        return (float(x[0]), float(x[0]))
-    ci = stats.bootstrap(
-        (x,),
-        np.mean,
-        confidence_level=confidence,
-        method=method,
-        **_rng_kwarg(stats.bootstrap, seed),
-    ).confidence_interval
-    return (float(ci.low), float(ci.high))
-
-
 def summarize(
-    curves: pd.DataFrame,
-    metric: str | None = None,
-    *,
-    confidence: float = 0.95,
-    method: str = "t",
-    bootstrap_method: str = "percentile",
-    seed: int = 0,
+    curves: pd.DataFrame, metric: str | None = None, *, confidence: float = 0.95
 ) -> pd.DataFrame:
-    """Mean over seeds and a confidence interval of the mean, per epoch.
-
-    Method "t" (default): Student-t interval on the mean, see :func:`t_interval`.
-    Method "bootstrap": ``scipy.stats.bootstrap`` of the mean (``bootstrap_method``
-    "percentile" or "BCa", seeded by ``seed``); with only a handful of seeds a
-    bootstrap interval is too narrow, so prefer "t" there.
+    """Mean over seeds and a Student-t confidence interval of the mean (:func:`t_interval`),
+    per epoch.
 
     Args:
         curves: long frame from :func:`run_seeds` (columns seed, epoch, metric, value).
@@ -273,21 +243,14 @@ def summarize(
         NaN when n < 2).
 
     Raises:
-        ValueError: unknown ``method``, bad ``confidence``, or ``metric`` missing /
-            ambiguous.
+        ValueError: bad ``confidence``, or ``metric`` missing / ambiguous.
     """
     _check_level("confidence", confidence)
-    interval = {
-        "t": lambda x: t_interval(x, confidence),
-        "bootstrap": lambda x: _bootstrap_interval(x, confidence, seed, bootstrap_method),
-    }
-    if method not in interval:
-        raise invalid("method", method, "'t' or 'bootstrap'")
     rows = []
     for epoch, group in _select_metric(curves, metric).groupby("epoch", sort=True):
         x = group["value"].to_numpy(dtype=float)
         std = float(x.std(ddof=1)) if x.size > 1 else math.nan
-        rows.append((int(epoch), x.size, float(x.mean()), std, *interval[method](x)))
+        rows.append((int(epoch), x.size, float(x.mean()), std, *t_interval(x, confidence)))
     return pd.DataFrame(rows, columns=["epoch", "n", "mean", "std", "ci_low", "ci_high"])
 
 
@@ -300,9 +263,7 @@ def _select_metric(curves: pd.DataFrame, metric: str | None) -> pd.DataFrame:
     names = list(pd.unique(curves["metric"]))
     if metric is None and len(names) != 1:
         raise ValueError(f"the frame holds several metrics {names}; pass metric=one of them")
-    metric = names[0] if metric is None else metric
-    if metric not in names:
-        raise ValueError(f"metric {metric!r} not in the frame; it has {names}")
+    metric = one_of("metric", names[0] if metric is None else metric, names)
     return curves[curves["metric"] == metric]
 
 
@@ -525,28 +486,6 @@ def compare(
     )  # fmt: skip
 
 
-def compare_at_epoch(
-    curves_a: pd.DataFrame,
-    curves_b: pd.DataFrame,
-    epoch: int,
-    metric: str | None = None,
-    **kwargs: Any,
-) -> Comparison:
-    """:func:`compare` the per-seed values after ``epoch`` of two :func:`run_seeds` frames.
-
-    ``label`` defaults to ``"<metric> at epoch <epoch>"``; other keyword arguments go
-    to :func:`compare`.
-
-    Raises:
-        ValueError: as :func:`compare` and :func:`values_at_epoch`.
-    """
-    a = values_at_epoch(curves_a, epoch, metric)
-    b = values_at_epoch(curves_b, epoch, metric)
-    name = metric or str(_select_metric(curves_a, None)["metric"].iloc[0])
-    kwargs.setdefault("label", f"{name.replace('_', ' ')} at epoch {epoch}")
-    return compare(a, b, **kwargs)
-
-
 # ---------------------------------------------------------------------------
 # plots
 # ---------------------------------------------------------------------------
@@ -632,29 +571,3 @@ def run_config_seeds(
         return experiment.run(dataclasses.replace(config, seed=seed), **run_kwargs)
 
     return run_seeds(one, seeds, metric=metric, progress=progress)
-
-
-def compare_configs(
-    config_a: Any,
-    config_b: Any,
-    *,
-    epoch: int,
-    metric: str = "test_accuracy",
-    seeds: Iterable[int] = (0, 1, 2),
-    names: tuple[str, str] = ("A", "B"),
-    **run_kwargs: Any,
-) -> tuple[Comparison, pd.DataFrame, pd.DataFrame]:
-    """Run two configurations over the same seeds and compare them at ``epoch``.
-
-    Returns:
-        ``(comparison, curves_a, curves_b)``.
-
-    Raises:
-        ValueError / TypeError: bad ``names`` or ``seeds`` (before any training), and
-            as :func:`compare_at_epoch`.
-    """
-    _check_names(names)
-    seeds = _check_seeds(seeds)
-    curves_a = run_config_seeds(config_a, seeds, metric=metric, **run_kwargs)
-    curves_b = run_config_seeds(config_b, seeds, metric=metric, **run_kwargs)
-    return compare_at_epoch(curves_a, curves_b, epoch, metric, names=names), curves_a, curves_b

@@ -180,9 +180,9 @@ def test_interrupted_run_record_fails_the_trial():
 
     storage = optuna.storages.InMemoryStorage()
     with pytest.raises(KeyboardInterrupt):
-        search.run_study(
-            search.Objective(lambda p: Interrupted(), SPACE, TARGET),
-            study_name="intr", storage=storage, n_trials=3, progress=False,
+        search.random_search(
+            lambda p: Interrupted(), SPACE, TARGET, study_name="intr", storage=storage,
+            n_trials=3, progress=False,
         )  # fmt: skip
     study = search.open_study("intr", storage)
     assert [t.state for t in study.trials] == [TrialState.FAIL]

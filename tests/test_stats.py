@@ -89,10 +89,8 @@ def test_summarize_per_epoch():
     half = 3.182446305284263 * math.sqrt(5 / 3) / 2
     assert s.loc[0, "ci_low"] == pytest.approx(2.5 - half)
     assert s.loc[1, "ci_low"] == s.loc[1, "ci_high"] == 5.0
-    b = stats.summarize(df, method="bootstrap")
-    assert 1.0 <= b.loc[0, "ci_low"] < 2.5 < b.loc[0, "ci_high"] <= 4.0
-    with pytest.raises(ValueError, match="method"):
-        stats.summarize(df, method="z")
+    with pytest.raises(ValueError, match="confidence"):
+        stats.summarize(df, confidence=1.0)
     with pytest.raises(ValueError, match="loss"):
         stats.summarize(df, metric="loss")
 
@@ -156,15 +154,16 @@ def test_compare_needs_two_seeds():
         stats.compare([0.9, 0.8], [0.7, 0.8], alpha=5)
 
 
-def test_compare_at_epoch_and_plot():
+def test_compare_at_an_epoch_and_plot():
     fa = stats.run_seeds(lambda s: fake_curve(s, 0.05), range(4), progress=False)
     fb = stats.run_seeds(fake_curve, range(4), progress=False)
-    result = stats.compare_at_epoch(fa, fb, epoch=6, names=("A", "B"))
-    assert result.label == "metric at epoch 6"
+    a, b = stats.values_at_epoch(fa, 6), stats.values_at_epoch(fb, 6)
+    assert a.tolist() == [fake_curve(s, 0.05)[5] for s in range(4)]  # ordered by seed
+    result = stats.compare(a, b, names=("A", "B"), label="metric at epoch 6")
     assert result.n_a == result.n_b == 4
     assert result.mean_a > result.mean_b
-    with pytest.raises(ValueError, match="epoch 9"):
-        stats.compare_at_epoch(fa, fb, epoch=9)
+    with pytest.raises(ValueError, match="no values at epoch 9; the curves have epochs 1..6"):
+        stats.values_at_epoch(fa, 9)
     fig = stats.plot_curves({"A": fa, "B": fb}, mark_epoch=5, ylabel="test accuracy")
     ax = fig.axes[0]
     assert ax.get_xlabel() == "epoch"
@@ -210,9 +209,6 @@ def test_compare_names_must_be_a_pair_of_strings():
     for names in (("A",), ("A", "B", "C"), "AB", ("A", 2)):
         with pytest.raises(ValueError, match="pair of strings"):
             stats.compare([0.9, 0.8], [0.7, 0.8], names=names)
-    # checked before any training
-    with pytest.raises(ValueError, match="pair of strings"):
-        stats.compare_configs(object(), object(), epoch=1, names=("A",))
 
 
 def test_run_seeds_names_a_bad_seed_before_training():
