@@ -57,8 +57,10 @@ from optuna.trial import TrialState
 
 from nbhelpers.data import SPLITS
 from nbhelpers.plots import finish_axes, history_rows
+from nbhelpers.records import default_runs_dir
 from nbhelpers.stats import curves_from_history, raise_if_interrupted
 from nbhelpers.validate import invalid, one_of, positive_int
+from nbhelpers.validate import seed as valid_seed
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -224,11 +226,8 @@ class Objective:
     """
 
     def __init__(self, train_fn: Callable[[dict[str, Any]], Any], space, target: TuningTarget):
-        self.train_fn = train_fn
-        self.space = dict(space)
-        distributions(self.space)  # bad entries raise here, before the study starts
-        self.target = target
-        self.direction = target.direction
+        distributions(space)  # a bad entry raises here, before the study starts
+        self.train_fn, self.space, self.target = train_fn, dict(space), target
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         result = self.train_fn(_suggest(trial, self.space))
@@ -266,8 +265,6 @@ def _storage(storage: str | optuna.storages.BaseStorage | None):
     file = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else ""
     if file and file != ":memory:":
         folder = Path(file).parent
-        from nbhelpers.records import default_runs_dir
-
         if not folder.parent.is_dir() and folder.resolve() != default_runs_dir().resolve():
             raise FileNotFoundError(
                 f"the folder {folder} of the study database {file} does not exist and neither "
@@ -322,7 +319,8 @@ def open_study(
             f"study {study_name!r} already exists and was made to {study.direction.name.lower()}; "
             f"it cannot {direction}. Use another study name."
         )
-    stream = np.random.SeedSequence([seed, len(study.trials)]).generate_state(1)[0]
+    so_far = len(study.get_trials(deepcopy=False))
+    stream = np.random.SeedSequence([valid_seed("seed", seed), so_far]).generate_state(1)[0]
     study.sampler = optuna.samplers.RandomSampler(seed=int(stream))
     return study
 
