@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.files import atomic_path
+from nbhelpers.validate import invalid
 
 __all__ = ["ENV_VAR", "Entry", "Logbook", "default_dir"]
 
@@ -83,17 +84,25 @@ class Entry:
     key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["runs"] = list(self.runs)
-        return data
+        """The entry as one JSON object (a line of ``logbook.jsonl``)."""
+        return {**asdict(self), "runs": list(self.runs)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
+        """The entry of one line of ``logbook.jsonl``; unknown keys are ignored.
+
+        Raises:
+            ValueError: the line has no stage.
+        """
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        known["runs"] = tuple(str(r) for r in known.get("runs") or ())
         if not isinstance(known.get("stage"), str):
             raise ValueError(f"entry without a stage: {data!r}")
-        return cls(**known)
+        return cls(**{**known, "runs": tuple(str(r) for r in known.get("runs") or ())})
+
+    @property
+    def meta(self) -> str:
+        """The line under the stage in a display or export: time and notebook."""
+        return " · ".join(b for b in (self.timestamp.replace("T", " "), self.notebook) if b)
 
 
 def _now() -> str:
@@ -106,21 +115,17 @@ def _slug(text: str) -> str:
 
 def _run_paths(runs: Any) -> tuple[str, ...]:
     """The file paths of ``runs`` (a run record, a path, or an iterable of those)."""
-    if isinstance(runs, (str, os.PathLike)) or hasattr(runs, "path"):
-        runs = [runs]  # one run
-    elif isinstance(runs, (bytes, Mapping)) or not isinstance(runs, Iterable):
+    one = isinstance(runs, (str, os.PathLike)) or hasattr(runs, "path")
+    if not one and (isinstance(runs, (bytes, Mapping)) or not isinstance(runs, Iterable)):
         raise TypeError(
             f"runs must be a run record, the path of a run file, or a list of those, got {runs!r}"
         )
     paths = []
-    for run in runs:
-        if hasattr(run, "path"):  # a RunRecord
-            path = run.path
-            if path is None:
-                raise ValueError(f"run {run!r} has no path (was it saved?)")
-        elif isinstance(run, (str, os.PathLike)):
-            path = run
-        else:
+    for run in [runs] if one else runs:
+        path = run.path if hasattr(run, "path") else run
+        if path is None:
+            raise ValueError(f"run {run!r} has no path (was it saved?)")
+        if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"each run must be a run record or the path of a run file, got {run!r}")
         if not Path(path).expanduser().is_file():
             raise FileNotFoundError(
@@ -129,6 +134,14 @@ def _run_paths(runs: Any) -> tuple[str, ...]:
             )
         paths.append(str(path))
     return tuple(paths)
+
+
+def _write_text(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` atomically (temp file, fsync, rename)."""
+    with atomic_path(target, suffix=target.suffix) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class Logbook:
@@ -154,30 +167,18 @@ class Logbook:
         title: str = "Logbook: debugging and tuning a training run",
         author: str | None = None,
     ) -> None:
-        self._env_value = None  # set when the folder comes from $NBHELPERS_LOGBOOK_DIR
-        if directory is None:
-            if os.environ.get(ENV_VAR, "").strip():
-                self._env_value = os.environ[ENV_VAR]
-            self.directory = default_dir()
-        elif isinstance(directory, (str, os.PathLike)):
-            if not str(directory).strip():
-                raise ValueError("directory must be a folder path like 'logbook', got ''")
-            self.directory = Path(directory).expanduser()
-        else:
-            raise TypeError(
-                f"directory must be a folder path (str or pathlib.Path) or None, got "
-                f"{directory!r} ({type(directory).__name__})"
+        from_env = directory is None and os.environ.get(ENV_VAR, "").strip()
+        self._env_value = os.environ[ENV_VAR] if from_env else None
+        if directory is not None and not str(directory).strip():
+            raise invalid("directory", directory, "a folder path like 'logbook'")
+        self.directory = default_dir() if directory is None else Path(directory).expanduser()
+        self.title, self.author = title, author
+        existing = next(f for f in (self.directory, *self.directory.parents) if f.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(
+                f"the logbook folder {self.directory} cannot be used: {existing} is a file, "
+                f"not a folder{self._env_hint()}"
             )
-        self.title = title
-        self.author = author
-        for folder in (self.directory, *self.directory.parents):
-            if folder.exists():
-                if not folder.is_dir():
-                    raise NotADirectoryError(
-                        f"the logbook folder {self.directory} cannot be used: {folder} is a "
-                        f"file, not a folder{self._env_hint()}"
-                    )
-                break
 
     def _env_hint(self) -> str:
         if self._env_value is None:
@@ -233,41 +234,34 @@ class Logbook:
         Raises:
             ValueError: empty ``stage``, all three texts empty, empty ``key``, a figure
                 path that does not exist or is not a PNG, a run record never saved.
-            TypeError: ``figure`` is neither a Figure nor a path; ``runs`` or one of
-                them is neither a run record nor a path.
-            FileNotFoundError: a run file that does not exist (checked before anything
-                is written).
+            TypeError: a text that is not a string; ``figure`` is neither a Figure nor a
+                path; ``runs`` or one of them is neither a run record nor a path.
+            FileNotFoundError: a run file that does not exist.
             OSError: writing failed (same kind as the original error); the message
                 names the logbook folder and, if it came from it, ``$NBHELPERS_LOGBOOK_DIR``.
+
+        Every check runs before anything is written.
         """
-        if not isinstance(stage, str) or not stage.strip():
-            raise ValueError(
-                f"stage must be a non-empty string like '03 code review', got {stage!r}"
-            )
         texts = {"observation": observation, "hypothesis": hypothesis, "result": result}
+        if not isinstance(stage, str) or not stage.strip():
+            raise invalid("stage", stage, "a non-empty string like '03 code review'")
         for name, text in texts.items():
             if not isinstance(text, str):
                 raise TypeError(f"{name} must be a string, got {type(text).__name__}")
         if not any(t.strip() for t in texts.values()):
             raise ValueError("write at least one of observation, hypothesis or result")
         if key is not None and (not isinstance(key, str) or not key.strip()):
-            raise ValueError(f"key must be a non-empty string or None, got {key!r}")
-        run_paths = _run_paths(runs)
-        timestamp = _now()
-        figure_name = None
+            raise invalid("key", key, "a non-empty string or None")
+        run_paths, timestamp = _run_paths(runs), _now()
+        _check_figure(figure)
         with self._writing():
-            if figure is not None:
-                if key:
-                    figure_name = self._save_figure(figure, _slug(key), replace=True)
-                else:
-                    stem = f"{_slug(stage)}-{timestamp[:19].replace(':', '')}"
-                    figure_name = self._save_figure(figure, stem, replace=False)
+            stem = _slug(key) if key else f"{_slug(stage)}-{timestamp[:19].replace(':', '')}"
             entry = Entry(
-                stage=stage.strip(),
-                **{k: v.strip() for k, v in texts.items()},
+                stage.strip(),
+                **{name: text.strip() for name, text in texts.items()},
                 notebook=notebook,
                 timestamp=timestamp,
-                figure=figure_name,
+                figure=None if figure is None else self._save_figure(figure, stem, bool(key)),
                 runs=run_paths,
                 key=key,
             )
@@ -295,37 +289,23 @@ class Logbook:
             f.flush()
             os.fsync(f.fileno())
 
-    def _save_figure(self, figure: Any, stem: str, *, replace: bool) -> str:
-        folder = self.directory / FIGURE_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{stem}.png"
-        counter = 2
+    def _save_figure(self, figure: Any, stem: str, replace: bool) -> str:
+        """Save ``figure`` as ``figures/<stem>.png`` (``<stem>-2.png``... unless ``replace``)."""
+        target, counter = self.directory / FIGURE_DIR / f"{stem}.png", 2
         while not replace and target.exists():
-            target = folder / f"{stem}-{counter}.png"
-            counter += 1
+            target, counter = target.with_name(f"{stem}-{counter}.png"), counter + 1
         with atomic_path(target, suffix=".png") as tmp:
             if hasattr(figure, "savefig"):
                 figure.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-            elif isinstance(figure, (str, os.PathLike)):
-                source = Path(figure)
-                if not source.is_file() or source.suffix.lower() != ".png":
-                    raise ValueError(f"figure path {str(source)!r} is not an existing .png file")
-                shutil.copyfile(source, tmp)
             else:
-                raise TypeError(
-                    f"figure must be a matplotlib Figure or a PNG path, got {type(figure).__name__}"
-                )
+                shutil.copyfile(figure, tmp)
         return f"{FIGURE_DIR}/{target.name}"
 
     def compact(self) -> None:
         """Rewrite the file with only the current entries (atomically: temp file + rename)."""
-        entries = self.entries()
+        lines = [json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in self.entries()]
         with self._writing():
-            with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-                for entry in entries:
-                    f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            _write_text(self.path, "".join(lines))
 
     # -- reading ------------------------------------------------------------
     def entries(self) -> list[Entry]:
@@ -359,81 +339,50 @@ class Logbook:
     def __len__(self) -> int:
         return len(self.entries())
 
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(self.entries())
-
-    def __getitem__(self, index: int) -> Entry:
-        return self.entries()[index]
-
     def __repr__(self) -> str:
         return f"Logbook({str(self.directory)!r}, {len(self)} entries)"
+
+    def _figure_file(self, entry: Entry) -> Path | None:
+        """The PNG file of ``entry``'s figure in the logbook folder (None: no figure)."""
+        return None if entry.figure is None else self.directory / entry.figure
 
     # -- export -------------------------------------------------------------
     def to_markdown(self, *, author: str | None = None) -> str:
         """The whole logbook as Markdown; figures linked as ``figures/...png``
         (relative to the logbook folder)."""
         author = author or self.author
-        parts = [f"# {self.title}", ""]
-        if author:
-            parts += [f"*{author}*", ""]
-        entries = self.entries()
-        if not entries:
-            parts += ["_No entries yet._", ""]
-        for entry in entries:
-            parts += [f"## {entry.stage}", "", f"*{_meta_line(entry)}*", ""]
-            for name in TEXT_FIELDS:
-                text = getattr(entry, name)
-                if text:
-                    parts += [f"**{name.capitalize()}.** {text}", ""]
-            if entry.figure:
-                parts += [f"![{entry.stage}]({entry.figure})", ""]
-            if entry.runs:
-                parts += ["Runs: " + ", ".join(f"`{r}`" for r in entry.runs), ""]
-        return "\n".join(parts).rstrip() + "\n"
+        blocks = [f"# {self.title}", *([f"*{author}*"] if author else [])]
+        blocks += [b for entry in self.entries() for b in _markdown_blocks(entry)] or [
+            "_No entries yet._"
+        ]
+        return "\n\n".join(blocks) + "\n"
+
+    def _entries_html(self, embed_figures: bool) -> str:
+        sections = [
+            _html_section(entry, self._figure_html(entry, embed_figures) if entry.figure else "")
+            for entry in self.entries()
+        ]
+        return "\n".join(sections) or "<p><em>No entries yet.</em></p>"
+
+    def _figure_html(self, entry: Entry, embed: bool) -> str:
+        alt, file = html.escape(entry.stage, quote=True), self._figure_file(entry)
+        if not embed:
+            return f'<img src="{html.escape(entry.figure, quote=True)}" alt="{alt}">'
+        if not file.is_file():
+            return f'<p class="missing">(figure {html.escape(entry.figure)} is missing)</p>'
+        return f'<img src="data:image/png;base64,{base64.b64encode(file.read_bytes()).decode()}" alt="{alt}">'
 
     def to_html(self, *, author: str | None = None, embed_figures: bool = True) -> str:
         """A self-contained HTML document (figures embedded as base64 PNG) that prints
         cleanly to PDF from the browser."""
         author = author or self.author
-        body = [f"<h1>{html.escape(self.title)}</h1>"]
-        if author:
-            body.append(f'<p class="author">{html.escape(author)}</p>')
-        body.append(self._entries_html(embed_figures))
-        return _HTML_PAGE.format(title=html.escape(self.title), css=_CSS, body="\n".join(body))
-
-    def _entries_html(self, embed_figures: bool = True) -> str:
-        entries = self.entries()
-        if not entries:
-            return "<p><em>No entries yet.</em></p>"
-        out = []
-        for entry in entries:
-            out.append('<section class="entry">')
-            out.append(f"<h2>{html.escape(entry.stage)}</h2>")
-            out.append(f'<p class="meta">{html.escape(_meta_line(entry))}</p>')
-            for name in TEXT_FIELDS:
-                text = getattr(entry, name)
-                if text:
-                    out.append(
-                        f'<p class="{name}"><strong>{name.capitalize()}.</strong> '
-                        f"{html.escape(text)}</p>"
-                    )
-            if entry.figure:
-                out.append(self._figure_html(entry, embed_figures))
-            if entry.runs:
-                runs = ", ".join(f"<code>{html.escape(r)}</code>" for r in entry.runs)
-                out.append(f'<p class="runs">Runs: {runs}</p>')
-            out.append("</section>")
-        return "\n".join(out)
-
-    def _figure_html(self, entry: Entry, embed: bool) -> str:
-        alt = html.escape(entry.stage, quote=True)
-        file = self.directory / entry.figure
-        if not embed:
-            return f'<img src="{html.escape(entry.figure, quote=True)}" alt="{alt}">'
-        if not file.is_file():
-            return f'<p class="missing">(figure {html.escape(entry.figure)} is missing)</p>'
-        data = base64.b64encode(file.read_bytes()).decode("ascii")
-        return f'<img src="data:image/png;base64,{data}" alt="{alt}">'
+        byline = f'<p class="author">{html.escape(author)}</p>\n' if author else ""
+        return (
+            f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{html.escape(self.title)}</title>\n<style>{_CSS}</style>\n</head>\n"
+            f'<body class="nbhelpers-logbook">\n<h1>{html.escape(self.title)}</h1>\n{byline}'
+            f"{self._entries_html(embed_figures)}\n</body>\n</html>\n"
+        )
 
     def export_markdown(self, path: str | os.PathLike | None = None, **kwargs: Any) -> Path:
         """Write :meth:`to_markdown` to ``path`` (default ``<logbook>/logbook.md``, next to
@@ -453,7 +402,7 @@ class Logbook:
     def _repr_html_(self) -> str:
         n = len(self)
         return (
-            f'<div class="nbhelpers-logbook"><style>{_CSS_SCOPED}</style>'
+            f'<div class="nbhelpers-logbook"><style>{_CSS}</style>'
             f"<h3>{html.escape(self.title)} ({n} {'entry' if n == 1 else 'entries'})</h3>"
             f"{self._entries_html(embed_figures=True)}</div>"
         )
@@ -462,49 +411,55 @@ class Logbook:
         return self.to_markdown()
 
 
-def _meta_line(entry: Entry) -> str:
-    bits = [entry.timestamp.replace("T", " ")]
-    if entry.notebook:
-        bits.append(entry.notebook)
-    return " · ".join(b for b in bits if b)
+def _texts(entry: Entry) -> list[tuple[str, str]]:
+    """``(label, text)`` of the entry's non-empty texts, e.g. ``("Observation", "...")``."""
+    return [
+        (name.capitalize(), getattr(entry, name)) for name in TEXT_FIELDS if getattr(entry, name)
+    ]
 
 
-def _write_text(target: Path, text: str) -> None:
-    with atomic_path(target, suffix=target.suffix) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+def _markdown_blocks(entry: Entry) -> list[str]:
+    """The Markdown paragraphs of one entry (stage, meta line, texts, figure link, runs)."""
+    blocks = [f"## {entry.stage}", f"*{entry.meta}*"]
+    blocks += [f"**{label}.** {text}" for label, text in _texts(entry)]
+    blocks += [f"![{entry.stage}]({entry.figure})"] if entry.figure else []
+    return blocks + (["Runs: " + ", ".join(f"`{r}`" for r in entry.runs)] if entry.runs else [])
 
 
+def _html_section(entry: Entry, figure_html: str) -> str:
+    """The HTML ``<section>`` of one entry; every text escaped."""
+    esc = html.escape
+    parts = [f"<h2>{esc(entry.stage)}</h2>", f'<p class="meta">{esc(entry.meta)}</p>']
+    parts += [
+        f'<p class="{label.lower()}"><strong>{label}.</strong> {esc(text)}</p>'
+        for label, text in _texts(entry)
+    ]
+    parts += [figure_html] if figure_html else []
+    runs = ", ".join(f"<code>{esc(r)}</code>" for r in entry.runs)
+    parts += [f'<p class="runs">Runs: {runs}</p>'] if entry.runs else []
+    return '<section class="entry">\n' + "\n".join(parts) + "\n</section>"
+
+
+def _check_figure(figure: Any) -> None:
+    """A figure for :meth:`Logbook.add`: None, a matplotlib Figure or an existing PNG file."""
+    if figure is None or hasattr(figure, "savefig"):
+        return
+    if not isinstance(figure, (str, os.PathLike)):
+        raise TypeError(
+            f"figure must be a matplotlib Figure or a PNG path, got {type(figure).__name__}"
+        )
+    if not Path(figure).is_file() or Path(figure).suffix.lower() != ".png":
+        raise ValueError(f"figure path {str(figure)!r} is not an existing .png file")
+
+
+# one style for the exported page (body) and the notebook display (div)
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 50em;
-       margin: 2em auto; padding: 0 1em; line-height: 1.45; color: #222; }
-h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
-.author { font-style: italic; }
-.entry { border-top: 1px solid #ccc; padding-top: .5em; margin-top: 1.5em; break-inside: avoid; }
-.meta { color: #666; font-size: .9em; margin-top: -.6em; }
-.entry p { white-space: pre-wrap; }
-img { max-width: 100%; height: auto; }
-code { font-size: .85em; }
-@media print { body { margin: 0; max-width: none; } }
-"""
-
-_CSS_SCOPED = """
-.nbhelpers-logbook .entry { border-top: 1px solid #ccc; padding-top: .3em; margin-top: 1em; }
-.nbhelpers-logbook .meta { color: #666; font-size: .9em; }
+body.nbhelpers-logbook { font-family: system-ui, sans-serif; max-width: 50em; margin: 2em auto;
+  padding: 0 1em; line-height: 1.45; color: #222; }
+.nbhelpers-logbook .entry { border-top: 1px solid #ccc; margin-top: 1.5em; break-inside: avoid; }
+.nbhelpers-logbook .meta, .nbhelpers-logbook .author { color: #666; font-style: italic; }
 .nbhelpers-logbook .entry p { white-space: pre-wrap; }
-.nbhelpers-logbook img { max-width: 480px; height: auto; }
-"""
-
-_HTML_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-{body}
-</body>
-</html>
+.nbhelpers-logbook img { max-width: 100%; height: auto; }
+div.nbhelpers-logbook img { max-width: 480px; }
+@media print { body.nbhelpers-logbook { margin: 0; max-width: none; } }
 """

@@ -1,9 +1,12 @@
-"""Plots and text summaries of training runs.
+"""Plots and text summaries of training runs, and the axes style every figure shares.
 
 * :func:`plot_learning_curves`: loss and accuracy per split against the epoch, one run.
 * :func:`plot_runs`: several runs on the same axes, legend by run name.
 * :func:`plot_step_losses`: the mini-batch training loss of every step.
 * :func:`summary_text`: best and final accuracy per split and the wall time, as text.
+* :func:`history_rows`: the per-epoch rows of a run, whatever form it comes in.
+* :func:`finish_axes`: labels, grid and legend; whole-number epoch ticks; an accuracy
+  axis kept within [0, 1] on request (used by :mod:`nbhelpers.stats` too).
 
 Every function accepts a :class:`nbhelpers.records.RunRecord`, a
 :class:`nbhelpers.train.History` or a record dict, and returns the matplotlib
@@ -13,50 +16,78 @@ Figure without calling ``plt.show()``; a notebook displays the returned figure.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["plot_learning_curves", "plot_runs", "plot_step_losses", "summary_text"]
+from nbhelpers.data import SPLITS
 
-SPLITS = ("train", "valid", "test")
+__all__ = [
+    "finish_axes",
+    "history_rows",
+    "plot_learning_curves",
+    "plot_runs",
+    "plot_step_losses",
+    "summary_text",
+]
+
 _SPLIT_STYLE = {"train": "-", "valid": "--", "test": ":"}
 
 
-def _rows(run: Any) -> list[dict[str, Any]]:
-    """The per-epoch dicts of a RunRecord, History or record dict."""
-    if isinstance(run, dict):
-        rows = run.get("history", run.get("epochs"))
-    else:
-        rows = getattr(run, "history", None)
-        if not isinstance(rows, list):
-            rows = getattr(run, "epochs", None)
-    if not isinstance(rows, list):
-        raise TypeError(
-            "expected a RunRecord, a History or a record dict with per-epoch metrics, "
-            f"got {type(run).__name__}"
-        )
-    return rows
+def _get(run: Any, key: str, default: Any = None) -> Any:
+    """``run[key]`` of a record dict, ``run.key`` of a record object."""
+    return run.get(key, default) if isinstance(run, Mapping) else getattr(run, key, default)
 
 
-def _name(run: Any, default: str) -> str:
-    if isinstance(run, dict):
-        return str(run.get("name", default))
-    return str(getattr(run, "name", default))
+def history_rows(run: Any) -> list[dict[str, Any]]:
+    """The per-epoch dicts of a run: a ``RunRecord`` (``.history``), a ``History``
+    (``.epochs``), a record dict (``["history"]``) or the list of per-epoch dicts itself.
+
+    Raises:
+        TypeError: ``run`` holds no per-epoch history (the message names its type).
+    """
+    rows = next((v for v in (_get(run, "history"), _get(run, "epochs")) if v is not None), run)
+    if isinstance(rows, Sequence) and not isinstance(rows, (str, bytes)):
+        if all(isinstance(row, Mapping) for row in rows):
+            return list(rows)  # may be empty: a run that finished no epoch
+    raise TypeError(
+        "expected a RunRecord, a History, a record dict or a list of per-epoch dicts, "
+        f"got {type(run).__name__}"
+    )
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
-    for row in rows:
-        value = row.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            xs.append(row["epoch"])
-            ys.append(float(value))
-    return xs, ys
+    pairs = [
+        (row["epoch"], float(row[key]))
+        for row in rows
+        if isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
+    ]
+    return [x for x, _ in pairs], [y for _, y in pairs]
 
 
-def _splits_present(rows: list[dict[str, Any]], splits: Sequence[str] | None) -> list[str]:
-    wanted = SPLITS if splits is None else tuple(splits)
-    return [s for s in wanted if any(f"{s}_accuracy" in row for row in rows)]
+def _splits_present(rows: list[dict[str, Any]], splits: Sequence[str] | None = None) -> list[str]:
+    return [s for s in (splits or SPLITS) if any(f"{s}_accuracy" in row for row in rows)]
+
+
+def finish_axes(ax, ylabel: str, *, xlabel: str = "epoch", unit_interval: bool = False) -> None:
+    """Label, grid and legend ``ax`` the way every figure of the package does.
+
+    An ``xlabel`` of "epoch" gets whole-number ticks (epochs are counted, not
+    measured); ``unit_interval`` keeps the y-axis within [0, 1] (an accuracy whose
+    confidence band reaches beyond). A legend is added when there are labelled
+    artists and ``ax`` has none yet.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if xlabel == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if unit_interval:
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 1.0))
+    ax.grid(alpha=0.3)
+    if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
+        ax.legend()
 
 
 def plot_learning_curves(run: Any, splits: Sequence[str] | None = None, *, title=None):
@@ -78,7 +109,7 @@ def plot_learning_curves(run: Any, splits: Sequence[str] | None = None, *, title
     """
     import matplotlib.pyplot as plt
 
-    rows = _rows(run)
+    rows = history_rows(run)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     for split in _splits_present(rows, splits):
         style = _SPLIT_STYLE.get(split, "-")
@@ -88,22 +119,11 @@ def plot_learning_curves(run: Any, splits: Sequence[str] | None = None, *, title
         xs, ys = _series(rows, key)
         if xs:
             ax.plot(xs, ys, color="0.6", marker=".", label="train (running)")
-    _label(ax_loss, "loss (cross-entropy)")
-    _label(ax_acc, "accuracy")
-    fig.suptitle(title if title is not None else _name(run, "run"))
+    finish_axes(ax_loss, "loss (cross-entropy)")
+    finish_axes(ax_acc, "accuracy")
+    fig.suptitle(title if title is not None else _get(run, "name", "run"))
     fig.tight_layout()
     return fig
-
-
-def _label(ax, ylabel: str) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
 
 
 def plot_runs(runs: Sequence[Any], split: str = "test", *, names: Sequence[str] | None = None):
@@ -125,21 +145,28 @@ def plot_runs(runs: Sequence[Any], split: str = "test", *, names: Sequence[str] 
 
     if not runs:
         raise ValueError("plot_runs needs at least one run")
-    if names is not None and len(names) != len(runs):
-        raise ValueError(f"got {len(names)} names for {len(runs)} runs")
-    prefix = "running" if split == "running" else split
+    names = _names(runs, names)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for i, run in enumerate(runs):
-        rows = _rows(run)
-        label = names[i] if names is not None else _name(run, f"run {i + 1}")
-        (line,) = ax_loss.plot(*_series(rows, f"{prefix}_loss"), marker="o", label=label)
+    for run, label in zip(runs, names, strict=True):
+        rows = history_rows(run)
+        (line,) = ax_loss.plot(*_series(rows, f"{split}_loss"), marker="o", label=label)
         ax_acc.plot(
-            *_series(rows, f"{prefix}_accuracy"), marker="o", color=line.get_color(), label=label
+            *_series(rows, f"{split}_accuracy"), marker="o", color=line.get_color(), label=label
         )
-    _label(ax_loss, f"{split} loss")
-    _label(ax_acc, f"{split} accuracy")
+    finish_axes(ax_loss, f"{split} loss")
+    finish_axes(ax_acc, f"{split} accuracy")
     fig.tight_layout()
     return fig
+
+
+def _names(runs: Sequence[Any], names: Sequence[str] | None) -> list[str]:
+    if names is not None and len(names) != len(runs):
+        raise ValueError(f"got {len(names)} names for {len(runs)} runs")
+    return (
+        list(names)
+        if names is not None
+        else [_get(r, "name", f"run {i + 1}") for i, r in enumerate(runs)]
+    )
 
 
 def plot_step_losses(runs: Any, *, names: Sequence[str] | None = None, log_y: bool = False):
@@ -158,31 +185,22 @@ def plot_step_losses(runs: Any, *, names: Sequence[str] | None = None, log_y: bo
     """
     import matplotlib.pyplot as plt
 
-    if not isinstance(runs, (list, tuple)):
-        runs = [runs]
+    runs = runs if isinstance(runs, (list, tuple)) else [runs]
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for i, run in enumerate(runs):
-        losses = (
-            run.get("step_losses") if isinstance(run, dict) else getattr(run, "step_losses", None)
-        )
+    for run, label in zip(runs, _names(runs, names), strict=True):
+        losses = _get(run, "step_losses")
         if losses is None:
             raise TypeError(f"{type(run).__name__} has no step_losses")
-        label = names[i] if names is not None else _name(run, f"run {i + 1}")
         ax.plot(range(len(losses)), losses, lw=1, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("mini-batch training loss")
     if log_y:
         ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    finish_axes(ax, "mini-batch training loss", xlabel="step")
     fig.tight_layout()
     return fig
 
 
-def _fmt_acc(value: Any) -> str:
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return f"{value:.1%}"
-    return "n/a"
+def _percent(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
 
 
 def summary_text(run: Any) -> str:
@@ -199,21 +217,19 @@ def summary_text(run: Any) -> str:
     Raises:
         TypeError: ``run`` has no per-epoch metrics.
     """
-    rows = _rows(run)
-    timings = run.get("timings", {}) if isinstance(run, dict) else getattr(run, "timings", {})
-    status = run.get("status") if isinstance(run, dict) else getattr(run, "status", None)
+    rows = history_rows(run)
+    timings = _get(run, "timings") or {}
     wall = timings.get("wall_s", timings.get("total_s"))
-    head = f"{_name(run, 'run')} ({status or 'complete'}, {len(rows)} epochs"
-    head += f", {wall:.1f} s)" if isinstance(wall, (int, float)) else ")"
-    lines = [head, f"  {'split':<7} {'best':>6}  {'final':>6}"]
-    splits = _splits_present(rows, None)
-    for split in splits:
-        _, accs = _series(rows, f"{split}_accuracy")
-        finite = [a for a in accs if math.isfinite(a)]
-        best = max(finite) if finite else math.nan
-        lines.append(f"  {split:<7} {_fmt_acc(best):>6}  {_fmt_acc(accs[-1]):>6}")
-    if not splits:
-        _, accs = _series(rows, "running_accuracy")
-        final = accs[-1] if accs else math.nan
-        lines.append(f"  (no evaluation; running train accuracy {_fmt_acc(final)})")
+    head = f"{_get(run, 'name', 'run')} ({_get(run, 'status') or 'complete'}, {len(rows)} epochs"
+    lines = [head + (f", {wall:.1f} s)" if isinstance(wall, (int, float)) else ")")]
+    lines.append(f"  {'split':<7} {'best':>6}  {'final':>6}")
+    for split in _splits_present(rows):
+        accs = _series(rows, f"{split}_accuracy")[1]
+        best = max((a for a in accs if math.isfinite(a)), default=math.nan)
+        lines.append(f"  {split:<7} {_percent(best):>6}  {_percent(accs[-1]):>6}")
+    if not _splits_present(rows):
+        accs = _series(rows, "running_accuracy")[1]
+        lines.append(
+            f"  (no evaluation; running train accuracy {_percent(accs[-1] if accs else math.nan)})"
+        )
     return "\n".join(lines)

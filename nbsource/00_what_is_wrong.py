@@ -31,12 +31,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
-from matplotlib.ticker import MaxNLocator
 
 from nbhelpers.data import DataBundle
 from nbhelpers.experiment import reference_fix_config
 from nbhelpers.logbook import Logbook
 from nbhelpers.notebook import record_stage, start
+from nbhelpers.plots import finish_axes
 from nbhelpers.records import default_runs_dir
 from nbhelpers.search import TuningTarget, sqlite_url, trials_frame, tune_config
 from nbhelpers.selfcheck import check
@@ -262,13 +262,6 @@ curves_A_long = run_config_seeds(A.replace(lr=lr_A_long), SEEDS, metric=METRICS,
 curves_B_long = run_config_seeds(B.replace(lr=lr_B_long), SEEDS, metric=METRICS, data=data)
 
 
-def tidy(ax):
-    """Whole epochs on the x-axis; the accuracy axis clipped to [0, 1] (a wide CI band may reach beyond)."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    low, high = ax.get_ylim()
-    ax.set_ylim(max(low, 0.0), min(high, 1.0))
-
-
 fig_long = plot_curves(
     {f"A (lr {lr_A_long:.2g})": curves_A_long, f"B (lr {lr_B_long:.2g})": curves_B_long},
     "test_accuracy",
@@ -276,7 +269,6 @@ fig_long = plot_curves(
     ylabel="test accuracy",
     title=f"Both tuned for epoch {LONG}: mean over {len(SEEDS)} seeds",
 )
-tidy(fig_long.axes[0])
 plt.show()
 
 # %% [markdown]
@@ -388,14 +380,13 @@ def plot_short_budget(ax):
                        label="single seeds" if (x, name) == (0, "A") else None)  # fmt: skip
     ax.set_xticks(range(len(groups)), [label for _, label in groups])
     ax.set_xlim(-0.5, len(groups) - 0.5)
-    ax.set(ylabel=f"test accuracy at epoch {SHORT}", title=f"At the short budget ({SHORT} epoch(s)), {len(SEEDS)} seeds")
-    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"At the short budget ({SHORT} epoch(s)), {len(SEEDS)} seeds")
     ax.legend(title="diamond: mean, bar: 95% CI")
+    finish_axes(ax, f"test accuracy at epoch {SHORT}", xlabel="", unit_interval=True)  # a wide CI stays within [0, 1]
 
 
 fig_short, ax = plt.subplots(figsize=(7, 4.2))
 plot_short_budget(ax)
-tidy(ax)
 fig_short.tight_layout()
 plt.show()
 

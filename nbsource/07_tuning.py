@@ -36,7 +36,6 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
-from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
 from nbhelpers.data import DataBundle
@@ -97,16 +96,8 @@ print("fixed pipeline:", describe_config(fixed))
 handover_run = run(handover, data=data)
 fixed_run = run(fixed, data=data)
 
-
-def whole_epochs(fig):
-    """Whole epochs on every x-axis of a learning-curve figure."""
-    for ax in fig.axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
 fig_start = plot_runs([handover_run, fixed_run], split="valid", names=["handover", "fixed pipeline (lr 1e-5)"])
 fig_start.suptitle("Where we start: validation loss and accuracy")
-whole_epochs(fig_start)
 fig_start.tight_layout()
 plt.show()
 
@@ -245,7 +236,6 @@ display(table.style.format({c: "{:.1%}" for c in table.columns[2:]} | {"best lr"
 # %%
 fig_best = plot_runs(list(best_runs.values()), split="valid", names=[f"{k} (lr {r.config['lr']:g})" for k, r in best_runs.items()])
 fig_best.suptitle("Best run of each stage: validation loss and accuracy")
-whole_epochs(fig_best)
 fig_best.tight_layout()
 plt.show()
 
@@ -310,9 +300,6 @@ fig_final = plot_curves(
     {best_label: final_curves}, "test_accuracy", show_seeds=True, ylabel="test accuracy",
     title=f"Final configuration: mean over {len(final_test)} seed(s)",
 )  # fmt: skip
-whole_epochs(fig_final)
-low, high = fig_final.axes[0].get_ylim()
-fig_final.axes[0].set_ylim(max(low, 0.0), min(high, 1.0))  # a wide band with few seeds may reach beyond
 plt.show()
 
 # %% tags=["exercise"]

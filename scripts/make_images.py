@@ -1,7 +1,6 @@
 """Regenerate every figure in images/ (run by `make images`).
 
 - images/standin_grid.png: 64 images of the offline stand-in (scripts/make_standin_grid.py)
-- images/question_a_vs_b.png: the curves of notebook 00's question (scripts/make_question_figure.py)
 - images/cockpit_dashboard_handover.png: the Cockpit dashboard of the shipped handover log
   (made by scripts/make_cockpit_logs.py)
 """
@@ -32,10 +31,9 @@ def cockpit_dashboard(name: str = "handover") -> Path:
 
 def main() -> int:
     IMAGES.mkdir(exist_ok=True)
-    for script in ("make_standin_grid.py", "make_question_figure.py"):
-        print(f"running scripts/{script}")
-        sys.argv = [script]
-        runpy.run_path(str(ROOT / "scripts" / script), run_name="__main__")
+    print("running scripts/make_standin_grid.py")
+    sys.argv = ["make_standin_grid.py"]
+    runpy.run_path(str(ROOT / "scripts" / "make_standin_grid.py"), run_name="__main__")
     print(f"wrote {cockpit_dashboard('handover')}")
     return 0
 

@@ -157,7 +157,7 @@ def test_empty_logbook_exports(tmp_path):
 
 
 def test_bad_directory_fails_at_construction(tmp_path, monkeypatch):
-    with pytest.raises(TypeError, match="123"):
+    with pytest.raises(TypeError, match="int"):
         Logbook(123)
     a_file = tmp_path / "notes.txt"
     a_file.write_text("my notes")

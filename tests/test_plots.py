@@ -9,7 +9,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from nbhelpers.plots import plot_learning_curves, plot_runs, plot_step_losses, summary_text  # noqa: E402
+from nbhelpers.plots import (  # noqa: E402
+    finish_axes,
+    history_rows,
+    plot_learning_curves,
+    plot_runs,
+    plot_step_losses,
+    summary_text,
+)
 from nbhelpers.records import RunRecord  # noqa: E402
 from nbhelpers.train import History  # noqa: E402
 
@@ -108,3 +115,26 @@ def test_epoch_axes_show_whole_epochs_only():
         for ax in fig.axes:
             ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
             assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_history_rows_reads_every_form_of_a_run():
+    record = _record("a", 0.1)
+    rows = record.history
+    assert history_rows(record) == rows
+    assert history_rows(History(epochs=rows)) == rows
+    assert history_rows({"name": "a", "history": rows}) == rows
+    assert history_rows(rows) == rows and history_rows([]) == []
+    for bad in (42, "abc", [1.0, 2.0], {"name": "no history"}):
+        with pytest.raises(TypeError, match="per-epoch dicts"):
+            history_rows(bad)
+
+
+def test_finish_axes_keeps_a_legend_and_clips_only_on_request():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [-0.5, 1.5], label="band")
+    ax.legend(title="mine")
+    finish_axes(ax, "accuracy", xlabel="", unit_interval=True)
+    assert ax.get_legend().get_title().get_text() == "mine"
+    assert ax.get_ylim() == (0.0, 1.0) and ax.get_ylabel() == "accuracy"
+    finish_axes(ax2 := fig.add_subplot(2, 1, 2), "loss")
+    assert ax2.get_xlabel() == "epoch" and ax2.get_legend() is None

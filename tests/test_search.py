@@ -1,12 +1,6 @@
-"""Tests of nbhelpers.search: space checks, budgets, resuming, several workers (no training)."""
+"""Tests of nbhelpers.search: search spaces, budgets, storage and resuming (no training)."""
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import matplotlib
 
@@ -40,28 +34,34 @@ def complete_trials(study):
 
 @pytest.mark.parametrize(
     ("space", "message"),
-    [
-        ({"lr": ("log", 0.1, 0.1)}, "'lr'.*empty range"),
-        ({"lr": ("log", 0.0, 0.1)}, "'lr'.*low > 0"),
-        ({"momentum": ("float", 0.9, 0.1)}, "'momentum'.*empty range"),
-        ({"width": ("int", 32, 32)}, "'width'.*empty range"),
-        ({"width": ("int", 16.5, 32)}, "'width'.*whole numbers"),
-        ({"lr": ("uniform", 0.0, 1.0)}, "'lr'.*unknown kind 'uniform'"),
-        ({"opt": ("cat", [])}, "'opt'.*at least one choice"),
-        ({"opt": ("cat", ["a", "a"])}, "'opt'.*distinct"),
-        ({"lr": ("log", 1e-3)}, "'lr'.*expected"),
-        ({}, "empty"),
+    [  # Optuna's own errors, prefixed with the entry
+        ({"lr": ("log", 0.1, 0.01)}, "'lr'.*`low <= high` must hold"),
+        ({"lr": ("log", 0.0, 0.1)}, "'lr'.*`low > 0` must hold for `log=True`"),
+        ({"momentum": ("float", 0.9, 0.1)}, "'momentum'.*`low <= high`"),
+        ({"width": ("int", 32, 16)}, "'width'.*`low <= high`"),
+        ({"opt": ("cat", [])}, "'opt'.*one or more elements"),
+        ({"lr": ("log", 1e-3)}, "'lr'.*missing 1 required positional argument: 'high'"),
+        # ours: what Optuna cannot see
+        ({"lr": ("uniform", 0.0, 1.0)}, "'lr'.*kind \\(log, float, int, cat\\)"),
+        ({"lr": 1e-3}, "'lr'=0.001 is invalid"),
+        ({}, "at least one entry"),
     ],
 )
 def test_bad_spaces_raise(space, message):
     with pytest.raises(ValueError, match=message):
-        search.validate_space(space)
+        search.distributions(space)
+    with pytest.raises(ValueError, match=message):  # before any study or training
+        search.Objective(fake_train, space, TARGET)
 
 
 def test_space_and_target():
-    assert search.validate_space({"width": ("int", 16, 64)}) == {"width": ("int", 16, 64)}
+    dists = search.distributions({"width": ("int", 16, 64), "lr": ("log", 1e-4, 1e-2)})
+    assert dists == {
+        "width": optuna.distributions.IntDistribution(16, 64),
+        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+    }
     with pytest.raises(TypeError, match="dict"):
-        search.validate_space([("lr", "log", 1e-5, 1e-1)])
+        search.distributions([("lr", "log", 1e-5, 1e-1)])
     assert search.TuningTarget("valid_loss", 2).direction == "minimize"
     assert TARGET.direction == "maximize"
     assert TARGET.describe() == "highest valid accuracy at epoch 3"
@@ -172,114 +172,29 @@ def test_interrupted_study_resumes_to_total(tmp_path):
         search.open_study("lr", storage, direction="minimize")
 
 
-def _write_objectives(folder):
-    (folder / "fake_objectives.py").write_text(
-        textwrap.dedent(
-            """
-            import os, pathlib, time
-
-            READY = pathlib.Path(os.environ["READY_DIR"])
-
-            def objective(trial):
-                x = trial.suggest_float("x", 0.0, 1.0)
-                trial.set_user_attr("pid", os.getpid())
-                (READY / str(os.getpid())).touch()
-                deadline = time.time() + 60
-                while len(list(READY.iterdir())) < 2 and time.time() < deadline:
-                    time.sleep(0.05)  # wait until both workers are running
-                time.sleep(0.1)
-                return x
-
-            def hang(trial):
-                trial.suggest_float("x", 0.0, 1.0)
-                time.sleep(300)
-                return 0.0
-            """
-        )
-    )
-
-
-def _worker(tmp_path, storage, objective, n, *extra):
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), READY_DIR=str(tmp_path / "ready"))
-    cmd = [sys.executable, "-m", "nbhelpers.search", "--storage", storage, "--study", "par"]
-    cmd += ["--trials", str(n), "--objective", f"fake_objectives:{objective}", "--no-progress"]
-    return subprocess.Popen(
-        cmd + list(extra), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-
-
-def test_two_worker_processes_complete_exactly_n(tmp_path):
-    _write_objectives(tmp_path)
-    (tmp_path / "ready").mkdir()
-    storage = search.sqlite_url(tmp_path / "shared.db")
-    n = 8
-    workers = [_worker(tmp_path, storage, "objective", n) for _ in range(2)]
-    outputs = [w.communicate(timeout=120)[0].decode() for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
-    study = optuna.load_study(study_name="par", storage=storage)
-    done = complete_trials(study)
-    assert len(done) == n
-    numbers = [t.number for t in done]
-    assert len(set(numbers)) == n
-    assert len({t.params["x"] for t in done}) == n  # no duplicated draws across workers
-    assert len({t.user_attrs["pid"] for t in done}) == 2  # both workers did trials
-    assert not study.get_trials(states=(TrialState.RUNNING,))
-
-
-def test_killed_worker_trial_is_failed_by_heartbeat(tmp_path):
-    _write_objectives(tmp_path)
-    (tmp_path / "ready").mkdir()
-    storage = search.sqlite_url(tmp_path / "killed.db")
-    worker = _worker(tmp_path, storage, "hang", 3, "--heartbeat-s", "1")
-    deadline = time.time() + 60
-    running = []
-    while not running and time.time() < deadline:
-        time.sleep(0.3)
-        try:
-            study = optuna.load_study(study_name="par", storage=storage)
-            running = study.get_trials(states=(TrialState.RUNNING,))
-        except KeyError:  # study not created yet
-            pass
-    assert running, "the worker never started a trial"
-    os.kill(worker.pid, signal.SIGKILL)  # like a kernel killed mid-trial
-    worker.wait(timeout=30)
-    # wait until the dead trial's heartbeat is stale (grace: 2 heartbeats), however loaded the machine
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(1.0)
-        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=1, grace_period=2)
-        stale = optuna.load_study(study_name="par", storage=rdb)
-        optuna.storages.fail_stale_trials(stale)
-        if stale.trials[0].state == TrialState.FAIL:
-            break
-    study = search.run_study(
-        lambda t: t.suggest_float("x", 0.0, 1.0), study_name="par", storage=storage, n_trials=3,
-        heartbeat_s=1, progress=False,
-    )  # fmt: skip
-    assert len(complete_trials(study)) == 3
-    assert study.trials[0].state == TrialState.FAIL
-
-
 def test_interrupted_run_record_fails_the_trial():
     class Interrupted:  # what experiment.run returns after Ctrl-C
         status = "interrupted"
         name = "r"
         history = [{"epoch": 1, "valid_accuracy": 0.3}]
 
-    study = search.open_study("intr", None)
+    storage = optuna.storages.InMemoryStorage()
     with pytest.raises(KeyboardInterrupt):
-        search.run_study(
-            search.make_objective(lambda p: Interrupted(), SPACE, TARGET),
-            study_name="intr", storage=study._storage, n_trials=3, progress=False,
+        search.random_search(
+            lambda p: Interrupted(), SPACE, TARGET, study_name="intr", storage=storage,
+            n_trials=3, progress=False,
         )  # fmt: skip
+    study = search.open_study("intr", storage)
     assert [t.state for t in study.trials] == [TrialState.FAIL]
 
 
 def test_target_metric_is_checked_at_construction():
-    with pytest.raises(ValueError, match="'valid_acc'.*did you mean 'valid_accuracy'.*test_loss"):
+    with pytest.raises(
+        ValueError, match="metric='valid_acc' is invalid.*'valid_accuracy'.*'test_loss'"
+    ):
         search.TuningTarget("valid_acc", epoch=3)
     for epoch in (0, 2.5, True, "3"):
-        with pytest.raises(ValueError, match="epoch must be a positive int"):
+        with pytest.raises(ValueError, match="epoch=.* is invalid; valid: an integer >= 1"):
             search.TuningTarget("valid_accuracy", epoch)
     from nbhelpers.experiment import EVAL_SPLITS
 
@@ -292,7 +207,7 @@ def test_target_metric_is_checked_at_construction():
 @pytest.mark.parametrize(
     ("space", "message"),
     [
-        ({"lr": ("float", -1, -0.5)}, r"'lr' = \('float', -1.0, -0.5\): -1.0 is not a valid lr"),
+        ({"lr": ("float", -1, -0.5)}, r"'lr' = \('float', -1, -0.5\): -1.0 is not a valid lr"),
         ({"momentum": ("float", 0.0, 1.0)}, "'momentum'.*1.0 is not a valid momentum"),
         ({"optimizer": ("cat", ["adam", "rmsprop"])}, "'rmsprop' is not a valid optimizer"),
     ],
@@ -327,3 +242,34 @@ def test_open_study_creates_only_one_missing_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default "sqlite:///runs/optuna.db"
     search.open_study("s")
     assert (tmp_path / "runs" / "optuna.db").is_file()
+
+
+def test_a_study_in_an_optuna_journal_file_is_shared(tmp_path):
+    """How the README shares one study between machines: one Optuna storage, one name."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    def machine():  # each machine opens its own storage object on the shared file
+        return JournalStorage(JournalFileBackend(str(tmp_path / "optuna.log")))
+
+    first = search.random_search(
+        fake_train,
+        SPACE,
+        TARGET,
+        study_name="shared",
+        storage=machine(),
+        n_trials=3,
+        progress=False,
+    )
+    assert len(complete_trials(first)) == 3
+    second = search.random_search(
+        fake_train,
+        SPACE,
+        TARGET,
+        study_name="shared",
+        storage=machine(),
+        n_trials=5,
+        progress=False,
+    )
+    assert len(complete_trials(second)) == 5  # the first machine's trials count
+    assert len({t.params["lr"] for t in second.trials}) == 5  # and are not drawn again
