@@ -154,7 +154,7 @@ class DataBundle:
 
     def summary(self) -> str:
         """A few lines: the source, split sizes and class counts."""
-        kind = "SYNTHETIC STAND-IN, not real SVHN" if self.is_synthetic else "real SVHN"
+        kind = "STAND-IN, not real SVHN" if self.is_synthetic else "real SVHN"
         lines = [f"data source: {self.source} ({kind})"]
         for name, split in self.splits().items():
             lines.append(

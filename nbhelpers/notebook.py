@@ -73,7 +73,7 @@ def start(
     """Set up a notebook: pick the device, resolve the budget, seed everything, load the data.
 
     Prints the version banner, the budget and a summary of the data (source, split sizes,
-    class counts); the stand-in data is announced loudly.
+    class counts); the synthetic stand-in is announced loudly.
 
     Args:
         budget: ``"tiny"``, ``"quick"``, ``"full"``, a :class:`Budget` or ``None`` (full on a

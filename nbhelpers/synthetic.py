@@ -128,7 +128,7 @@ def _place(crop: np.ndarray, radius: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def glyph_bank() -> tuple[torch.Tensor, torch.Tensor]:
-    """The pre-rendered digit masks every stand-in image is composed from.
+    """The pre-rendered digit masks every image of the synthetic stand-in is composed from.
 
     Returns:
         masks: float32 tensor (S, 10, 32, 32) with values in [0, 1] (ink coverage); S = fonts

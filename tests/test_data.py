@@ -39,7 +39,7 @@ def test_load_data_splits_are_disjoint_and_sized(fake_source):
     rows = lambda s: {bytes(img.numpy()) for img in s.images}  # noqa: E731
     assert not rows(bundle.train) & rows(bundle.valid)
     assert rows(bundle.test) <= {bytes(img.numpy()) for img in fake_source["test"][0]}
-    assert "SYNTHETIC STAND-IN" in bundle.summary()
+    assert "synthetic (STAND-IN, not real SVHN)" in bundle.summary()
 
 
 def test_load_data_is_deterministic_for_a_seed(fake_source):

@@ -56,7 +56,7 @@ def test_seed_everything_takes_the_largest_seed():
     assert np.random.get_state()[1][0] == np.random.RandomState(2**32 - 1).get_state()[1][0]
 
 
-def test_banner_mentions_versions_device_and_stand_in():
+def test_banner_mentions_versions_device_and_the_synthetic_stand_in():
     line = env.banner("cpu", data_source="synthetic")
     for word in ("python", "torch", "torchvision", "backpack", "cockpit", "device cpu", "STAND-IN"):
         assert word in line
