@@ -11,8 +11,9 @@ The download itself is a short function of our own, because
 :func:`torchvision.datasets.utils.download_url` has no timeout (an offline
 machine would hang), always draws a progress bar, and writes straight to the
 final file name (an interrupted download would leave a partial file in place).
-Here a download goes to a temporary ``*.part`` file, is checked (size, MD5,
-readable ``.mat``) and only then moved into place.
+Here a download goes to a temporary ``*.part`` file next to its target
+(:func:`nbhelpers.files.atomic_path`), is checked (size, MD5) and only then renamed
+into place; a file in place that is damaged is renamed to ``<name>.corrupt``.
 
 Settings (argument first, then environment variable, then default):
 
@@ -338,7 +339,10 @@ def load_svhn(
     note = ""
     if path.is_file() and not check_integrity(path, expected):
         moved = _quarantine(path)
-        note = f"The file in place had the wrong MD5 sum (expected {expected}); it was renamed to {moved.name}. "
+        note = (
+            f"The file in place had the wrong MD5 sum (expected {expected}); it was renamed to "
+            f"{moved.name}. "
+        )
 
     def fail(what: str) -> SVHNUnavailable:
         overrides = {split: expected} if expected != SVHN_FILES[split][1] else None
