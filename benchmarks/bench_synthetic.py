@@ -1,4 +1,4 @@
-"""Benchmark of the stand-in data set: full-size generation and cached load.
+"""Benchmark of the synthetic stand-in: full-size generation and cached load.
 
 Generates both full-size splits (train 73,257 + test 26,032 images) into a temporary data
 directory (so the on-disk cache is written too), then loads them again from that cache.

@@ -1,8 +1,8 @@
-"""The environment of a notebook: device choice, seeding, Colab detection, version banner.
+"""The environment of a notebook: device choice, seeding, Colab detection, version banner,
+and the folders where data and the learner's work live.
 
-Every notebook of the series starts with::
+:func:`nbhelpers.notebook.start` puts these together at the top of every notebook::
 
-    from nbhelpers.env import pick_device, seed_everything, print_banner
     device = pick_device()
     seed_everything(0)
     print_banner(device, data_source="synthetic")
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_DEVICE_KINDS = ("cuda", "mps", "cpu")
+from nbhelpers import validate
 
 
 def default_data_dir() -> Path:
@@ -85,24 +85,16 @@ def pick_device(prefer: str | None = None) -> torch.device:
         RuntimeError: the requested device kind is not available on this machine.
     """
     prefer = prefer if prefer is not None else os.environ.get("NBHELPERS_DEVICE")
-    if prefer is None or prefer == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+    available = {"cuda": torch.cuda.is_available(), "mps": _mps_available(), "cpu": True}
+    if prefer in (None, "auto"):
+        return torch.device(next(kind for kind, ok in available.items() if ok))
     kind = str(prefer).split(":")[0]
-    if kind not in _DEVICE_KINDS:
-        raise ValueError(
-            f"Unknown device {prefer!r}; valid: 'auto', 'cuda', 'cuda:N', 'mps', 'cpu'."
-        )
-    if kind == "cuda" and not torch.cuda.is_available():
+    if kind not in available:
+        raise validate.invalid("device", prefer, "'auto', 'cuda', 'cuda:N', 'mps', 'cpu'")
+    if not available[kind]:
+        missing = "no CUDA GPU is" if kind == "cuda" else "Apple MPS is not"
         raise RuntimeError(
-            "Device 'cuda' was requested but no CUDA GPU is available; use 'auto' or 'cpu'."
-        )
-    if kind == "mps" and not _mps_available():
-        raise RuntimeError(
-            "Device 'mps' was requested but Apple MPS is not available; use 'auto' or 'cpu'."
+            f"Device {kind!r} was requested but {missing} available; use 'auto' or 'cpu'."
         )
     return torch.device(prefer)
 
@@ -111,7 +103,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     """Seed Python's ``random``, NumPy and torch (CPU and all GPUs).
 
     Args:
-        seed: a non-negative integer.
+        seed: an integer in [0, 2**32 - 1] (:data:`nbhelpers.validate.MAX_SEED`, the range
+            NumPy's seeding takes).
         deterministic: also ask torch for deterministic algorithms where it has them
             (``torch.use_deterministic_algorithms(True, warn_only=True)`` and cuDNN's
             deterministic mode). Some GPU kernels have no deterministic version; torch then warns
@@ -121,22 +114,18 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
         A ``torch.Generator`` (CPU) seeded with ``seed``, for data shuffling and splits.
 
     Raises:
-        ValueError: ``seed`` is not a non-negative integer.
+        ValueError: ``seed`` is not an integer in that range (the message names the range).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
-    seed = int(seed)
+    seed = validate.seed("seed", seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
+    return torch.Generator().manual_seed(seed)
 
 
 def _version(dist: str) -> str:
@@ -176,18 +165,12 @@ def banner(device: torch.device | str | None = None, data_source: str | None = N
     """
     v = versions()
     parts = [
-        f"python {v['python']}",
-        f"torch {v['torch']}",
-        f"torchvision {v['torchvision']}",
-        f"backpack {v['backpack']}",
-        f"cockpit {v['cockpit']}",
-        f"device {device_name(device)}",
+        f"{name} {v[name]}" for name in ("python", "torch", "torchvision", "backpack", "cockpit")
     ]
+    parts.append(f"device {device_name(device)}")
     if data_source is not None:
-        label = data_source
-        if data_source == "synthetic":
-            label = "synthetic (STAND-IN, not real SVHN)"
-        parts.append(f"data {label}")
+        note = " (STAND-IN, not real SVHN)" if data_source == "synthetic" else ""
+        parts.append(f"data {data_source}{note}")
     if in_colab():
         parts.append("Colab")
     return " | ".join(parts)

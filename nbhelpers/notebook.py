@@ -18,29 +18,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nbhelpers import validate
 from nbhelpers.budget import Budget, resolve_budget
 from nbhelpers.data import DataBundle, load_data
 from nbhelpers.env import banner, pick_device, seed_everything
 from nbhelpers.files import atomic_path
-
-__all__ = [
-    "NotebookContext",
-    "default_stages_dir",
-    "read_stages",
-    "record_stage",
-    "stage_path",
-    "start",
-]
 
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -48,30 +38,22 @@ _STAGE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _current: NotebookContext | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class NotebookContext:
     """What :func:`start` set up.
 
     Attributes:
         device: the training device (``torch.device``).
         budget: the compute budget (:class:`nbhelpers.budget.Budget`).
-        bundle: the train / valid / test splits (:class:`nbhelpers.data.DataBundle`).
+        bundle: the train / valid / test splits (:class:`nbhelpers.data.DataBundle`); its
+            ``source`` says what was actually loaded (``"svhn"`` or ``"synthetic"``).
         seed: the seed everything was seeded with.
-        generator: a CPU ``torch.Generator`` seeded with ``seed``.
-        started_at: ``time.time()`` when :func:`start` ran (seconds since the epoch).
     """
 
     device: torch.device
     budget: Budget
     bundle: DataBundle
     seed: int
-    generator: torch.Generator = field(repr=False)
-    started_at: float = field(default_factory=time.time)
-
-    @property
-    def data_source(self) -> str:
-        """``"svhn"`` or ``"synthetic"`` (what was actually loaded)."""
-        return self.bundle.source
 
     def __iter__(self):
         """Unpack as ``device, budget, bundle = ctx``."""
@@ -91,14 +73,16 @@ def start(
     """Set up a notebook: pick the device, resolve the budget, seed everything, load the data.
 
     Prints the version banner, the budget and a summary of the data (source, split sizes,
-    class counts); the stand-in data is announced loudly.
+    class counts); the synthetic stand-in is announced loudly.
 
     Args:
         budget: ``"tiny"``, ``"quick"``, ``"full"``, a :class:`Budget` or ``None`` (full on a
             GPU, quick elsewhere).
         data_source: ``"svhn"``, ``"synthetic"`` or ``"auto"``.
-        download: allow downloading SVHN (about 240 MB).
-        seed: seed of Python, NumPy, torch and of the data splits.
+        download: allow downloading SVHN (about 240 MB): True or False, or one of the
+            spellings a notebook parameter may arrive in from the command line (``"true"`` /
+            ``"false"``, ``"yes"`` / ``"no"``, ``"1"`` / ``"0"``, ``"on"`` / ``"off"``).
+        seed: seed of Python, NumPy, torch and of the data splits, in [0, 2**32 - 1].
         device: force a device (default: CUDA, then MPS, then CPU; see
             :func:`nbhelpers.env.pick_device`).
         data_dir: where data lives (default :func:`nbhelpers.env.default_data_dir`).
@@ -108,13 +92,15 @@ def start(
         A :class:`NotebookContext`; it also unpacks as ``device, budget, bundle``.
 
     Raises:
-        ValueError: unknown budget, data source or device; bad seed.
+        ValueError: unknown budget, data source or device; ``download`` neither a bool nor one
+            of those spellings; bad seed. All before any data is loaded.
         nbhelpers.svhn.SVHNUnavailable: ``data_source="svhn"`` and SVHN cannot be had.
     """
     global _current
+    download = validate.boolean("download", download, spellings=True)
     dev = pick_device(None if device is None else str(device))
     chosen = resolve_budget(budget, dev)
-    generator = seed_everything(seed)
+    seed_everything(seed)
     bundle = load_data(
         data_source,
         data_dir=data_dir,
@@ -124,18 +110,15 @@ def start(
         download=download,
         seed=seed,
     )
-    ctx = NotebookContext(dev, chosen, bundle, int(seed), generator)
+    ctx = NotebookContext(dev, chosen, bundle, int(seed))
     _current = ctx
     if verbose:
-        print(banner(dev, bundle.source))
-        print(_budget_line(chosen))
-        print(bundle.summary())
+        print(f"{banner(dev, bundle.source)}\n{_budget_line(chosen)}\n{bundle.summary()}")
     return ctx
 
 
 def _budget_line(budget: Budget) -> str:
-    n_train = "all" if budget.n_train is None else budget.n_train
-    n_test = "all" if budget.n_test is None else budget.n_test
+    n_train, n_test = ("all" if n is None else n for n in (budget.n_train, budget.n_test))
     return (
         f"budget {budget.name}: {n_train} train / {budget.n_valid} valid / {n_test} test images, "
         f"{budget.epochs} epochs, batch size {budget.batch_size}"
@@ -150,16 +133,6 @@ def default_stages_dir() -> Path:
     from nbhelpers.records import default_runs_dir
 
     return default_runs_dir() / "stages"
-
-
-def _check_accuracy(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"test_accuracy must be a finite number in [0, 1] or None, got {value!r}.")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"test_accuracy must be a fraction in [0, 1] (e.g. 0.932), got {value!r}.")
-    return float(value)
 
 
 def record_stage(
@@ -181,8 +154,9 @@ def record_stage(
     Args:
         stage: the notebook number, e.g. ``"03"`` (letters, digits, ``_.-``).
         label: a few words, e.g. ``"zero_grad fixed"``.
-        test_accuracy: fraction in [0, 1] on the test split (None: the stage has none).
-        run_time_s: wall-clock seconds of the stage's training run (None: not measured).
+        test_accuracy: fraction in [0, 1] on the test split, e.g. 0.932 (None: the stage has none).
+        run_time_s: wall-clock seconds of the stage's training run, finite and >= 0 (None: not
+            measured).
         stages_dir: default :func:`default_stages_dir`.
         **extra: more JSON-serialisable facts (e.g. ``valid_accuracy=0.41``).
 
@@ -190,30 +164,27 @@ def record_stage(
     :func:`stage_path` of ``stage``.
 
     Raises:
-        ValueError: bad ``stage``, empty ``label``, accuracy outside [0, 1], negative time.
-        TypeError: ``extra`` holds values JSON cannot encode.
+        ValueError: bad ``stage``, empty ``label``, accuracy outside [0, 1], a negative or
+            non-finite time.
+        TypeError: ``extra`` holds values JSON cannot encode (raised by ``json``, naming the
+            type).
     """
     if not isinstance(stage, str) or not _STAGE_RE.match(stage):
-        raise ValueError(f"stage must be a short string like '03', got {stage!r}.")
+        raise validate.invalid("stage", stage, "a short string of letters, digits, _.- like '03'")
     if not isinstance(label, str) or not label.strip():
-        raise ValueError(f"label must be a non-empty string, got {label!r}.")
-    if run_time_s is not None and (not isinstance(run_time_s, (int, float)) or run_time_s < 0):
-        raise ValueError(f"run_time_s must be a non-negative number or None, got {run_time_s!r}.")
+        raise validate.invalid("label", label, "a non-empty string")
     entry: dict[str, Any] = {
         "stage": stage,
         "label": label,
-        "test_accuracy": _check_accuracy(test_accuracy),
-        "run_time_s": None if run_time_s is None else float(run_time_s),
+        "test_accuracy": validate.number("test_accuracy", test_accuracy, 0, 1, allow_none=True),
+        "run_time_s": validate.number("run_time_s", run_time_s, 0, allow_none=True),
         "budget": _current.budget.name if _current else None,
-        "data_source": _current.data_source if _current else None,
+        "data_source": _current.bundle.source if _current else None,
         "device": str(_current.device) if _current else None,
         "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
-    try:
-        text = json.dumps(entry, indent=2, sort_keys=False)
-    except TypeError as err:
-        raise TypeError(f"record_stage: extra values must be JSON-serialisable ({err}).") from err
+    text = json.dumps(entry, indent=2)  # TypeError for extra values JSON cannot encode
     with atomic_path(stage_path(stage, stages_dir)) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     acc = "" if entry["test_accuracy"] is None else f", test accuracy {entry['test_accuracy']:.1%}"

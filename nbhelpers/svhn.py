@@ -11,8 +11,9 @@ The download itself is a short function of our own, because
 :func:`torchvision.datasets.utils.download_url` has no timeout (an offline
 machine would hang), always draws a progress bar, and writes straight to the
 final file name (an interrupted download would leave a partial file in place).
-Here a download goes to a temporary ``*.part`` file, is checked (size, MD5,
-readable ``.mat``) and only then moved into place.
+Here a download goes to a temporary ``*.part`` file next to its target
+(:func:`nbhelpers.files.atomic_path`), is checked (size, MD5) and only then renamed
+into place; a file in place that is damaged is renamed to ``<name>.corrupt``.
 
 Settings (argument first, then environment variable, then default):
 
@@ -27,11 +28,11 @@ with what happened and how to put the files in place by hand.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
 import socket
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,40 +43,22 @@ import torch
 import torchvision
 from torchvision.datasets.utils import check_integrity
 
-from nbhelpers.files import umask_file_mode
+from nbhelpers import validate
+from nbhelpers.env import default_data_dir
+from nbhelpers.files import atomic_path
 
-__all__ = [
-    "DEFAULT_DATA_DIR",
-    "DEFAULT_DOWNLOAD_TIMEOUT",
-    "DEFAULT_SVHN_URL",
-    "SVHN_FILES",
-    "SVHN_SPLIT_SIZES",
-    "SVHNUnavailable",
-    "load_svhn",
-    "manual_install_instructions",
-    "svhn_dir",
-    "svhn_present",
-]
-
-#: Number of images per split of the official files.
+#: Number of images per split of the official files (also the synthetic stand-in's sizes).
 SVHN_SPLIT_SIZES = {"train": 73257, "test": 26032}
 
 #: Default base URL of the SVHN files (the dataset's home page).
 DEFAULT_SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
-
-#: Default data directory; SVHN goes to ``<data dir>/svhn/``.
-DEFAULT_DATA_DIR = Path("~/.cache/nbhelpers")
 
 #: Default timeout in seconds for connecting and for each read of a download.
 DEFAULT_DOWNLOAD_TIMEOUT = 20.0
 
 #: split -> (file name, MD5 sum), taken from ``torchvision.datasets.SVHN.split_list``.
 SVHN_FILES = {
-    split: (
-        torchvision.datasets.SVHN.split_list[split][1],
-        torchvision.datasets.SVHN.split_list[split][2],
-    )
-    for split in SVHN_SPLIT_SIZES
+    split: tuple(torchvision.datasets.SVHN.split_list[split][1:]) for split in SVHN_SPLIT_SIZES
 }
 
 # Approximate sizes of the official files, for the instructions only.
@@ -99,90 +82,53 @@ class SVHNUnavailable(RuntimeError):
 # --------------------------------------------------------------------------- settings
 
 
-def _check_split(split: object) -> str:
-    if not isinstance(split, str) or split not in SVHN_SPLIT_SIZES:
-        valid = ", ".join(repr(s) for s in SVHN_SPLIT_SIZES)
-        raise ValueError(f"split={split!r} is not an SVHN split; use one of {valid}.")
-    return split
-
-
-def _data_root(data_dir: str | os.PathLike | None) -> Path:
-    """The data directory: argument, else ``NBHELPERS_DATA_DIR``, else the default."""
-    if data_dir is None:
-        from nbhelpers.env import default_data_dir
-
-        data_dir = default_data_dir()
-        origin = f"{_ENV_DATA_DIR}={data_dir!r}" if os.environ.get(_ENV_DATA_DIR) else None
-    else:
-        origin = f"data_dir={data_dir!r}"
-    if not isinstance(data_dir, (str, os.PathLike)):
-        raise TypeError(
-            f"{origin} must be a path (str or pathlib.Path), not {type(data_dir).__name__}."
-        )
-    root = Path(data_dir).expanduser()
-    if root.exists() and not root.is_dir():
-        raise ValueError(
-            f"{origin or root} points to a file, not a directory ({root}); "
-            "give a directory (it is created if missing)."
-        )
-    return root
-
-
 def svhn_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Directory that holds the SVHN files: ``<data_dir>/svhn``.
 
     Args:
-        data_dir: the data directory; ``None`` takes ``NBHELPERS_DATA_DIR`` or,
-            when that is unset, ``~/.cache/nbhelpers``. A leading ``~`` is expanded.
+        data_dir: the data directory; ``None`` takes :func:`nbhelpers.env.default_data_dir`
+            (``NBHELPERS_DATA_DIR`` or ``~/.cache/nbhelpers``). A leading ``~`` is expanded.
 
     Returns:
         The path (not created here).
 
     Raises:
-        TypeError: ``data_dir`` is not a str or path.
+        TypeError: ``data_dir`` is not a str or path (raised by ``pathlib``).
         ValueError: ``data_dir`` or ``<data_dir>/svhn`` exists and is a file.
     """
-    folder = _data_root(data_dir) / "svhn"
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file; it must be a directory for the SVHN files.")
-    return folder
+    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    for path in (root, root / "svhn"):
+        if path.exists() and not path.is_dir():
+            raise ValueError(
+                f"{path} is a file, not a directory; the SVHN files go to <data dir>/svhn/ "
+                f"(give data_dir=... or {_ENV_DATA_DIR} a directory; it is created if missing)."
+            )
+    return root / "svhn"
 
 
 def _base_url(base_url: str | None) -> str:
-    origin = "base_url"
-    if base_url is None:
-        base_url = os.environ.get(_ENV_URL) or DEFAULT_SVHN_URL
-        origin = _ENV_URL if os.environ.get(_ENV_URL) else "the default URL"
-    if not isinstance(base_url, str) or urllib.parse.urlsplit(base_url).scheme not in _URL_SCHEMES:
-        raise ValueError(
-            f"{origin}={base_url!r} is not a URL; give one starting with "
-            + ", ".join(f"{s}://" for s in _URL_SCHEMES)
-            + f", e.g. {DEFAULT_SVHN_URL!r}."
-        )
-    return base_url if base_url.endswith("/") else base_url + "/"
+    url = base_url if base_url is not None else os.environ.get(_ENV_URL) or DEFAULT_SVHN_URL
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in _URL_SCHEMES:
+        schemes = ", ".join(f"{s}://" for s in _URL_SCHEMES)
+        name = "base_url" if base_url is not None else _ENV_URL
+        raise validate.invalid(name, url, f"a URL starting with {schemes}")
+    return url if url.endswith("/") else url + "/"
 
 
 def _timeout(timeout: float | None) -> float:
-    origin = "timeout"
-    if timeout is None:
-        raw = os.environ.get(_ENV_TIMEOUT)
-        if not raw:
-            return DEFAULT_DOWNLOAD_TIMEOUT
-        origin = _ENV_TIMEOUT
-        try:
-            timeout = float(raw)
-        except ValueError:
-            timeout = raw  # reported below
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"{origin}={timeout!r} must be a positive number of seconds, e.g. 20.")
-    return float(timeout)
+    if timeout is not None:
+        return validate.number("timeout", timeout, 0, low_open=True)
+    value = os.environ.get(_ENV_TIMEOUT, "").strip() or DEFAULT_DOWNLOAD_TIMEOUT
+    with contextlib.suppress(ValueError):  # text that is no number is reported as it is
+        value = float(value)
+    return validate.number(_ENV_TIMEOUT, value, 0, low_open=True)
 
 
 def _md5(split: str, md5: str | None) -> str:
     if md5 is None:
         return SVHN_FILES[split][1]
     if not isinstance(md5, str) or not _MD5_RE.match(md5.lower()):
-        raise ValueError(f"md5={md5!r} is not an MD5 sum; give 32 hexadecimal digits or None.")
+        raise validate.invalid("md5", md5, "32 hexadecimal digits or None")
     return md5.lower()
 
 
@@ -205,38 +151,30 @@ def manual_install_instructions(
         A multi-line string: which URLs, which file names, which directory,
         the MD5 sums, and the offline alternative ``source="synthetic"``.
     """
-    folder = svhn_dir(data_dir)
-    url = _base_url(base_url)
-    md5 = md5 or {}
-    lines = [f"To use real SVHN without the download, put these files into {folder}/ :"]
+    url, md5, train = _base_url(base_url), md5 or {}, SVHN_FILES["train"][0]
+    lines = [f"To use real SVHN without the download, put these files into {svhn_dir(data_dir)}/ :"]
     for split, (name, official_md5) in SVHN_FILES.items():
-        sources = [url + name] + ([] if url == DEFAULT_SVHN_URL else [DEFAULT_SVHN_URL + name])
+        sources = dict.fromkeys([url + name, DEFAULT_SVHN_URL + name])  # in order, no repeats
         lines.append(
             f"  - {name} (about {_APPROX_MB[split]} MB) from {' or '.join(sources)}\n"
             f"    MD5 sum: {md5.get(split, official_md5)}"
         )
     lines += [
-        f"Check a file with `md5sum {SVHN_FILES['train'][0]}` (Linux), "
-        f"`md5 {SVHN_FILES['train'][0]}` (macOS) or `certutil -hashfile {SVHN_FILES['train'][0]} MD5` (Windows).",
-        f"Another data directory: pass data_dir=... or set {_ENV_DATA_DIR} (files go to <dir>/svhn/); "
-        f"another mirror: set {_ENV_URL}.",
-        'No network? Use the offline stand-in data: load_data(source="synthetic").',
+        f"Check a file with `md5sum {train}` (Linux), `md5 {train}` (macOS) or "
+        f"`certutil -hashfile {train} MD5` (Windows).",
+        f"Another data directory: pass data_dir=... or set {_ENV_DATA_DIR} (files go to "
+        f"<dir>/svhn/); another mirror: set {_ENV_URL}.",
+        'No network? Use the synthetic stand-in: load_data(source="synthetic").',
     ]
     return "\n".join(lines)
 
 
-def _unavailable(what: str, split: str, data_dir, base_url: str, md5: str) -> SVHNUnavailable:
-    overrides = {split: md5} if md5 != SVHN_FILES[split][1] else None
-    return SVHNUnavailable(
-        f"{what}\n\n{manual_install_instructions(data_dir, base_url, overrides)}"
-    )
-
-
 def _describe(exc: BaseException, timeout: float) -> str:
+    """What went wrong with a download, in words."""
     if isinstance(exc, urllib.error.HTTPError):
         return f"the server answered HTTP {exc.code} {exc.reason}"
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(reason, (TimeoutError, socket.timeout)):
+    if isinstance(reason, TimeoutError):
         return f"no answer within {timeout:g} s (set {_ENV_TIMEOUT} to wait longer)"
     if isinstance(reason, ConnectionRefusedError):
         return f"connection refused ({reason})"
@@ -255,99 +193,72 @@ def _quarantine(path: Path) -> Path:
     return target
 
 
-def _fetch(url: str, dest_dir: Path, name: str, timeout: float, progress: bool) -> Path:
-    """Download ``url`` to a fresh ``<name>.*.part`` file in ``dest_dir``; return its path.
+def _fetch(url: str, dest: Path, timeout: float, progress: bool) -> None:
+    """Download ``url`` into the file ``dest``.
 
     Raises the underlying ``OSError`` / ``urllib.error.URLError`` /
     ``http.client.HTTPException``, or ``EOFError`` when fewer bytes arrive than
-    announced by ``Content-Length``. The ``.part`` file is removed on any error.
+    announced by ``Content-Length``.
     """
     from tqdm.auto import tqdm
 
-    fd, part = tempfile.mkstemp(prefix=name + ".", suffix=".part", dir=dest_dir)
-    part = Path(part)
-    try:
-        request = urllib.request.Request(
-            url, headers={"User-Agent": torchvision.datasets.utils.USER_AGENT}
-        )
-        with (
-            os.fdopen(fd, "wb") as fh,
-            urllib.request.urlopen(request, timeout=timeout) as response,
-        ):
-            announced = response.headers.get("Content-Length")
-            announced = int(announced) if announced and announced.isdigit() else None
-            received = 0
-            with tqdm(
-                total=announced, unit="B", unit_scale=True, desc=name, disable=not progress
-            ) as bar:
-                while chunk := response.read(_CHUNK_BYTES):
-                    fh.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        if announced is not None and received < announced:
-            raise EOFError(
-                f"the download stopped early: {received:,} of {announced:,} bytes arrived"
-            )
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return part
+    headers = {"User-Agent": torchvision.datasets.utils.USER_AGENT}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as fh:
+        announced = response.headers.get("Content-Length")
+        announced = int(announced) if announced and announced.isdigit() else None
+        name = url.rsplit("/", 1)[-1]
+        with tqdm(
+            total=announced, unit="B", unit_scale=True, desc=name, disable=not progress
+        ) as bar:
+            while chunk := response.read(_CHUNK_BYTES):
+                bar.update(fh.write(chunk))
+    received = dest.stat().st_size
+    if announced is not None and received < announced:
+        raise EOFError(f"the download stopped early: {received:,} of {announced:,} bytes arrived")
 
 
-def _download(split: str, folder: Path, url: str, md5: str, timeout: float, progress: bool, fail):
-    """Download one split into ``folder`` (checked by MD5) and move it into place."""
-    name = SVHN_FILES[split][0]
+def _download(split: str, path: Path, url: str, md5: str, timeout: float, progress: bool, fail):
+    """Download one split to ``path`` through a temporary ``.part`` file next to it, which
+    replaces ``path`` only once its MD5 sum is right (:func:`nbhelpers.files.atomic_path`)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise fail(f"Could not create the SVHN directory {folder}: {exc}.") from exc
-    try:
-        part = _fetch(url, folder, name, timeout, progress)
+        with atomic_path(path, suffix=".part") as part:
+            _fetch(url, part, timeout, progress)
+            if not check_integrity(part, md5):
+                raise fail(
+                    f"The download of SVHN {split!r} from {url} is damaged or incomplete: its MD5 "
+                    f"sum does not match {md5} ({part.stat().st_size:,} bytes received). The "
+                    "file was discarded."
+                )
     except (OSError, http.client.HTTPException, EOFError) as exc:
-        raise fail(
-            f"Could not download SVHN {split!r} from {url}: {_describe(exc, timeout)}."
-        ) from exc
-    if not check_integrity(part, md5):
-        size = part.stat().st_size
-        part.unlink(missing_ok=True)
-        raise fail(
-            f"The download of SVHN {split!r} from {url} is damaged or incomplete: its MD5 sum "
-            f"does not match {md5} ({size:,} bytes received). The file was discarded."
-        )
-    umask_file_mode(part)
-    os.replace(part, folder / name)
+        why = _describe(exc, timeout)
+        raise fail(f"Could not download SVHN {split!r} from {url}: {why}.") from exc
 
 
 # --------------------------------------------------------------------------- loading
 
 
 class _SVHNFile(torchvision.datasets.SVHN):
-    """``torchvision.datasets.SVHN`` reading from a given directory with a given MD5 sum."""
-
-    def __init__(self, folder: Path, split: str, md5: str) -> None:
-        url, name, _ = type(self).split_list[split]
-        self.split_list = {**type(self).split_list, split: [url, name, md5]}
-        super().__init__(folder, split=split, download=False)
+    """``torchvision.datasets.SVHN`` reading a file whose MD5 sum has just been checked."""
 
     def _check_integrity(self) -> bool:
         # load_svhn has checked the MD5 sum just before; hashing 182 MB again costs ~0.4 s.
         return check_integrity(os.path.join(self.root, self.filename), None)
 
 
-def _read(folder: Path, split: str, md5: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _read(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Read a split with torchvision and check shapes, dtype and label range.
 
     Raises ``ValueError`` describing what is wrong with the file.
     """
     try:
-        data = _SVHNFile(folder, split, md5)
+        data = _SVHNFile(folder, split=split, download=False)
     except Exception as exc:  # scipy raises several types for damaged files
         raise ValueError(
             f"it cannot be read as a MATLAB .mat file ({type(exc).__name__}: {exc})"
         ) from exc
-    images = np.asarray(data.data)
-    labels = np.asarray(data.labels).reshape(-1)
-    if images.ndim != 4 or images.shape[1:] != (3, 32, 32) or images.dtype != np.uint8:
+    images, labels = np.asarray(data.data), np.asarray(data.labels).reshape(-1)
+    if images.shape[1:] != (3, 32, 32) or images.dtype != np.uint8:
         raise ValueError(
             f"its 'X' array has shape {images.shape} {images.dtype} after reading; "
             "SVHN's is (32, 32, 3, N) uint8"
@@ -362,30 +273,24 @@ def _read(folder: Path, split: str, md5: str) -> tuple[torch.Tensor, torch.Tenso
 
 
 def svhn_present(
-    split: str,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    check_md5: bool = True,
-    md5: str | None = None,
+    split: str, data_dir: str | os.PathLike | None = None, *, md5: str | None = None
 ) -> bool:
-    """Whether the SVHN file of ``split`` is on disk (no download, no reading).
+    """Whether the SVHN file of ``split`` is on disk with the right MD5 sum (no download, no
+    reading as ``.mat``; hashing the train file takes about half a second).
 
     Args:
         split: ``"train"`` or ``"test"``.
         data_dir: as in :func:`svhn_dir`.
-        check_md5: also compare the MD5 sum (reads the whole file, ~0.5 s for train).
         md5: expected sum instead of torchvision's (for mirrors and tests).
 
     Returns:
-        ``True`` when ``<data_dir>/svhn/<file>`` exists (and its MD5 sum matches).
+        ``True`` when ``<data_dir>/svhn/<file>`` exists and its MD5 sum matches.
 
     Raises:
         ValueError: bad ``split``, ``md5`` or ``data_dir`` (see :func:`svhn_dir`).
     """
-    split = _check_split(split)
-    expected = _md5(split, md5)
-    path = svhn_dir(data_dir) / SVHN_FILES[split][0]
-    return check_integrity(path, expected if check_md5 else None)
+    expected = _md5(validate.one_of("split", split, SVHN_SPLIT_SIZES), md5)
+    return check_integrity(svhn_dir(data_dir) / SVHN_FILES[split][0], expected)
 
 
 def load_svhn(
@@ -428,29 +333,28 @@ def load_svhn(
             as an SVHN ``.mat`` file. A damaged file in place is renamed to
             ``<name>.corrupt``; a failed download leaves nothing behind.
     """
-    split = _check_split(split)
-    expected = _md5(split, md5)
-    url_base = _base_url(base_url)
-    seconds = _timeout(timeout)
-    folder = svhn_dir(data_dir)
-    name = SVHN_FILES[split][0]
-    path = folder / name
-    url = url_base + name
-
+    expected = _md5(validate.one_of("split", split, SVHN_SPLIT_SIZES), md5)
+    url_base, seconds, folder = _base_url(base_url), _timeout(timeout), svhn_dir(data_dir)
+    path = folder / SVHN_FILES[split][0]
     note = ""
-
-    def fail(what: str) -> SVHNUnavailable:
-        return _unavailable(note + what, split, data_dir, url_base, expected)
-
     if path.is_file() and not check_integrity(path, expected):
         moved = _quarantine(path)
-        note = f"The file in place had the wrong MD5 sum (expected {expected}); it was renamed to {moved.name}. "
+        note = (
+            f"The file in place had the wrong MD5 sum (expected {expected}); it was renamed to "
+            f"{moved.name}. "
+        )
+
+    def fail(what: str) -> SVHNUnavailable:
+        overrides = {split: expected} if expected != SVHN_FILES[split][1] else None
+        how = manual_install_instructions(data_dir, url_base, overrides)
+        return SVHNUnavailable(f"{note}{what}\n\n{how}")
+
     if not path.is_file():
         if not download:
             raise fail(f"SVHN {split!r} is not in {folder} and download=False.")
-        _download(split, folder, url, expected, seconds, progress, fail)
+        _download(split, path, url_base + path.name, expected, seconds, progress, fail)
     try:
-        return _read(folder, split, expected)
+        return _read(folder, split)
     except ValueError as exc:
         moved = _quarantine(path)
         raise fail(

@@ -1,11 +1,11 @@
-"""The offline stand-in "synthetic house numbers" (generator + on-disk cache).
+"""The synthetic stand-in for SVHN: a generator of house-number images and its on-disk cache.
 
-When real SVHN is not on disk and cannot be downloaded, the series trains on this
+When real SVHN is not on disk and cannot be downloaded, the series trains on the synthetic
 stand-in instead. Each image is a 3x32x32 RGB crop like SVHN's cropped-digit format:
 one digit in the centre, often parts of its neighbours cut at the left and right
 edge, in one of several fonts and stroke weights, with varied colours and contrast,
 a small tilt and slant, jitter of size and position, uneven lighting, blur and
-noise. Class frequencies follow SVHN's train split.
+noise. Class frequencies follow SVHN's train split, split sizes are SVHN's.
 
 How it is made, and why it is fast: the ten digits of each font are rasterised once
 with matplotlib's FreeType wrapper (`FT2Font`) into a small "glyph bank"; a batch of
@@ -17,15 +17,15 @@ the other, as it does on real SVHN.
 
 Difficulty (measured with generator version 2): a small ReLU + BatchNorm CNN (six 3x3 convs
 32-32/64-64/128-128 with max pooling, Linear 2048->128->10, Adam, learning rate 2e-3, batch 128)
-trained for 2 epochs on 20,000 stand-in train images reaches 95.6% accuracy on 5,000 stand-in
+trained for 2 epochs on 20,000 synthetic train images reaches 95.6% accuracy on 5,000 synthetic
 test images (90.6% after 1 epoch); untrained it scores 11.3%, and always answering the most
 frequent class (1) scores 18.9%. For comparison, the same network reached 93.2% on real SVHN
 after 10 epochs on all 73,257 train images (the tutorial's reference fix).
 
 Public API:
-    generate(n, seed=0, *, class_probs=None) -> (images uint8 (n,3,32,32), labels int64 (n,))
+    generate(n, seed=0) -> (images uint8 (n,3,32,32), labels int64 (n,))
     load_synthetic(split, n=None, *, seed=0, data_dir=None, cache=True, progress=False)
-    default_data_dir() -> Path
+    glyph_bank(), cache_path(split, n, seed, data_dir=None)
     SVHN_SPLIT_SIZES, SVHN_CLASS_COUNTS, SVHN_CLASS_PROBS, GENERATOR_VERSION
 """
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -44,26 +43,13 @@ import torch.nn.functional as F
 from matplotlib import ft2font
 from tqdm.auto import tqdm
 
+from nbhelpers import validate
+from nbhelpers.env import default_data_dir
 from nbhelpers.files import atomic_path
-
-__all__ = [
-    "GENERATOR_VERSION",
-    "SVHN_CLASS_COUNTS",
-    "SVHN_CLASS_PROBS",
-    "SVHN_SPLIT_SIZES",
-    "cache_path",
-    "default_data_dir",
-    "generate",
-    "glyph_bank",
-    "load_synthetic",
-]
+from nbhelpers.svhn import SVHN_SPLIT_SIZES
 
 #: Bump whenever the images for a given (split, n, seed) change; it is part of the cache file name.
 GENERATOR_VERSION = 2
-
-#: Number of images in SVHN's cropped-digit splits (train_32x32.mat, test_32x32.mat).
-#: Source: http://ufldl.stanford.edu/housenumbers/ (Netzer et al., 2011).
-SVHN_SPLIT_SIZES: dict[str, int] = {"train": 73257, "test": 26032}
 
 #: Images per class (label 0..9; SVHN stores the digit 0 as label 10) in SVHN's train split,
 #: counted from the labels of train_32x32.mat (http://ufldl.stanford.edu/housenumbers/,
@@ -73,19 +59,15 @@ SVHN_CLASS_COUNTS: tuple[int, ...] = (4948, 13861, 10585, 8497, 7458, 6882, 5727
 #: Class frequencies of SVHN's train split (SVHN_CLASS_COUNTS / 73,257): the digit 1 is the most
 #: frequent (18.9%), 9 the rarest (6.4%).
 SVHN_CLASS_PROBS: tuple[float, ...] = tuple(c / sum(SVHN_CLASS_COUNTS) for c in SVHN_CLASS_COUNTS)
+_PROBS = torch.tensor(SVHN_CLASS_PROBS, dtype=torch.float64)
+_PROBS = _PROBS / _PROBS.sum()  # as drawn since version 1 (bit for bit)
 
 # Fonts shipped with matplotlib (text fonts only; no symbol or math fonts). Upright faces only:
 # slant comes from the per-image shear, which treats 6 and 9 alike.
 _FONT_FILES = (
-    "DejaVuSans.ttf",
-    "DejaVuSans-Bold.ttf",
-    "DejaVuSansMono.ttf",
-    "DejaVuSansMono-Bold.ttf",
-    "DejaVuSerif.ttf",
-    "DejaVuSerif-Bold.ttf",
-    "STIXGeneral.ttf",
-    "STIXGeneralBol.ttf",
-)
+    "DejaVuSans.ttf DejaVuSans-Bold.ttf DejaVuSansMono.ttf DejaVuSansMono-Bold.ttf "
+    "DejaVuSerif.ttf DejaVuSerif-Bold.ttf STIXGeneral.ttf STIXGeneralBol.ttf"
+).split()
 # Stroke-weight variants: erosion (<0) or dilation (>0) radius in high-resolution pixels (a quarter
 # of a bank pixel each). Regular faces are only thickened: thinning them breaks serif hairlines.
 _WEIGHT_RADII = {"regular": (0, 2, 4), "bold": (-2, 0, 3)}
@@ -98,16 +80,6 @@ _CHUNK = 1024  # images drawn per random stream; generate(n) is a prefix of gene
 
 _STREAM_GENERATE, _STREAM_TRAIN, _STREAM_TEST = 0, 1, 2
 _SPLIT_STREAMS = {"train": _STREAM_TRAIN, "test": _STREAM_TEST}
-
-
-# ----------------------------------------------------------------------------- data directory
-
-
-def default_data_dir() -> Path:
-    """Directory for downloaded and generated data sets (see :func:`nbhelpers.env.default_data_dir`)."""
-    from nbhelpers.env import default_data_dir as env_default
-
-    return env_default()
 
 
 # ----------------------------------------------------------------------------- glyph bank
@@ -156,7 +128,7 @@ def _place(crop: np.ndarray, radius: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def glyph_bank() -> tuple[torch.Tensor, torch.Tensor]:
-    """The pre-rendered digit masks every stand-in image is composed from.
+    """The pre-rendered digit masks every image of the synthetic stand-in is composed from.
 
     Returns:
         masks: float32 tensor (S, 10, 32, 32) with values in [0, 1] (ink coverage); S = fonts
@@ -185,29 +157,6 @@ def glyph_bank() -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------- generation
 
 
-def _check_probs(class_probs) -> torch.Tensor:
-    """Validate `class_probs` (None -> SVHN's) and return it as a float64 tensor of 10 that sums to 1."""
-    if class_probs is None:
-        class_probs = SVHN_CLASS_PROBS
-    probs = torch.as_tensor(np.asarray(class_probs, dtype=np.float64))
-    if probs.shape != (10,) or not torch.isfinite(probs).all() or (probs < 0).any():
-        raise ValueError(
-            f"class_probs must be 10 finite non-negative numbers (one per digit 0..9), got {class_probs!r}"
-        )
-    if probs.sum() <= 0:
-        raise ValueError(f"class_probs must not be all zero, got {class_probs!r}")
-    return probs / probs.sum()
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    """Return `value` as int if it is an integer >= minimum, else raise TypeError/ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _chunk_generator(stream: int, seed: int, chunk: int) -> torch.Generator:
     """Independent torch.Generator for one chunk of one random stream (NumPy SeedSequence mixing)."""
     state = np.random.SeedSequence([stream, seed, chunk]).generate_state(2, dtype=np.uint32)
@@ -219,11 +168,11 @@ def _uniform(g: torch.Generator, n: int, low: float, high: float) -> torch.Tenso
     return low + (high - low) * torch.rand(n, generator=g)
 
 
-def _draw_params(g: torch.Generator, n: int, probs: torch.Tensor) -> dict[str, torch.Tensor]:
+def _draw_params(g: torch.Generator, n: int) -> dict[str, torch.Tensor]:
     """All random choices for n images, drawn in a fixed order (so results are reproducible)."""
     n_styles = glyph_bank()[0].shape[0]
     return {
-        "label": torch.multinomial(probs, n, replacement=True, generator=g),
+        "label": torch.multinomial(_PROBS, n, replacement=True, generator=g),
         "style": torch.randint(n_styles, (n,), generator=g),
         "left": torch.randint(10, (n,), generator=g),
         "right": torch.randint(10, (n,), generator=g),
@@ -402,86 +351,65 @@ def _compose(p: dict[str, torch.Tensor]) -> torch.Tensor:
     return (img.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8).reshape(n, 3, _SIZE, _SIZE)
 
 
-def _generate_stream(n: int, seed: int, stream: int, probs: torch.Tensor, progress: bool = False):
+def _generate_stream(n: int, seed: int, stream: int, progress: bool = False):
     """Images and labels 0..n-1 of one random stream, composed chunk by chunk."""
-    n_chunks = -(-n // _CHUNK)
     images = torch.empty(n, 3, _SIZE, _SIZE, dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.int64)
-    chunks = range(n_chunks)
+    chunks = range(-(-n // _CHUNK))
     if progress:
-        chunks = tqdm(chunks, desc="synthetic house numbers", unit="chunk", leave=False)
+        chunks = tqdm(chunks, desc="synthetic stand-in", unit="chunk", leave=False)
     for c in chunks:
         lo, hi = c * _CHUNK, min(n, (c + 1) * _CHUNK)
-        params = _draw_params(_chunk_generator(stream, seed, c), _CHUNK, probs)
+        params = _draw_params(_chunk_generator(stream, seed, c), _CHUNK)
         params = {k: v[: hi - lo] for k, v in params.items()}
         images[lo:hi] = _compose(params)
         labels[lo:hi] = params["label"]
     return images, labels
 
 
-def generate(n: int, seed: int = 0, *, class_probs: Sequence[float] | None = None):
-    """Generate `n` stand-in house-number images, deterministically for `seed`.
+def generate(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate `n` images of the synthetic stand-in, deterministically for `seed`.
 
     Args:
         n: number of images (>= 1).
-        seed: non-negative int; the same seed gives the same images, and the first k images of
-            ``generate(m, seed)`` equal ``generate(k, seed)`` for k <= m.
-        class_probs: 10 non-negative weights for the digits 0..9 (normalised here); default
-            `SVHN_CLASS_PROBS`, the class frequencies of SVHN's train split.
+        seed: an integer in [0, 2**32 - 1]; the same seed gives the same images, and the first
+            k images of ``generate(m, seed)`` equal ``generate(k, seed)`` for k <= m.
 
     Returns:
         (images, labels): images uint8 tensor (n, 3, 32, 32) RGB with values 0..255 on the CPU;
-        labels int64 tensor (n,) with values 0..9 (the centre digit).
+        labels int64 tensor (n,) with values 0..9 (the centre digit), drawn with the class
+        frequencies of SVHN's train split (`SVHN_CLASS_PROBS`).
 
     Raises:
-        TypeError: n or seed is not an int.
-        ValueError: n < 1, seed < 0, or class_probs is not 10 non-negative numbers with a positive sum.
+        ValueError: n is not an integer >= 1, or seed not an integer in [0, 2**32 - 1].
 
     Takes about 0.1 ms per image on one CPU core after the glyph bank is rendered (first call).
     `load_synthetic` uses separate random streams per split, so its images differ from these.
     """
-    n = _check_int("n", n, 1)
-    seed = _check_int("seed", seed, 0)
-    return _generate_stream(n, seed, _STREAM_GENERATE, _check_probs(class_probs))
+    n, seed = validate.positive_int("n", n), validate.seed("seed", seed)
+    return _generate_stream(n, seed, _STREAM_GENERATE)
 
 
 # ----------------------------------------------------------------------------- splits + cache
 
 
-def _check_split(split) -> str:
-    if split not in SVHN_SPLIT_SIZES:
-        raise ValueError(f"split must be one of {sorted(SVHN_SPLIT_SIZES)}, got {split!r}")
-    return split
-
-
 def cache_path(split: str, n: int, seed: int, data_dir: str | os.PathLike | None = None) -> Path:
-    """Cache file of the stand-in split: ``<data_dir>/synthetic/synthetic-v<version>-<split>-n<n>-seed<seed>.pt``."""
+    """Cache file of a synthetic split:
+    ``<data_dir>/synthetic/synthetic-v<version>-<split>-n<n>-seed<seed>.pt``."""
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    name = f"synthetic-v{GENERATOR_VERSION}-{split}-n{n}-seed{seed}.pt"
-    return root / "synthetic" / name
-
-
-def _save_atomic(path: Path, payload: dict) -> None:
-    """Write `payload` with torch.save to a temporary file next to `path`, then rename it."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    return root / "synthetic" / f"synthetic-v{GENERATOR_VERSION}-{split}-n{n}-seed{seed}.pt"
 
 
 def _load_cached(path: Path, n: int):
     """(images, labels) from a cache file, or None if it is missing, unreadable or inconsistent."""
+    want = {"images": (torch.uint8, (n, 3, _SIZE, _SIZE)), "labels": (torch.int64, (n,))}
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        images, labels = payload["images"], payload["labels"]
+        found = {key: (payload[key].dtype, tuple(payload[key].shape)) for key in want}
     except Exception:  # truncated or foreign file (pickle, zip, key errors...): generate again
         return None
-    ok = (
-        payload.get("version") == GENERATOR_VERSION
-        and images.dtype == torch.uint8
-        and tuple(images.shape) == (n, 3, _SIZE, _SIZE)
-        and labels.dtype == torch.int64
-        and tuple(labels.shape) == (n,)
-    )
-    return (images, labels) if ok else None
+    ok = payload.get("version") == GENERATOR_VERSION and found == want
+    return (payload["images"], payload["labels"]) if ok else None
 
 
 def load_synthetic(
@@ -492,17 +420,18 @@ def load_synthetic(
     data_dir: str | os.PathLike | None = None,
     cache: bool = True,
     progress: bool = False,
-):
-    """The stand-in split `split` ("train" or "test"), from the on-disk cache or freshly generated.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthetic split `split` ("train" or "test"), from the on-disk cache or freshly generated.
 
     Args:
         split: "train" or "test". The two splits come from different random streams, so they
             never share images.
-        n: number of images; None means SVHN's size of the split (train 73,257 / test 26,032).
-            A smaller n gives the first n images of the full split.
-        seed: non-negative int selecting the data set; same (split, n, seed) -> same tensors.
-        data_dir: root of the data directory; default `default_data_dir()`. The cache file is
-            `cache_path(split, n, seed, data_dir)`.
+        n: number of images, at most SVHN's size of the split (train 73,257 / test 26,032);
+            None means that size. A smaller n gives the first n images of the full split.
+        seed: an integer in [0, 2**32 - 1] selecting the data set; same (split, n, seed) ->
+            same tensors.
+        data_dir: root of the data directory; default :func:`nbhelpers.env.default_data_dir`.
+            The cache file is `cache_path(split, n, seed, data_dir)`.
         cache: if True, read the cache file when it exists and is valid, else generate and write it
             (atomically: temporary file + rename). If False, always generate and write nothing.
         progress: show a tqdm progress bar while generating.
@@ -512,21 +441,19 @@ def load_synthetic(
         The full-size train split takes about 225 MB on disk and in memory.
 
     Raises:
-        ValueError: unknown split, n <= 0, or seed < 0.
-        TypeError: n or seed is not an int.
+        ValueError: unknown split; n not an integer in [1, the split's size]; bad seed.
     """
-    split = _check_split(split)
-    n = SVHN_SPLIT_SIZES[split] if n is None else _check_int("n", n, 1)
-    seed = _check_int("seed", seed, 0)
+    validate.one_of("split", split, SVHN_SPLIT_SIZES)
+    size = SVHN_SPLIT_SIZES[split]
+    n = size if n is None else validate.integer("n", n, 1, size)
+    seed = validate.seed("seed", seed)
     path = cache_path(split, n, seed, data_dir)
-    if cache and path.exists():
-        hit = _load_cached(path, n)
-        if hit is not None:
-            return hit
-    probs = _check_probs(None)
-    images, labels = _generate_stream(n, seed, _SPLIT_STREAMS[split], probs, progress=progress)
+    hit = _load_cached(path, n) if cache and path.exists() else None
+    if hit is not None:
+        return hit
+    images, labels = _generate_stream(n, seed, _SPLIT_STREAMS[split], progress=progress)
     if cache:
         payload = {"images": images, "labels": labels, "version": GENERATOR_VERSION}
-        payload.update(split=split, n=n, seed=seed)
-        _save_atomic(path, payload)
+        with atomic_path(path) as tmp:
+            torch.save({**payload, "split": split, "n": n, "seed": seed}, tmp)
     return images, labels

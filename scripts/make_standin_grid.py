@@ -1,4 +1,4 @@
-"""Write images/standin_grid.png: 64 images of the offline stand-in data set with their labels.
+"""Write images/standin_grid.png: 64 images of the synthetic stand-in with their labels.
 
 Usage: python scripts/make_standin_grid.py [--seed 0] [--split train] [--out images/standin_grid.png]
 """
@@ -29,7 +29,7 @@ def make_grid(images, labels, ncols: int = 8, width_in: float = 6.0):
         if i < n:
             ax.imshow(images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
             ax.set_title(str(int(labels[i])), fontsize=8, pad=2)
-    fig.suptitle("Stand-in 'synthetic house numbers' (label above each image)", fontsize=9)
+    fig.suptitle("The synthetic stand-in for SVHN (label above each image)", fontsize=9)
     fig.tight_layout(pad=0.3, h_pad=0.2, w_pad=0.2)
     return fig
 

@@ -13,7 +13,7 @@ def test_pick_device_auto_and_cpu():
 
 
 def test_pick_device_rejects_unknown():
-    with pytest.raises(ValueError, match="tpu"):
+    with pytest.raises(ValueError, match="device='tpu' is invalid; valid: 'auto', 'cuda'"):
         env.pick_device("tpu")
 
 
@@ -44,13 +44,19 @@ def test_seed_everything_repeats_all_generators():
     assert draw()[0] != a[0]
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "0", True])
+@pytest.mark.parametrize("bad", [-1, 1.5, "0", True, 2**32, 2**70])
 def test_seed_everything_rejects_bad(bad):
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match=rf"seed={bad!r} is invalid; valid: .*>= 0.*<= 4294967295"):
         env.seed_everything(bad)
 
 
-def test_banner_mentions_versions_device_and_stand_in():
+def test_seed_everything_takes_the_largest_seed():
+    generator = env.seed_everything(2**32 - 1)
+    assert generator.initial_seed() == 2**32 - 1 == torch.initial_seed()
+    assert np.random.get_state()[1][0] == np.random.RandomState(2**32 - 1).get_state()[1][0]
+
+
+def test_banner_mentions_versions_device_and_the_synthetic_stand_in():
     line = env.banner("cpu", data_source="synthetic")
     for word in ("python", "torch", "torchvision", "backpack", "cockpit", "device cpu", "STAND-IN"):
         assert word in line

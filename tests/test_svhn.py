@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import socket
+import stat
 import threading
 
 import numpy as np
@@ -117,6 +119,7 @@ def assert_manual_instructions(message: str, folder, md5: str) -> None:
         md5,
         svhn.DEFAULT_SVHN_URL + "train_32x32.mat",
         'source="synthetic"',
+        "synthetic stand-in",
     ):
         assert part in message, f"{part!r} missing from:\n{message}"
 
@@ -150,12 +153,14 @@ def test_download_then_load(server, tmp_path):
     assert set(labels.tolist()) == set(range(10))
 
     folder = tmp_path / "svhn"
-    assert files_in(folder) == ["train_32x32.mat"]
+    assert files_in(folder) == ["train_32x32.mat"]  # no temporary .part file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((folder / "train_32x32.mat").stat().st_mode) == 0o666 & ~umask
     assert server.requests == ["/housenumbers/train_32x32.mat"]
     assert svhn_present("train", tmp_path, md5=md5_of(data))
-    assert svhn_present("train", tmp_path, check_md5=False)
     assert not svhn_present("train", tmp_path)  # torchvision's sum: not the real file
-    assert not svhn_present("test", tmp_path, check_md5=False)
+    assert not svhn_present("test", tmp_path, md5=md5_of(data))
 
 
 def test_present_file_loads_without_server(server, tmp_path):
@@ -202,7 +207,6 @@ def test_checksum_mismatch(server, tmp_path):
         load_svhn("train", tmp_path, base_url=server.base_url, md5=wrong)
     assert wrong in str(info.value)
     assert files_in(tmp_path / "svhn") == []
-    assert not svhn_present("train", tmp_path, check_md5=False)
 
 
 def test_truncated_transfer_leaves_no_partial_file(server, tmp_path):
@@ -225,7 +229,7 @@ def test_corrupt_file_with_matching_md5(server, tmp_path, payload):
         load_svhn("train", tmp_path, base_url=server.base_url, md5=md5_of(payload))
     assert "train_32x32.mat.corrupt" in str(info.value)
     assert files_in(tmp_path / "svhn") == ["train_32x32.mat.corrupt"]
-    assert not svhn_present("train", tmp_path, check_md5=False)
+    assert not svhn_present("train", tmp_path, md5=md5_of(payload))
 
 
 def test_labels_out_of_range_are_rejected(server, tmp_path):
@@ -250,6 +254,17 @@ def test_wrong_file_in_place_is_renamed_then_downloaded(server, tmp_path):
     images, _ = load_svhn("train", tmp_path, base_url=server.base_url, md5=md5_of(data))
     assert torch.equal(images, torch.from_numpy(x.transpose(3, 2, 0, 1).copy()))
     assert files_in(folder) == ["train_32x32.mat", "train_32x32.mat.corrupt"]
+
+
+def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch):
+    def interrupted(url, dest, timeout, progress):
+        dest.write_bytes(b"the first megabyte")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(svhn, "_fetch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_svhn("test", tmp_path, base_url="http://127.0.0.1:9/")
+    assert files_in(tmp_path / "svhn") == []
 
 
 def test_missing_without_download(tmp_path):

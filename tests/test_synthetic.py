@@ -1,4 +1,4 @@
-"""Tests of nbhelpers.synthetic, the offline stand-in "synthetic house numbers"."""
+"""Tests of nbhelpers.synthetic, the synthetic stand-in for SVHN."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from nbhelpers import synthetic
+from nbhelpers.env import default_data_dir
 from nbhelpers.synthetic import (
     SVHN_CLASS_COUNTS,
     SVHN_CLASS_PROBS,
     SVHN_SPLIT_SIZES,
     cache_path,
-    default_data_dir,
     generate,
     glyph_bank,
     load_synthetic,
@@ -79,11 +79,6 @@ def test_class_frequencies_follow_svhn(sample):
     assert int(freq.argmax()) == 1
 
 
-def test_class_probs_argument():
-    _, labels = generate(500, seed=3, class_probs=[0, 0, 0, 0, 0, 0, 1, 0, 0, 1])
-    assert set(labels.tolist()) == {6, 9}
-
-
 def test_nine_is_six_rotated_by_180_degrees():
     masks, widths = glyph_bank()
     assert masks.ndim == 4 and masks.shape[1:] == (10, 32, 32)
@@ -106,7 +101,7 @@ def test_no_blank_tiles(sample):
 def test_tilt_leaves_no_black_corners():
     """Strongest tilt and slant on a plain mid-grey background: corners stay background-grey."""
     n = 64
-    p = synthetic._draw_params(torch.Generator().manual_seed(0), n, synthetic._check_probs(None))
+    p = synthetic._draw_params(torch.Generator().manual_seed(0), n)
     sign = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0)
     p.update(
         angle=sign * math.radians(15.0),
@@ -171,7 +166,7 @@ def test_cache_false_writes_nothing(tmp_path):
 def test_default_size_is_svhn_size(monkeypatch):
     seen = {}
 
-    def fake(n, seed, stream, probs, progress=False):
+    def fake(n, seed, stream, progress=False):
         seen["n"] = n
         return torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.zeros(n, dtype=torch.int64)
 
@@ -196,13 +191,17 @@ def test_default_data_dir(monkeypatch, tmp_path):
         (lambda: load_synthetic("valid"), ValueError, "'valid'"),
         (lambda: load_synthetic("train", 0), ValueError, "0"),
         (lambda: load_synthetic("test", -5), ValueError, "-5"),
-        (lambda: load_synthetic("test", 10, seed=-1), ValueError, "-1"),
-        (lambda: load_synthetic("test", 2.5), TypeError, "2.5"),
-        (lambda: generate(0), ValueError, "0"),
-        (lambda: generate(10, seed=-3), ValueError, "-3"),
-        (lambda: generate(10, class_probs=[1, 2]), ValueError, "[1, 2]"),
-        (lambda: generate(10, class_probs=[-1] + [1] * 9), ValueError, "class_probs"),
-        (lambda: generate(10, class_probs=[0] * 10), ValueError, "all zero"),
+        (lambda: load_synthetic("test", 10, seed=-1), ValueError, "seed=-1 is invalid"),
+        (lambda: load_synthetic("test", 10, seed=2**32), ValueError, "<= 4294967295"),
+        (lambda: load_synthetic("test", 2.5), ValueError, "n=2.5 is invalid"),
+        (
+            lambda: load_synthetic("test", 26_033),
+            ValueError,
+            "n=26033 is invalid; valid: an integer >= 1 and <= 26032",
+        ),
+        (lambda: generate(0), ValueError, "n=0 is invalid"),
+        (lambda: generate(10, seed=-3), ValueError, "seed=-3 is invalid"),
+        (lambda: generate(10, seed=1.0), ValueError, "seed=1.0"),
     ],
 )
 def test_bad_inputs_raise(call, exc, needle):
