@@ -93,7 +93,7 @@ def same_state(a: dict, b: dict) -> bool:
 
 # ------------------------------------------------------------------------------ results
 def test_result_prints_one_line_with_hint_and_html():
-    fig, ax = checks._core.new_figure()
+    fig, ax = checks.results.new_figure()
     ax.plot([1, 2])
     r = checks.CheckResult("demo", False, "something is off", "fix it", figure=fig)
     text = str(r)
@@ -543,5 +543,5 @@ def test_checks_leave_an_augmentation_generator_alone():
 
 def test_raw_images_from_a_list_of_batches():
     x, y = batch(16)
-    got_x, got_y, _ = checks._core.raw_images_labels([(x[:8], y[:8]), (x[8:], y[8:])])
+    got_x, got_y, _ = checks.access.raw_images_labels([(x[:8], y[:8]), (x[8:], y[8:])])
     assert got_x.shape == (16, 3, 32, 32) and torch.equal(got_y, y)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._core import CheckResult, new_figure, not_applicable, preserved_loader_state, preserved_rng
+from .access import untouched
+from .results import CheckResult, new_figure, not_applicable
 
 __all__ = ["check_last_batch", "check_shuffle"]
 
@@ -62,7 +63,7 @@ def check_shuffle(
             "images in the same order.",
             "Pass shuffle=True to the training DataLoader.",
         )
-    with preserved_rng(), preserved_loader_state(train_loader):
+    with untouched(train_loader):
         first, hash1 = _epoch_signature(train_loader, n_batches)
         second, hash2 = _epoch_signature(train_loader, n_batches)
     if not first:
