@@ -28,18 +28,6 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, Tenso
 
 from nbhelpers.state import model_device, preserved_rng
 
-__all__ = [
-    "Limited",
-    "as_splits",
-    "eval_outputs",
-    "find_transform",
-    "list_transforms",
-    "model_batch",
-    "raw_images_labels",
-    "take_examples",
-    "untouched",
-]
-
 
 # ---------------------------------------------------------------------------------------------
 # Transforms and random streams
@@ -157,7 +145,7 @@ def as_splits(data: Any) -> dict[str, Any]:
     return {getattr(data, "name", None) or "data": data}
 
 
-def _tensor(value: Any) -> torch.Tensor | None:
+def to_tensor(value: Any) -> torch.Tensor | None:
     """``value`` as a CPU tensor (a PIL image as uint8 ``(C, H, W)``), or None."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
@@ -194,7 +182,7 @@ def raw_images_labels(
         TypeError: ``obj`` can be neither indexed nor iterated.
     """
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
-        x, y = _tensor(obj[0]), _tensor(obj[1])
+        x, y = to_tensor(obj[0]), to_tensor(obj[1])
         if x is not None and y is not None and x.ndim >= 2:
             return x, y, "stored"
     if isinstance(obj, Subset):
@@ -204,11 +192,15 @@ def raw_images_labels(
         idx = torch.as_tensor(list(obj.indices), dtype=torch.long)
         return x[idx], (y[idx] if y is not None else None), how
     if isinstance(obj, TensorDataset) and len(obj.tensors) >= 2:
-        return _tensor(obj.tensors[0]), _tensor(obj.tensors[1]), "stored"
-    x = _tensor(getattr(obj, "images", getattr(obj, "data", None)))
+        return to_tensor(obj.tensors[0]), to_tensor(obj.tensors[1]), "stored"
+    x = to_tensor(getattr(obj, "images", getattr(obj, "data", None)))
     if x is not None and x.ndim >= 3:
         labels = getattr(obj, "labels", None)
-        return x, _tensor(labels if labels is not None else getattr(obj, "targets", None)), "stored"
+        return (
+            x,
+            to_tensor(labels if labels is not None else getattr(obj, "targets", None)),
+            "stored",
+        )
     if isinstance(obj, DataLoader):
         return raw_images_labels(obj.dataset, max_items)
     return _read_items(obj, max_items)
@@ -227,9 +219,9 @@ def _read_items(obj: Any, max_items: int | None):
     items = [obj[i] for i in range(n)]
     how += f" (first {n} of {len(obj)})" if n < len(obj) else ""
     pairs = [it if isinstance(it, (tuple, list)) else (it, None) for it in items]
-    xs, ys = [_tensor(p[0]) for p in pairs], [p[1] for p in pairs]
+    xs, ys = [to_tensor(p[0]) for p in pairs], [p[1] for p in pairs]
     if ys and isinstance(ys[0], torch.Tensor) and ys[0].ndim == 1:  # a list of batches
-        return torch.cat(xs), torch.cat([_tensor(y) for y in ys]), how
+        return torch.cat(xs), torch.cat([to_tensor(y) for y in ys]), how
     x = torch.stack(xs) if xs and all(v is not None for v in xs) else None
     y = torch.as_tensor([int(v) for v in ys]) if ys and all(v is not None for v in ys) else None
     return x, y, how

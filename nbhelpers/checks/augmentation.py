@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,35 +24,21 @@ from nbhelpers.state import preserved_rng, preserved_state
 
 from .access import (
     Limited,
-    _tensor,
     as_splits,
     find_transform,
     list_transforms,
     raw_images_labels,
+    to_tensor,
     untouched,
 )
 from .results import TOUCHED_NOTE, CheckResult, not_applicable, verdict
 
-__all__ = [
-    "check_augmentation",
-    "check_eval_augmentation",
-    "check_eval_determinism",
-    "show_augmentation_pairs",
-]
-
 #: Class names of torchvision transforms that draw random numbers although their name does not
 #: start with "Random".
-_RANDOM_NAMES = {
-    "ColorJitter",
-    "RandAugment",
-    "AutoAugment",
-    "TrivialAugmentWide",
-    "AugMix",
-    "GaussianBlur",
-    "ElasticTransform",
-    "GaussianNoise",
-    "JPEG",
-}
+_RANDOM_NAMES = set(
+    "ColorJitter RandAugment AutoAugment TrivialAugmentWide AugMix GaussianBlur ElasticTransform "
+    "GaussianNoise JPEG".split()
+)
 #: What a learner's evaluation function must do, said when evaluation is not repeatable.
 EVAL_HINT = "Evaluate in model.eval() mode under torch.no_grad(), without random transforms."
 
@@ -87,7 +72,7 @@ def _label_problem(t: Any, max_rotation: float, max_vertical_shift: float) -> st
 
 def _display(x: Any) -> torch.Tensor:
     """float (C, H, W) in [0, 1] from a tensor or a PIL image."""
-    x = _tensor(x)
+    x = to_tensor(x)
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float().clamp(0, 1)
 
 
@@ -110,7 +95,6 @@ def show_augmentation_pairs(
     *,
     n: int = 8,
     kind: str | None = None,
-    title: str | None = None,
 ):
     """A figure: ``n`` original images (top row) and the same images augmented (bottom row).
 
@@ -121,7 +105,6 @@ def show_augmentation_pairs(
         n: number of pairs.
         kind: ``"sample"`` (per-sample transform on a PIL image) or ``"batch"`` (callable on a
             float batch); default: as found, else ``"sample"``.
-        title: figure title.
 
     Returns:
         A matplotlib Figure (not registered with pyplot).
@@ -143,10 +126,10 @@ def show_augmentation_pairs(
     with untouched(transform):
         augmented = _apply(transform, kind, images.contiguous())
     originals = torch.stack([_display(img) for img in images])
-    return _pairs_figure(originals, augmented, title or "original (top) vs augmented (bottom)")
+    return _pairs_figure(originals, augmented)
 
 
-def _pairs_figure(originals: torch.Tensor, augmented: torch.Tensor, title: str):
+def _pairs_figure(originals: torch.Tensor, augmented: torch.Tensor):
     from matplotlib.figure import Figure
 
     k = originals.shape[0]
@@ -158,7 +141,7 @@ def _pairs_figure(originals: torch.Tensor, augmented: torch.Tensor, title: str):
             picture = (img[0] if grey else img.permute(1, 2, 0)).numpy()
             ax.imshow(picture, cmap="gray" if grey else None, interpolation="nearest")
             ax.set_axis_off()
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle("original (top) vs augmented (bottom)", fontsize=9)
     return fig
 
 
@@ -209,16 +192,13 @@ def check_augmentation(
             evidence += f" (no figure: {err})"
     if not problems and any(n in ("function", "lambda", "Lambda") for n in names):
         evidence += "; custom functions cannot be inspected, look at the pairs"
-    details = {"transforms": names, "problems": problems}
-    return verdict(
-        "augmentation",
-        problems,
-        f"({evidence})" if problems else evidence + ".",
+    hint = (
         "Remove it, or keep rotations within about 15-20 degrees and shifts horizontal; "
-        "start without augmentation and add it back once training works.",
-        figure=figure,
-        details=details,
+        "start without augmentation and add it back once training works."
     )
+    evidence = f"({evidence})" if problems else evidence + "."
+    details = {"transforms": names, "problems": problems}
+    return verdict("augmentation", problems, evidence, hint, figure=figure, details=details)
 
 
 def _differs_on_repeat(source: Any, kind: str, transform: Callable | None) -> bool | None:
@@ -263,22 +243,15 @@ def check_eval_augmentation(eval_sources: Any) -> CheckResult:
     found, looked = [], []
     for name, src in _eval_splits(eval_sources).items():
         transform, kind = find_transform(src)
-        randoms = [
-            type(t).__name__
-            for t in list_transforms(transform)
-            if type(t).__name__.startswith("Random") or type(t).__name__ in _RANDOM_NAMES
-        ]
+        names = [type(t).__name__ for t in list_transforms(transform)]
+        randoms = [n for n in names if n.startswith("Random") or n in _RANDOM_NAMES]
         looked.append(f"{name}: {type(transform).__name__ if transform else 'no transform'}")
         if randoms:
             found.append(f"{name} applies random transforms {randoms}")
         elif _differs_on_repeat(src, kind, transform):
             found.append(f"{name}: the same item comes out different twice")
-    return verdict(
-        "eval_augmentation",
-        found,
-        "; ".join(looked) + ".",
-        "Use only deterministic transforms (e.g. ToTensor) for validation and test.",
-    )
+    hint = "Use only deterministic transforms (e.g. ToTensor) for validation and test."
+    return verdict("eval_augmentation", found, "; ".join(looked) + ".", hint)
 
 
 def _numbers(value: Any) -> list[float]:
@@ -344,19 +317,12 @@ def check_eval_determinism(
                 parts.append(f"{name}: no numbers returned")
                 continue
             parts.append(f"{name}: {_short(first)} then {_short(second)}")
-            if len(first) != len(second) or not all(
-                math.isclose(a, b, rel_tol=rtol, abs_tol=1e-7)
-                for a, b in zip(first, second, strict=True)
-            ):
+            if len(first) != len(second) or not np.allclose(first, second, rtol=rtol, atol=1e-7):
                 differing.append(name)
     if not parts:
         return not_applicable("eval_determinism", "no evaluation loader given.")
     evidence = "; ".join(parts) + "." + (TOUCHED_NOTE if state["changed"] else "")
     if differing:
-        return CheckResult(
-            "eval_determinism",
-            False,
-            f"two evaluations of the same model differ on {', '.join(differing)}: {evidence}",
-            EVAL_HINT,
-        )
+        evidence = f"two evaluations of the same model differ on {', '.join(differing)}: {evidence}"
+        return CheckResult("eval_determinism", False, evidence, EVAL_HINT)
     return CheckResult("eval_determinism", True, "the same results twice: " + evidence)

@@ -29,16 +29,6 @@ from nbhelpers.validate import positive_int
 from .access import as_splits, eval_outputs, model_batch, raw_images_labels
 from .results import CheckResult, fmt, not_applicable, verdict
 
-__all__ = [
-    "check_image_layout",
-    "check_input_statistics",
-    "check_labels",
-    "check_split_overlap",
-    "check_split_sources",
-    "image_hashes",
-    "pair_overlaps",
-]
-
 
 # ---------------------------------------------------------------------------------------------
 # 1. Splits
@@ -105,7 +95,7 @@ def check_split_overlap(
     named = as_splits(splits)
     if len(named) < 2:
         return not_applicable(
-            "split_overlap", "only one split given.", "pass train and eval splits."
+            "split_overlap", "only one split given.", "Pass train and eval splits."
         )
     images, notes = {}, []
     for name, split in named.items():
@@ -187,18 +177,13 @@ def check_split_sources(splits: Any) -> CheckResult:
     evidence = "; ".join(parts) + "."
     subsets = any(isinstance(v, torch.utils.data.Subset) for v in named.values())
     if not findings and not subsets and not any(p for _, p in origins.values()):
-        return not_applicable(
-            "split_sources",
-            "the splits keep no record of their parent dataset (" + evidence.rstrip(".") + ").",
-            "check_split_overlap compares the images themselves.",
-        )
-    return verdict(
-        "split_sources",
-        findings,
-        evidence,
+        why = f"the splits keep no record of their parent dataset ({evidence[:-1]})."
+        return not_applicable("split_sources", why, "check_split_overlap compares the images.")
+    hint = (
         "Load evaluation data from the test files (e.g. SVHN(split='test')) and split "
-        "validation off train with disjoint indices.",
+        "validation off train with disjoint indices."
     )
+    return verdict("split_sources", findings, evidence, hint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +227,7 @@ def check_labels(
         if labels is None:
             parts.append(f"{name}: no labels found")
             continue
-        if sample is None and images is not None and images.ndim == 4 and images.shape[1] in (1, 3):
+        if sample is None and images is not None and images.ndim == 4 and images.shape[1] <= 3:
             sample = images[:2]
         problems += _label_problems(name, labels, k)
         low, high = (int(labels.min()), int(labels.max())) if labels.numel() else (None, None)
@@ -255,28 +240,25 @@ def check_labels(
         parts.append(f"model outputs {outputs} values")
         if outputs is not None and outputs != k:
             problems.append(f"the model outputs {outputs} values for {k} classes")
-    return verdict(
-        "labels", problems, "; ".join(parts) + ".", _label_hint(problems, k), details=details
-    )
+    hint = _label_hint(problems, k)
+    return verdict("labels", problems, "; ".join(parts) + ".", hint, details=details)
 
 
 def _label_problems(name: str, labels: torch.Tensor, k: int) -> list[str]:
     if labels.numel() == 0:
         return [f"{name} has no labels"]
-    problems = (
-        [f"{name} labels are {labels.dtype}, not int64"] if labels.dtype != torch.int64 else []
-    )
+    problems = []
+    if labels.dtype != torch.int64:
+        problems.append(f"{name} labels are {labels.dtype}, not int64")
     values = labels.round().long() if labels.is_floating_point() else labels.long()
     lo, hi = int(values.min()), int(values.max())
     if lo == 1 and hi == k:
-        problems.append(
-            f"{name} labels run 1..{k} for {k} classes: shifted by one (SVHN's label 10 means 0)"
-        )
+        shifted = "shifted by one (SVHN's label 10 means 0)"
+        problems.append(f"{name} labels run 1..{k} for {k} classes: {shifted}")
     elif lo < 0 or hi >= k:
         problems.append(f"{name} labels range {lo}..{hi}, outside 0..{k - 1}")
-    elif values.numel() >= 5 * k:
-        missing = sorted(set(range(k)) - set(values.tolist()))
-        problems += [f"{name} has no example of class(es) {missing}"] if missing else []
+    elif values.numel() >= 5 * k and (missing := sorted(set(range(k)) - set(values.tolist()))):
+        problems.append(f"{name} has no example of class(es) {missing}")
     return problems
 
 
@@ -286,12 +268,10 @@ def _label_hint(problems: list[str], k: int) -> str:
         "shifted": "Map label 10 to 0 (labels % 10) so classes are 0..9.",
         "outputs": f"Make the last layer output {k} logits, one per class.",
         "not int64": "Convert labels with .long(): cross-entropy wants int64 class indices.",
-        "no example": "A split without some classes cannot measure them; draw it stratified or shuffled.",
+        "no example": "A split missing some classes cannot measure them; draw it stratified.",
     }
-    return next(
-        (hint for key, hint in hints.items() if key in text),
-        f"Labels must be class indices 0..{k - 1}.",
-    )
+    default = f"Labels must be class indices 0..{k - 1}."
+    return next((hint for key, hint in hints.items() if key in text), default)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,22 +319,19 @@ def check_input_statistics(
     stats = {name: _stats(model_batch(src, n)[0]) for name, src in as_splits(loaders).items()}
     problems = []
     for name, s in stats.items():
-        problems += (
-            [f"{name} inputs are {s['dtype']}, not float"] if "float" not in s["dtype"] else []
-        )
-        problems += (
-            [f"{name} inputs reach {fmt(s['max'])}: raw 0-255 pixel values?"]
-            if s["max"] > raw_max
-            else []
-        )
-        problems += [f"{name} inputs are constant"] if max(s["std"]) == 0 else []
+        if "float" not in s["dtype"]:
+            problems.append(f"{name} inputs are {s['dtype']}, not float")
+        if s["max"] > raw_max:
+            problems.append(f"{name} inputs reach {fmt(s['max'])}: raw 0-255 pixel values?")
+        if max(s["std"]) == 0:
+            problems.append(f"{name} inputs are constant")
     for a, b in combinations(stats, 2):
         problems += _disagreement(a, stats[a], b, stats[b], ratio)
     evidence = "; ".join(
         f"{k}: mean {_vec(s['mean'])} std {_vec(s['std'])} range [{fmt(s['min'])}, {fmt(s['max'])}]"
         for k, s in stats.items()
     )
-    hint = "Scale images to [0, 1] (ToTensor or x / 255) and apply the same normalisation to every split."
+    hint = "Scale images to [0, 1] (ToTensor or x / 255); normalise every split the same way."
     return verdict("input_statistics", problems, evidence + ".", hint, details=stats)
 
 
@@ -409,14 +386,10 @@ def _channel_axis_fault(shape: tuple[int, ...], model: nn.Module | None) -> Chec
     where = [i for i in range(1, 4) if shape[i] in ((expected,) if expected else (1, 3, 4))]
     if not where:
         return None
-    conv_note = f" (the model's first convolution expects {expected} channels)" if expected else ""
-    return CheckResult(
-        "image_layout",
-        False,
-        f"images have shape {shape}: the channel axis looks like axis {where[-1]}, not 1{conv_note}.",
-        "Convert with x.permute(0, 3, 1, 2) (channels-last to channels-first), not reshape/view.",
-        details={"shape": shape},
-    )
+    evidence = f"images have shape {shape}: the channel axis looks like axis {where[-1]}, not 1"
+    if expected:
+        evidence += f" (the model's first convolution expects {expected} channels)"
+    return CheckResult("image_layout", False, evidence + ".", LAYOUT_HINT, details={"shape": shape})
 
 
 def check_image_layout(
@@ -443,41 +416,34 @@ def check_image_layout(
     """
     x = source[:n] if torch.is_tensor(source) else model_batch(source, n)[0]
     if x.ndim != 4:
-        return not_applicable(
-            "image_layout", f"inputs have shape {tuple(x.shape)}, not 4-D images."
-        )
+        return not_applicable("image_layout", f"inputs have shape {tuple(x.shape)}, not 4-D.")
     shape = tuple(x.shape)
     fault = _channel_axis_fault(shape, model)
     if fault is not None:
         return fault
-    corr_h, corr_w = _neighbour_correlation(x, 2), _neighbour_correlation(x, 3)
-    details = {"shape": shape, "corr_height": corr_h, "corr_width": corr_w}
-    evidence = f"shape {shape}; neighbouring-pixel correlation along height {corr_h:.2f}, along width {corr_w:.2f}"
+    h, w = _neighbour_correlation(x, 2), _neighbour_correlation(x, 3)
+    details = {"shape": shape, "corr_height": h, "corr_width": w}
+    evidence = f"shape {shape}; neighbouring-pixel correlation along height {h:.2f}, width {w:.2f}"
+    alt_h = alt_w = 0.0
     if shape[1] in (3, 4):  # the same bytes read as (N, H, W, C), then permuted
         alt = x.contiguous().reshape(shape[0], shape[2], shape[3], shape[1]).permute(0, 3, 1, 2)
         alt_h, alt_w = _neighbour_correlation(alt, 2), _neighbour_correlation(alt, 3)
         details.update(alt_corr_height=alt_h, alt_corr_width=alt_w)
-        if min(alt_h, alt_w) > max(0.5, min(corr_h, corr_w) + 0.3):
-            return CheckResult(
-                "image_layout",
-                False,
-                evidence + f"; the same bytes read as (N, H, W, C) give smooth images "
-                f"(correlation {alt_h:.2f} / {alt_w:.2f}): a channels-last array was reshaped "
-                "to channels-first (striped grids).",
-                LAYOUT_HINT,
-                details=details,
-            )
-    strong, weak = max(corr_h, corr_w), min(corr_h, corr_w)
-    if strong < 0.3:
-        why = ": too weak on both axes to judge (noise-like images?)."
-        return CheckResult(
-            "image_layout", None, evidence + why, "Look at a grid of the images.", details=details
+    if min(alt_h, alt_w) > max(0.5, min(h, w) + 0.3):
+        problem = (
+            f"; the same bytes read as (N, H, W, C) give smooth images (correlation {alt_h:.2f} / "
+            f"{alt_w:.2f}): a channels-last array was reshaped to channels-first (striped grids)."
         )
-    problems = (
-        [
-            "one axis has lost its structure, as when a channels-last array is reshaped instead of permuted (striped grids)"
-        ]
-        if weak < min_ratio * strong
-        else []
-    )
-    return verdict("image_layout", problems, evidence + ".", LAYOUT_HINT, details=details)
+    elif max(h, w) < 0.3:
+        why = evidence + ": too weak on both axes to judge (noise-like images?)."
+        return CheckResult(
+            "image_layout", None, why, "Look at a grid of the images.", details=details
+        )
+    elif min(h, w) < min_ratio * max(h, w):
+        problem = (
+            ": one axis has lost its structure, as when a channels-last array is reshaped "
+            "instead of permuted (striped grids)."
+        )
+    else:
+        return CheckResult("image_layout", True, evidence + ".", details=details)
+    return CheckResult("image_layout", False, evidence + problem, LAYOUT_HINT, details=details)

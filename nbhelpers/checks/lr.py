@@ -32,29 +32,9 @@ from nbhelpers.validate import integer, invalid, number, one_of, positive_int
 from .access import untouched
 from .results import CheckResult, fmt, new_figure, not_applicable
 
-__all__ = [
-    "LRRangeTest",
-    "check_learning_rate",
-    "check_lr_range",
-    "check_lr_schedule",
-    "lr_range_test",
-    "simulate_lr",
-]
-
 #: Optimizers that scale steps per parameter (Adam family, RMSprop ...): their usual learning
 #: rates are around 1e-3 (Adam's default, Kingma & Ba 2015).
-ADAPTIVE = (
-    "Adam",
-    "AdamW",
-    "NAdam",
-    "RAdam",
-    "Adamax",
-    "RMSprop",
-    "Adagrad",
-    "Adadelta",
-    "SparseAdam",
-    "Adafactor",
-)
+ADAPTIVE = "Adam AdamW NAdam RAdam Adamax RMSprop Adagrad Adadelta SparseAdam Adafactor".split()
 #: Schedulers whose growing phase is intended.
 _INTENDED_GROWTH = ("OneCycleLR", "CyclicLR", "LinearLR", "CosineAnnealingWarmRestarts")
 _MAX_SIM_STEPS = 1_000_000
@@ -135,7 +115,8 @@ def _lr_figure(lrs: list[float], title: str):
 def _schedule_fault(
     lrs: list[float], name: str, warmup: bool | None, min_ratio: float, per_batch: bool
 ):
-    """``(problem, hint)`` when the simulated schedule grows by mistake or collapses; else None."""
+    """``(problem, hint)`` when the simulated schedule grows by mistake or collapses, else
+    ``("", "")``; the problem text continues the evidence."""
     n, first, last = len(lrs), lrs[0], lrs[-1]
     still_growing = last > lrs[int(0.9 * (n - 1))] * (1 + 1e-9)
     intended = warmup if warmup is not None else (name in _INTENDED_GROWTH or not still_growing)
@@ -154,7 +135,7 @@ def _schedule_fault(
             "Step per-epoch schedules once per epoch, or size them in batches "
             "(e.g. T_max = epochs x batches per epoch).",
         )
-    return None
+    return "", ""
 
 
 def check_lr_schedule(
@@ -199,34 +180,24 @@ def check_lr_schedule(
     """
     name = type(scheduler).__name__
     if scheduler is None:
-        return CheckResult(
-            "lr_schedule",
-            True,
-            f"no schedule: the learning rate stays at {fmt(_lr_of(optimizer))}.",
-        )
+        why = f"no schedule: the learning rate stays at {fmt(_lr_of(optimizer))}."
+        return CheckResult("lr_schedule", True, why)
     if name == "ReduceLROnPlateau":
         why = "ReduceLROnPlateau follows the validation metric; nothing to simulate."
         return not_applicable("lr_schedule", why)
     if not planned_steps:
         return not_applicable("lr_schedule", "planned_steps not given.", "Pass planned_steps=...")
-    lrs = simulate_lr(
-        optimizer,
-        scheduler,
-        planned_steps,
-        scheduler_step=scheduler_step,
-        steps_per_epoch=steps_per_epoch,
-    )
+    per = {"scheduler_step": scheduler_step, "steps_per_epoch": steps_per_epoch}
+    lrs = simulate_lr(optimizer, scheduler, planned_steps, **per)
     first, last = lrs[0], lrs[-1]
     evidence = (
         f"{name} stepped per {scheduler_step}: learning rate {fmt(first)} -> {fmt(last)} "
         f"(x{fmt(last / first) if first else 'inf'}) over {len(lrs)} steps, peak {fmt(max(lrs))}"
     )
     figure = _lr_figure(lrs, f"{name}, stepped per {scheduler_step}") if show else None
-    fault = _schedule_fault(lrs, name, warmup, min_ratio, scheduler_step == "batch")
-    if fault is None:
-        return CheckResult("lr_schedule", True, evidence + ".", figure=figure, details={"lrs": lrs})
-    problem, hint = fault
-    return CheckResult("lr_schedule", False, evidence + problem, hint, figure, {"lrs": lrs})
+    problem, hint = _schedule_fault(lrs, name, warmup, min_ratio, scheduler_step == "batch")
+    evidence += problem or "."
+    return CheckResult("lr_schedule", not problem, evidence, hint, figure, {"lrs": lrs})
 
 
 def check_learning_rate(
@@ -254,12 +225,11 @@ def check_learning_rate(
     evidence = f"{name} with learning rate {', '.join(fmt(v) for v in lrs)}; rule of thumb: at least {fmt(low)}"
     details = {"lrs": lrs, "threshold": low}
     if min(lrs) < low:
+        hint = (
+            "Try a learning rate about 10-100x larger, or run the LR range test (check_lr_range)."
+        )
         return CheckResult(
-            "learning_rate",
-            False,
-            evidence + " (a heuristic threshold).",
-            "Try a learning rate about 10-100x larger, or run the LR range test (check_lr_range).",
-            details=details,
+            "learning_rate", False, evidence + " (a heuristic).", hint, details=details
         )
     return CheckResult("learning_rate", True, evidence + ".", details=details)
 
@@ -445,30 +415,19 @@ def check_lr_range(
     if test.suggested_lr is None:
         drop = 1 - min(test.smoothed) / test.smoothed[0] if test.smoothed else 0.0
         span = f"{fmt(test.lrs[0])}..{fmt(test.lrs[-1])}" if test.lrs else "(none)"
-        return CheckResult(
-            "lr_range",
-            None,
-            f"the loss fell by only {drop:.0%} over learning rates {span} ({len(test.lrs)} "
-            "steps): too flat to suggest a learning rate.",
-            "Run more steps (steps=100+); if the loss stays flat, check the pipeline first "
-            "(overfit one batch).",
-            **extra,
-        )
+        why = f"the loss fell by only {drop:.0%} over learning rates {span} ({len(test.lrs)} steps)"
+        hint = "Run more steps (steps=100+); if the loss stays flat, check the pipeline first."
+        return CheckResult("lr_range", None, why + ": too flat to suggest one.", hint, **extra)
     evidence = (
         f"lowest loss at lr {fmt(test.min_loss_lr)}, steepest descent at {fmt(test.steepest_lr)}; "
         f"suggested lr {fmt(test.suggested_lr)}"
     )
     if lr is None:
-        return CheckResult(
-            "lr_range", None, evidence + "; no learning rate of yours to compare.", **extra
-        )
+        why = evidence + "; no learning rate of yours to compare."
+        return CheckResult("lr_range", None, why, **extra)
     evidence += f"; yours {fmt(lr)}"
     if lr < min(test.suggested_lr, test.steepest_lr or test.suggested_lr) / 10:
-        return CheckResult(
-            "lr_range",
-            False,
-            evidence + f" (x{fmt(test.suggested_lr / lr)} below the suggestion).",
-            f"Try a learning rate near {fmt(test.suggested_lr)}.",
-            **extra,
-        )
+        evidence += f" (x{fmt(test.suggested_lr / lr)} below the suggestion)."
+        hint = f"Try a learning rate near {fmt(test.suggested_lr)}."
+        return CheckResult("lr_range", False, evidence, hint, **extra)
     return CheckResult("lr_range", True, evidence + ".", **extra)

@@ -22,8 +22,6 @@ from typing import Any
 
 from nbhelpers.display import Report, figure_png_base64
 
-__all__ = ["CheckReport", "CheckResult", "fmt", "new_figure", "not_applicable", "verdict"]
-
 _STATUS = {True: "PASS", False: "FAIL", None: "N/A"}
 #: Added to the evidence when a learner's function changed the real objects (then put back).
 TOUCHED_NOTE = (

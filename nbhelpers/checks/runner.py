@@ -47,18 +47,6 @@ from .training import (
     check_zero_grad,
 )
 
-__all__ = [
-    "CHECKS",
-    "CHECK_NAMES",
-    "Check",
-    "CheckInputs",
-    "build_check_inputs",
-    "check_config",
-    "make_train_step",
-    "register",
-    "run_all_checks",
-]
-
 
 @dataclass(frozen=True)
 class CheckInputs:
@@ -147,14 +135,14 @@ class CheckInputs:
         return named or None
 
     @property
-    def train_source(self) -> Any:
+    def train_data(self) -> Any:
         """The training loader, else the training split."""
         return (
             self.train_loader if self.train_loader is not None else (self.splits or {}).get("train")
         )
 
     @property
-    def first_eval_loader(self) -> Any:
+    def eval_loader(self) -> Any:
         """The first evaluation loader not named ``"train"``."""
         return next((v for k, v in (self.eval_loaders or {}).items() if k != "train"), None)
 
@@ -169,10 +157,10 @@ class CheckInputs:
     def with_batch(self) -> tuple[CheckInputs, str | None]:
         """These inputs with ``x, y`` (32 training examples) filled in when missing, and the
         error text when none could be taken."""
-        if self.x is not None or self.train_source is None:
+        if self.x is not None or self.train_data is None:
             return self, None
         try:
-            x, y = model_batch(self.train_source, 32)
+            x, y = model_batch(self.train_data, 32)
         except Exception as err:  # noqa: BLE001 - reported as an ERROR row
             return self, f"{type(err).__name__}: {err}"
         return dataclasses.replace(self, x=x, y=y), None
@@ -184,8 +172,8 @@ class Check:
 
     Attributes:
         name: the check's name (the name of its :class:`CheckResult`).
-        needs: names of :class:`CheckInputs` fields or properties that must be given (not
-            None) for the check to run; ``"a|b"`` means either.
+        needs: the names of the :class:`CheckInputs` fields or properties that must be given
+            (not None) for the check to run, separated by spaces; ``"a|b"`` means either.
         run: ``run(inputs) -> CheckResult``.
 
     Raises:
@@ -193,19 +181,18 @@ class Check:
     """
 
     name: str
-    needs: tuple[str, ...]
+    needs: str
     run: Callable[[CheckInputs], CheckResult]
 
     def __post_init__(self) -> None:
-        for need in self.needs:
+        for need in self.needs.split():
             if not all(hasattr(CheckInputs, n) for n in need.split("|")):
                 raise invalid("needs", need, "names of CheckInputs fields or properties")
 
     def ready(self, inputs: CheckInputs) -> bool:
         """True when every input the check needs is given."""
-        return all(
-            any(getattr(inputs, n) is not None for n in need.split("|")) for need in self.needs
-        )
+        needs = [need.split("|") for need in self.needs.split()]
+        return all(any(getattr(inputs, n) is not None for n in need) for need in needs)
 
 
 #: The table: every check :func:`run_all_checks` knows, in the order it runs them.
@@ -220,50 +207,40 @@ def register(check: Check) -> Check:
     return check
 
 
-for _row in (
-    Check("split_overlap", ("splits_to_compare",), lambda i: check_split_overlap(i.splits)),
-    Check("split_sources", ("splits_to_compare",), lambda i: check_split_sources(i.splits)),
-    Check("labels", ("splits",), lambda i: check_labels(i.splits, i.num_classes, model=i.model)),
-    Check("input_statistics", ("inputs",), lambda i: check_input_statistics(i.inputs)),
-    Check(
-        "image_layout",
-        ("train_source",),
-        lambda i: check_image_layout(i.train_source, model=i.model),
-    ),
-    Check(
-        "augmentation",
-        ("train_source",),
-        lambda i: check_augmentation(i.train_source, show=i.show),
-    ),
-    Check(
-        "eval_augmentation", ("eval_loaders",), lambda i: check_eval_augmentation(i.eval_loaders)
-    ),
+for _row in [
+    Check("split_overlap", "splits_to_compare", lambda i: check_split_overlap(i.splits)),
+    Check("split_sources", "splits_to_compare", lambda i: check_split_sources(i.splits)),
+    Check("labels", "splits", lambda i: check_labels(i.splits, i.num_classes, model=i.model)),
+    Check("input_statistics", "inputs", lambda i: check_input_statistics(i.inputs)),
+    Check("image_layout", "train_data", lambda i: check_image_layout(i.train_data, model=i.model)),
+    Check("augmentation", "train_data", lambda i: check_augmentation(i.train_data, show=i.show)),
+    Check("eval_augmentation", "eval_loaders", lambda i: check_eval_augmentation(i.eval_loaders)),
     Check(
         "eval_determinism",
-        ("model", "eval_loaders"),
+        "model eval_loaders",
         lambda i: check_eval_determinism(
             i.model, i.eval_loaders, evaluate_fn=i.evaluate_fn, loss_fn=i.loss_fn
         ),
     ),
     Check(
         "shuffle",
-        ("train_loader",),
+        "train_loader",
         lambda i: check_shuffle(i.train_loader, num_classes=i.num_classes, show=i.show),
     ),
-    Check("last_batch", ("train_loader",), lambda i: check_last_batch(i.train_loader, i.model)),
+    Check("last_batch", "train_loader", lambda i: check_last_batch(i.train_loader, i.model)),
     Check(
         "optimizer_params",
-        ("model", "optimizer"),
+        "model optimizer",
         lambda i: check_optimizer_params(i.model, i.optimizer),
     ),
     Check(
         "zero_grad",
-        ("model", "x"),
+        "model x",
         lambda i: check_zero_grad(i.model, i.optimizer, i.train_step, i.x, i.y),
     ),
     Check(
         "model_modes",
-        ("model", "train_step|evaluate_fn"),
+        "model train_step|evaluate_fn",
         lambda i: check_model_modes(
             i.model,
             train_step=i.train_step,
@@ -271,17 +248,15 @@ for _row in (
             x=i.x,
             y=i.y,
             evaluate_fn=i.evaluate_fn,
-            eval_loader=i.first_eval_loader,
+            eval_loader=i.eval_loader,
         ),
     ),
-    Check(
-        "softmax_output", ("model", "x"), lambda i: check_softmax_output(i.model, i.x, i.loss_fn)
-    ),
-    Check("gradients", ("model", "x"), lambda i: check_gradients(i.model, i.x, i.y, i.loss_fn)),
-    Check("learning_rate", ("optimizer",), lambda i: check_learning_rate(i.optimizer)),
+    Check("softmax_output", "model x", lambda i: check_softmax_output(i.model, i.x, i.loss_fn)),
+    Check("gradients", "model x", lambda i: check_gradients(i.model, i.x, i.y, i.loss_fn)),
+    Check("learning_rate", "optimizer", lambda i: check_learning_rate(i.optimizer)),
     Check(
         "lr_schedule",
-        ("optimizer|scheduler",),
+        "optimizer|scheduler",
         lambda i: check_lr_schedule(
             i.optimizer or i.scheduler.optimizer,
             i.scheduler,
@@ -294,7 +269,7 @@ for _row in (
     ),
     Check(
         "lr_range",
-        ("model", "train_loader"),
+        "model train_loader",
         lambda i: check_lr_range(
             i.model,
             i.train_loader,
@@ -307,12 +282,12 @@ for _row in (
     ),
     Check(
         "overfit_one_batch",
-        ("model", "x"),
+        "model x",
         lambda i: check_overfit_one_batch(
             i.model, i.x, i.y, i.loss_fn, steps=i.overfit_steps, show=i.show
         ),
     ),
-):
+]:
     register(_row)
 
 

@@ -30,15 +30,6 @@ from nbhelpers.state import model_device, preserved_rng, preserved_state
 from .access import Limited, eval_outputs, untouched
 from .results import TOUCHED_NOTE, CheckResult, fmt, not_applicable, verdict
 
-__all__ = [
-    "check_gradients",
-    "check_model_modes",
-    "check_optimizer_params",
-    "check_softmax_output",
-    "check_zero_grad",
-    "grad_norm",
-]
-
 _MODE_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
 #: What every training step must do first, said when gradients add up.
 ZERO_GRAD_HINT = "Call optimizer.zero_grad() before loss.backward() in every step."
@@ -107,11 +98,8 @@ def check_zero_grad(
         A :class:`CheckResult` named ``zero_grad``; ``details["norms"]`` lists the norms.
     """
     if train_step is None:
-        return not_applicable(
-            "zero_grad",
-            "no train_step given.",
-            "Pass train_step=your_function (called as train_step(model, optimizer, x, y)).",
-        )
+        hint = "Pass train_step=your_function (called as train_step(model, optimizer, x, y))."
+        return not_applicable("zero_grad", "no train_step given.", hint)
     norms = []
     with _copy_at_lr_zero(model, optimizer) as (m, opt, state):
         m.zero_grad(set_to_none=True)
@@ -194,13 +182,16 @@ def check_model_modes(
                 with untouched(eval_loader):
                     evaluate_fn(m, Limited(eval_loader, 2, 64))
                 parts.append(_modes_text("evaluation", modes))
-                problems += ["evaluation runs in train mode"] if any(modes) else []
-                parts += [] if m.training else ["evaluation leaves the model in eval mode"]
+                if any(modes):
+                    problems.append("evaluation runs in train mode")
+                if not m.training:
+                    parts.append("evaluation leaves the model in eval mode")
             if can_train:
                 modes.clear()
                 train_step(m.train(), opt, *_on_device(m, x, y))
                 parts.append(_modes_text("train_step", modes))
-                problems += ["the training step runs in eval mode"] if not all(modes) else []
+                if not all(modes):
+                    problems.append("the training step runs in eval mode")
         finally:
             handle.remove()
     evidence = "; ".join(parts) + f"; mode-dependent layers: {', '.join(sensitive) or 'none'}."
@@ -240,22 +231,15 @@ def check_softmax_output(
         f"{fmt(row_sums.min())}..{fmt(row_sums.max())}"
     )
     if probs:
-        return CheckResult(
-            "softmax_output",
-            False,
-            evidence + ": every row is a probability distribution, so the model ends in a softmax.",
-            "Return raw logits (remove the final Softmax); CrossEntropyLoss applies log-softmax "
-            "itself.",
-        )
-    if nll and not log_probs:
-        return CheckResult(
-            "softmax_output",
-            False,
-            evidence + ": NLLLoss expects log-probabilities but these are not.",
-            "Use nn.CrossEntropyLoss on logits, or add LogSoftmax before NLLLoss.",
-        )
-    kind = "log-probabilities" if log_probs else "logits"
-    return CheckResult("softmax_output", True, evidence + f": {kind}.")
+        problem = ": every row is a probability distribution, so the model ends in a softmax."
+        hint = "Return raw logits (no final Softmax); CrossEntropyLoss applies log-softmax itself."
+    elif nll and not log_probs:
+        problem = ": NLLLoss expects log-probabilities but these are not."
+        hint = "Use nn.CrossEntropyLoss on logits, or add LogSoftmax before NLLLoss."
+    else:
+        kind = "log-probabilities" if log_probs else "logits"
+        return CheckResult("softmax_output", True, evidence + f": {kind}.")
+    return CheckResult("softmax_output", False, evidence + problem, hint)
 
 
 def _names(names: list[str]) -> str:
@@ -305,60 +289,22 @@ def check_gradients(
         loss = loss_fn(m(xb), yb)
         loss_value = float(loss.detach())
         if not loss.requires_grad:
-            return CheckResult(
-                "gradients",
-                False,
-                f"loss {fmt(loss_value)} does not depend on any trainable parameter (no graph).",
-                "Remove .detach(), .item(), argmax or torch.no_grad() between the model output "
-                "and the loss.",
-                details={"loss": loss_value, "total_norm": 0.0, "norms": {}},
-            )
+            why = f"loss {fmt(loss_value)} does not depend on any trainable parameter (no graph)."
+            hint = "Remove .detach(), .item(), argmax or torch.no_grad() between output and loss."
+            details = {"loss": loss_value, "total_norm": 0.0, "norms": {}}
+            return CheckResult("gradients", False, why, hint, details=details)
         if math.isfinite(loss_value):
             loss.backward()
     evidence, details, nonfinite = _gradient_evidence(m, loss_value)
     if nonfinite:
-        evidence += ": NaN or inf values."
+        problem = ": NaN or inf values."
         hint = "Look for log(0), division by zero, a too-large learning rate, or bad inputs."
-        return CheckResult("gradients", False, evidence, hint, details=details)
-    if details["total_norm"] == 0.0:
-        return CheckResult(
-            "gradients",
-            False,
-            evidence + ": the gradient is zero, so training cannot change anything.",
+    elif details["total_norm"] == 0.0:
+        problem = ": the gradient is zero, so training cannot change anything."
+        hint = (
             "Check that the loss depends on the model output (no .detach(), no argmax, no "
-            "torch.no_grad()) and that parameters require gradients.",
-            details=details,
+            "torch.no_grad()) and that parameters require gradients."
         )
-    return CheckResult("gradients", True, evidence + ".", details=details)
-
-
-def check_optimizer_params(model: nn.Module, optimizer: torch.optim.Optimizer) -> CheckResult:
-    """Does the optimizer update exactly the model's trainable parameters?
-
-    An optimizer built for another model object (e.g. before the model was re-created in a
-    notebook) updates tensors the model no longer uses: the loss never moves.
-
-    Args:
-        model: the learner's model.
-        optimizer: the learner's optimizer.
-
-    Returns:
-        A :class:`CheckResult` named ``optimizer_params``.
-    """
-    trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
-    held = [p for group in optimizer.param_groups for p in group["params"]]
-    missing = [name for pid, name in trainable.items() if pid not in {id(p) for p in held}]
-    foreign = [p for p in held if id(p) not in trainable]
-    problems = []
-    if missing:
-        problems.append(
-            f"{len(missing)} model tensors are not in the optimizer ({_names(missing)})"
-        )
-    if foreign:
-        problems.append(f"{len(foreign)} optimizer tensors do not belong to this model")
-    return verdict(
-        "optimizer_params",
-        problems,
-        f"the optimizer holds {len(held)} tensors; the model has {len(trainable)} trainable ones.",
-        "Create the optimizer after the model: optimizer = Adam(model.parameters(), lr=...).",
-    )
+    else:
+        return CheckResult("gradients", True, evidence + ".", details=details)
+    return CheckResult("gradients", False, evidence + problem, hint, details=details)
