@@ -308,3 +308,35 @@ def check_gradients(
     else:
         return CheckResult("gradients", True, evidence + ".", details=details)
     return CheckResult("gradients", False, evidence + problem, hint, details=details)
+
+
+def check_optimizer_params(model: nn.Module, optimizer: torch.optim.Optimizer) -> CheckResult:
+    """Does the optimizer update exactly the model's trainable parameters?
+
+    An optimizer built for another model object (e.g. before the model was re-created in a
+    notebook) updates tensors the model no longer uses: the loss never moves.
+
+    Args:
+        model: the learner's model.
+        optimizer: the learner's optimizer.
+
+    Returns:
+        A :class:`CheckResult` named ``optimizer_params``.
+    """
+    trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    missing = [name for pid, name in trainable.items() if pid not in {id(p) for p in held}]
+    foreign = [p for p in held if id(p) not in trainable]
+    problems = []
+    if missing:
+        problems.append(
+            f"{len(missing)} model tensors are not in the optimizer ({_names(missing)})"
+        )
+    if foreign:
+        problems.append(f"{len(foreign)} optimizer tensors do not belong to this model")
+    return verdict(
+        "optimizer_params",
+        problems,
+        f"the optimizer holds {len(held)} tensors; the model has {len(trainable)} trainable ones.",
+        "Create the optimizer after the model: optimizer = Adam(model.parameters(), lr=...).",
+    )
