@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,47 +83,36 @@ class CheckResult(Report):
         return super()._repr_html_() + _figures_html([self], collapsed=False)
 
 
-class CheckReport(Report):
-    """All results of :func:`nbhelpers.checks.run_all_checks`: a table, one row per check.
+class CheckReport(Report, list):
+    """All results of :func:`nbhelpers.checks.run_all_checks`: a list of :class:`CheckResult`
+    that shows as a table, one row per check.
 
     ``print(report)`` gives one line per check; in a notebook the report displays as a coloured
     table followed by the checks' figures in a collapsed "figures" section.
-    ``report["lr_schedule"]`` returns one :class:`CheckResult` (its figure included);
+    ``report["lr_schedule"]`` returns one result by name (its figure included);
     ``report.failed`` lists the checks that found a fault.
     """
 
     status_column = "status"
 
-    def __init__(self, results: Iterable[CheckResult]):
-        self.results: list[CheckResult] = list(results)
-
-    def __iter__(self) -> Iterator[CheckResult]:
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __getitem__(self, key: int | str) -> CheckResult:
+    def __getitem__(self, key):
         """The result at position ``key`` or named ``key``. Raises KeyError for an unknown name."""
-        if isinstance(key, int):
-            return self.results[key]
-        for result in self.results:
-            if result.name == key:
-                return result
-        raise KeyError(f"no check named {key!r}; ran: {', '.join(self.names)}")
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names
+        if not isinstance(key, str):
+            return list.__getitem__(self, key)
+        found = [r for r in self if r.name == key]
+        if not found:
+            raise KeyError(f"no check named {key!r}; ran: {', '.join(self.names)}")
+        return found[0]
 
     @property
     def names(self) -> list[str]:
         """Names of the checks that ran, in order."""
-        return [r.name for r in self.results]
+        return [r.name for r in self]
 
     @property
     def failed(self) -> list[CheckResult]:
         """The results that found a fault (``passed is False``)."""
-        return [r for r in self.results if r.failed]
+        return [r for r in self if r.failed]
 
     @property
     def ok(self) -> bool:
@@ -132,7 +121,7 @@ class CheckReport(Report):
 
     def summary(self) -> str:
         """One line: how many checks passed, failed, did not apply (and could not run)."""
-        statuses = [r.status for r in self.results]
+        statuses = [r.status for r in self]
         text = ", ".join(
             f"{statuses.count(s)} {word}"
             for s, word in (("PASS", "passed"), ("FAIL", "failed"), ("N/A", "not applicable"))
@@ -143,15 +132,15 @@ class CheckReport(Report):
         """A pandas DataFrame with columns ``check``, ``status``, ``evidence``, ``hint``."""
         import pandas as pd
 
-        return pd.DataFrame([r.row() for r in self.results], columns=_COLUMNS)
+        return pd.DataFrame([r.row() for r in self], columns=_COLUMNS)
 
     def __str__(self) -> str:
-        return "\n".join([str(r) for r in self.results] + [self.summary()])
+        return "\n".join([str(r) for r in self] + [self.summary()])
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        return super()._repr_html_() + _figures_html(self.results, collapsed=True)
+        return super()._repr_html_() + _figures_html(self, collapsed=True)
 
 
 def _figures_html(results: Iterable[CheckResult], *, collapsed: bool) -> str:
