@@ -46,26 +46,9 @@ from .data_checks import (
     check_split_sources,
 )
 from .loader import check_last_batch, check_shuffle
-from .lr import (
-    LRRangeTest,
-    check_learning_rate,
-    check_lr_range,
-    check_lr_schedule,
-    lr_range_test,
-    simulate_lr,
-)
+from .lr import check_learning_rate, check_lr_range, check_lr_schedule, lr_range_test, simulate_lr
 from .results import CheckReport, CheckResult
-from .runner import (
-    CHECK_NAMES,
-    CHECKS,
-    Check,
-    CheckInputs,
-    build_check_inputs,
-    check_config,
-    make_train_step,
-    register,
-    run_all_checks,
-)
+from .runner import CHECK_NAMES, CHECKS, Check, CheckInputs, check_config, register, run_all_checks
 from .training import (
     check_gradients,
     check_model_modes,
@@ -81,8 +64,6 @@ __all__ = [
     "CheckInputs",
     "CheckReport",
     "CheckResult",
-    "LRRangeTest",
-    "build_check_inputs",
     "check_augmentation",
     "check_config",
     "check_eval_augmentation",
@@ -105,7 +86,6 @@ __all__ = [
     "check_zero_grad",
     "find_transform",
     "lr_range_test",
-    "make_train_step",
     "register",
     "run_all_checks",
     "show_augmentation_pairs",

@@ -90,11 +90,7 @@ def _apply(transform: Callable, kind: str, images: torch.Tensor) -> torch.Tensor
 
 
 def show_augmentation_pairs(
-    source: Any,
-    transform: Callable | None = None,
-    *,
-    n: int = 8,
-    kind: str | None = None,
+    source: Any, transform: Callable | None = None, *, n: int = 8, kind: str | None = None
 ):
     """A figure: ``n`` original images (top row) and the same images augmented (bottom row).
 

@@ -190,11 +190,7 @@ def check_split_sources(splits: Any) -> CheckResult:
 # 2. Labels
 # ---------------------------------------------------------------------------------------------
 def check_labels(
-    data: Any,
-    num_classes: int = 10,
-    *,
-    model: nn.Module | None = None,
-    max_items: int = 20_000,
+    data: Any, num_classes: int = 10, *, model: nn.Module | None = None, max_items: int = 20_000
 ) -> CheckResult:
     """Check labels: dtype, range, missing classes, a shift by one; and the model's output size.
 
