@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from nbhelpers.state import preserved_rng
 from nbhelpers.validate import invalid, one_of, positive_int
@@ -291,10 +292,14 @@ for _row in [
     register(_row)
 
 
+def _as_list(names: Iterable[str] | str) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
+
+
 def _selected(only: Iterable[str] | None, skip: Iterable[str]) -> list[str]:
     """The names of the rows to run, in table order. Raises ValueError for an unknown name."""
-    only = [only] if isinstance(only, str) else only
-    skip = [skip] if isinstance(skip, str) else list(skip)
+    only = None if only is None else _as_list(only)
+    skip = _as_list(skip)
     for what, names in (("only", only or []), ("skip", skip)):
         unknown = sorted(set(names) - set(CHECKS))
         if unknown:
@@ -350,8 +355,6 @@ def run_all_checks(
     names = _selected(only, skip)
     given, batch_error = CheckInputs(model, train_loader, eval_loaders, **inputs).with_batch()
     rows = [CHECKS[name] for name in names if CHECKS[name].ready(given)]
-    from tqdm.auto import tqdm
-
     results = []
     with tqdm(total=len(rows), desc="checks", leave=False, disable=not progress) as bar:
         for row in rows:

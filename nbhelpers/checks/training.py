@@ -56,10 +56,7 @@ def _copy_at_lr_zero(model: nn.Module, optimizer: torch.optim.Optimizer | None):
         m, opt = copy.deepcopy((model, optimizer))
         opt = opt if opt is not None else torch.optim.SGD(m.parameters(), lr=0.0)
         for group in opt.param_groups:
-            if torch.is_tensor(group["lr"]):
-                group["lr"].fill_(0.0)
-            else:
-                group["lr"] = 0.0
+            group["lr"] = group["lr"] * 0  # a float stays a float, a tensor a tensor
         yield m.train(), opt, state
 
 
@@ -166,34 +163,29 @@ def check_model_modes(
     can_eval = evaluate_fn is not None and eval_loader is not None
     can_train = train_step is not None and x is not None and y is not None
     if not (can_eval or can_train):
-        return not_applicable(
-            "model_modes",
-            "neither evaluate_fn with an eval loader nor train_step with a batch given.",
-            "Pass evaluate_fn=... and/or train_step=... to check train/eval modes.",
-        )
+        why = "neither evaluate_fn with an eval loader nor train_step with a batch given."
+        hint = "Pass evaluate_fn=... and/or train_step=... to check train/eval modes."
+        return not_applicable("model_modes", why, hint)
     sensitive = sorted(
         {type(m).__name__ for m in model.modules() if isinstance(m, _MODE_SENSITIVE)}
     )
     problems, parts, modes = [], [], []
     with _copy_at_lr_zero(model, optimizer) as (m, opt, state):
-        handle = m.register_forward_pre_hook(lambda module, args: modes.append(module.training))
-        try:
-            if can_eval:
-                with untouched(eval_loader):
-                    evaluate_fn(m, Limited(eval_loader, 2, 64))
-                parts.append(_modes_text("evaluation", modes))
-                if any(modes):
-                    problems.append("evaluation runs in train mode")
-                if not m.training:
-                    parts.append("evaluation leaves the model in eval mode")
-            if can_train:
-                modes.clear()
-                train_step(m.train(), opt, *_on_device(m, x, y))
-                parts.append(_modes_text("train_step", modes))
-                if not all(modes):
-                    problems.append("the training step runs in eval mode")
-        finally:
-            handle.remove()
+        m.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+        if can_eval:
+            with untouched(eval_loader):
+                evaluate_fn(m, Limited(eval_loader, 2, 64))
+            parts.append(_modes_text("evaluation", modes))
+            if any(modes):
+                problems.append("evaluation runs in train mode")
+            if not m.training:
+                parts.append("evaluation leaves the model in eval mode")
+        if can_train:
+            modes.clear()
+            train_step(m.train(), opt, *_on_device(m, x, y))
+            parts.append(_modes_text("train_step", modes))
+            if not all(modes):
+                problems.append("the training step runs in eval mode")
     evidence = "; ".join(parts) + f"; mode-dependent layers: {', '.join(sensitive) or 'none'}."
     evidence += TOUCHED_NOTE if state["changed"] else ""
     return verdict("model_modes", problems if sensitive else [], evidence, MODES_HINT)
