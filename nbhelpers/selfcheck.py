@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -187,21 +187,17 @@ def check_loss_falls(
 
 def _split_images(data: Any) -> dict[str, torch.Tensor]:
     """``{name: images (N, C, H, W)}`` from a DataBundle, a dict or a list of ImageSets/tensors."""
-    if callable(getattr(data, "splits", None)):  # a DataBundle
-        data = data.splits()
-    if isinstance(data, Mapping):
-        items = list(data.items())
-    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-        items = [(getattr(s, "name", f"set {i}"), s) for i, s in enumerate(data)]
-    else:
-        raise TypeError(
-            "check_splits_disjoint needs a DataBundle, a dict name -> ImageSet/tensor or a list "
-            f"of them, got {type(data).__name__}."
-        )
-    named = {str(name): getattr(item, "images", item) for name, item in items}
+    from nbhelpers.checks.access import as_splits
+
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        data = {getattr(s, "name", f"set {i}"): s for i, s in enumerate(data)}
+    named = {str(k): getattr(v, "images", v) for k, v in as_splits(data).items()}
     for name, images in named.items():
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise TypeError(f"split {name!r}: expected an ImageSet or an (N, C, H, W) tensor.")
+            raise TypeError(
+                f"split {name!r}: expected an ImageSet or an (N, C, H, W) tensor in a DataBundle, "
+                "a dict name -> ImageSet/tensor or a list of them."
+            )
     if len(named) < 2:
         raise ValueError(f"check_splits_disjoint needs at least two splits, got {len(named)}.")
     return named

@@ -49,7 +49,7 @@ from .training import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CheckInputs:
     """Everything the checks look at, given once (every field is optional).
 
@@ -167,7 +167,7 @@ class CheckInputs:
         return dataclasses.replace(self, x=x, y=y), None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Check:
     """One row of the table of checks.
 
