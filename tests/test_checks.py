@@ -111,6 +111,7 @@ def test_report_table_and_lookup():
     frame = report.to_frame()
     assert list(frame["status"]) == ["PASS", "FAIL"]
     assert report["b"].failed and [r.name for r in report.failed] == ["b"]
+    assert "b" in report and "c" not in report and report.names == ["a", "b"]
     assert "1 passed, 1 failed" in str(report)
     assert "FAIL" in report._repr_html_()
     with pytest.raises(KeyError):

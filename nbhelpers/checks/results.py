@@ -104,6 +104,10 @@ class CheckReport(Report, list):
             raise KeyError(f"no check named {key!r}; ran: {', '.join(self.names)}")
         return found[0]
 
+    def __contains__(self, name: object) -> bool:
+        """Whether a check named ``name`` ran (or the result ``name`` is in the report)."""
+        return name in self.names or list.__contains__(self, name)
+
     @property
     def names(self) -> list[str]:
         """Names of the checks that ran, in order."""
