@@ -15,14 +15,15 @@ in the notebook rather than a wrong answer.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from nbhelpers.validate import number
 
 __all__ = [
     "Outcome",
@@ -167,8 +168,7 @@ def check_loss_falls(
         TypeError: ``losses`` is not a sequence of numbers.
         ValueError: ``min_drop`` is not in [0, 1).
     """
-    if not 0.0 <= min_drop < 1.0:
-        raise ValueError(f"min_drop must be in [0, 1), got {min_drop!r}.")
+    number("min_drop", min_drop, 0.0, 1.0, high_open=True)
     values = _as_floats(losses, "losses")
     if len(values) < 2:
         return check(False, "", "Train for at least two steps first.", fail_msg="Too few losses.")
@@ -185,29 +185,19 @@ def check_loss_falls(
     )
 
 
-def _image_hashes(images: torch.Tensor) -> list[bytes]:
-    flat = images.detach().cpu().contiguous().reshape(images.shape[0], -1).numpy()
-    return [hashlib.blake2b(row.tobytes(), digest_size=12).digest() for row in flat]
+def _split_images(data: Any) -> dict[str, torch.Tensor]:
+    """``{name: images (N, C, H, W)}`` from a DataBundle, a dict or a list of ImageSets/tensors."""
+    from nbhelpers.checks.access import as_splits
 
-
-def _named_image_sets(data: Any) -> dict[str, torch.Tensor]:
-    if hasattr(data, "splits") and callable(data.splits):  # a DataBundle
-        data = data.splits()
-    if isinstance(data, Mapping):
-        items = list(data.items())
-    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-        items = [(getattr(s, "name", f"set {i}"), s) for i, s in enumerate(data)]
-    else:
-        raise TypeError(
-            "check_splits_disjoint needs a DataBundle, a dict name -> ImageSet/tensor or a list "
-            f"of them, got {type(data).__name__}."
-        )
-    named = {}
-    for name, item in items:
-        images = getattr(item, "images", item)
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        data = {getattr(s, "name", f"set {i}"): s for i, s in enumerate(data)}
+    named = {str(k): getattr(v, "images", v) for k, v in as_splits(data).items()}
+    for name, images in named.items():
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise TypeError(f"split {name!r}: expected an ImageSet or an (N, C, H, W) tensor.")
-        named[str(name)] = images
+            raise TypeError(
+                f"split {name!r}: expected an ImageSet or an (N, C, H, W) tensor in a DataBundle, "
+                "a dict name -> ImageSet/tensor or a list of them."
+            )
     if len(named) < 2:
         raise ValueError(f"check_splits_disjoint needs at least two splits, got {len(named)}.")
     return named
@@ -223,7 +213,9 @@ def check_splits_disjoint(
 
     Real SVHN may hold a few identical crops across its official splits, so a tiny overlap
     (``max_shared_fraction`` of the smaller split of each pair) is tolerated; the handover's
-    bug (evaluation data taken from the train split) shares nearly all of them.
+    bug (evaluation data taken from the train split) shares nearly all of them. The images are
+    compared as :func:`nbhelpers.checks.check_split_overlap` compares them
+    (:func:`nbhelpers.checks.data_checks.pair_overlaps`).
 
     Args:
         data: a :class:`nbhelpers.data.DataBundle`, a dict name -> ImageSet (or uint8 tensor
@@ -236,22 +228,21 @@ def check_splits_disjoint(
         Never raises on a failed check.
 
     Raises:
-        TypeError / ValueError: malformed ``data`` (fewer than two splits, not images).
+        TypeError / ValueError: malformed ``data`` (fewer than two splits, not images), or
+            ``max_shared_fraction`` outside [0, 1).
     """
-    if not 0.0 <= max_shared_fraction < 1.0:
-        raise ValueError(f"max_shared_fraction must be in [0, 1), got {max_shared_fraction!r}.")
-    hashes = {name: set(_image_hashes(images)) for name, images in _named_image_sets(data).items()}
-    names = list(hashes)
-    overlaps = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            shared = len(hashes[a] & hashes[b])
-            smaller = max(1, min(len(hashes[a]), len(hashes[b])))
-            if shared > max_shared_fraction * smaller:
-                overlaps.append(f"{a}/{b} share {shared} images ({shared / smaller:.0%})")
+    from nbhelpers.checks.data_checks import image_hashes, pair_overlaps
+
+    number("max_shared_fraction", max_shared_fraction, 0.0, 1.0, high_open=True)
+    hashes = {name: set(image_hashes(x)) for name, x in _split_images(data).items()}
+    overlaps = [
+        f"{a}/{b} share {shared} images ({fraction:.0%})"
+        for a, b, shared, fraction in pair_overlaps(hashes)
+        if fraction > max_shared_fraction
+    ]
     return check(
         not overlaps,
-        f"The splits {', '.join(names)} share no images.",
+        f"The splits {', '.join(hashes)} share no images.",
         hint,
         fail_msg="The splits overlap: " + "; ".join(overlaps) + ".",
     )
@@ -275,22 +266,20 @@ def check_close(
         hint: shown when the check fails.
 
     Returns:
-        An :class:`Outcome` (bool-like), truthy if close. A non-number ``value`` (e.g. ``None`` left by an unfinished exercise)
-        fails the check instead of raising.
+        An :class:`Outcome` (bool-like), truthy if close. A non-number ``value`` (e.g. ``None``
+        left by an unfinished exercise) fails the check instead of raising.
 
     Raises:
         ValueError: negative ``tol``.
     """
-    if tol < 0:
-        raise ValueError(f"tol must be non-negative, got {tol!r}.")
+    number("tol", tol, 0.0)
     try:
-        number = float(value)
+        got = float(value)
     except (TypeError, ValueError, RuntimeError):
         return check(False, "", hint, fail_msg=f"{name} is {value!r}, not a number yet.")
-    ok = math.isfinite(number) and abs(number - target) <= tol
     return check(
-        ok,
-        f"{name} = {number:.4g} (expected {target:.4g} ± {tol:.2g}).",
+        math.isfinite(got) and abs(got - target) <= tol,
+        f"{name} = {got:.4g} (expected {target:.4g} ± {tol:.2g}).",
         hint,
-        fail_msg=f"{name} = {number:.4g}, expected {target:.4g} ± {tol:.2g}.",
+        fail_msg=f"{name} = {got:.4g}, expected {target:.4g} ± {tol:.2g}.",
     )

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from nbhelpers.checks import CHECK_NAMES, check_augmentation, find_transform, run_all_checks
+from nbhelpers.checks import check_augmentation, find_transform, run_all_checks
 from nbhelpers.data import show_grid
 from nbhelpers.experiment import compare_table, describe_config, handover_config, run
 from nbhelpers.logbook import Logbook
@@ -391,7 +391,7 @@ def data_checks(datasets, loaders):
         train_loader=loaders["train"],
         eval_loaders={"valid": loaders["valid"], "test": loaders["test"]},
         datasets=datasets,
-        skip=[name for name in CHECK_NAMES if name not in DATA_CHECKS],
+        only=DATA_CHECKS,
         show=False,
         progress=False,
     )

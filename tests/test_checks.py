@@ -93,7 +93,7 @@ def same_state(a: dict, b: dict) -> bool:
 
 # ------------------------------------------------------------------------------ results
 def test_result_prints_one_line_with_hint_and_html():
-    fig, ax = checks._core.new_figure()
+    fig, ax = checks.results.new_figure()
     ax.plot([1, 2])
     r = checks.CheckResult("demo", False, "something is off", "fix it", figure=fig)
     text = str(r)
@@ -111,6 +111,7 @@ def test_report_table_and_lookup():
     frame = report.to_frame()
     assert list(frame["status"]) == ["PASS", "FAIL"]
     assert report["b"].failed and [r.name for r in report.failed] == ["b"]
+    assert "b" in report and "c" not in report and report.names == ["a", "b"]
     assert "1 passed, 1 failed" in str(report)
     assert "FAIL" in report._repr_html_()
     with pytest.raises(KeyError):
@@ -488,8 +489,49 @@ def test_run_all_checks_on_plain_objects():
     assert same_state(before, state_of(model)) and loader.epoch == 0
     assert "zero_grad" in report.to_frame()["check"].tolist()
     assert "<table" in report._repr_html_()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="split_overlap"):  # the message lists the valid names
         checks.run_all_checks(model, skip=["nonsense"])
+    with pytest.raises(ValueError, match="nonsense"):
+        checks.run_all_checks(model, only=["zero_grad", "nonsense"])
+
+
+def test_only_runs_the_named_checks_and_skip_leaves_them_out():
+    model, (x, y) = tiny_cnn(), batch(8)
+    only = checks.run_all_checks(
+        model, x=x, y=y, only=["gradients", "softmax_output"], progress=False
+    )
+    assert only.names == ["softmax_output", "gradients"]  # in table order
+    rest = checks.run_all_checks(model, x=x, y=y, skip=["overfit_one_batch"], progress=False)
+    assert "overfit_one_batch" not in rest.names and "gradients" in rest.names
+
+
+def test_a_registered_check_is_run_when_its_inputs_are_given(monkeypatch):
+    seen = []
+
+    def count_parameters(inputs):
+        seen.append(inputs.model)
+        n = sum(p.numel() for p in inputs.model.parameters())
+        return checks.CheckResult("made_up", n < 10, f"{n} parameters", "Use a smaller model.")
+
+    row = checks.Check("made_up", "model optimizer|scheduler", count_parameters)
+    monkeypatch.setitem(checks.CHECKS, "made_up", row)
+    assert "made_up" in checks.CHECK_NAMES  # the names follow the table
+    model = tiny_cnn()
+    no_optimizer = checks.run_all_checks(model, only=["made_up"], progress=False)
+    assert no_optimizer.names == [] and seen == []  # an input it needs is missing: not run
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    report = checks.run_all_checks(model, optimizer=opt, only=["made_up"], progress=False)
+    assert report["made_up"].failed and seen == [model]
+    assert report["made_up"].hint == "Use a smaller model."
+
+
+def test_a_check_row_needs_known_inputs_and_inputs_are_validated():
+    with pytest.raises(ValueError, match="modle"):
+        checks.Check("typo", "modle", lambda inputs: None)
+    with pytest.raises(ValueError, match="scheduler_step"):
+        checks.run_all_checks(scheduler_step="sometimes")
+    with pytest.raises(TypeError, match="not_an_input"):
+        checks.run_all_checks(not_an_input=1)
 
 
 # ------------------------------------------------------------------------------ integration
@@ -521,6 +563,7 @@ def test_handover_faults_flagged_and_reference_fix_clean(synthetic_bundle):
     report = checks.check_config(handover, data=synthetic_bundle, **options)
     flagged = {r.name for r in report.failed}
     assert HANDOVER_FAULTS <= flagged, str(report)
+    assert report.names == list(checks.CHECK_NAMES)  # given everything, every row runs
     assert not any(r.error for r in report), str(report)
     fix = reference_fix_config("tiny", source="synthetic", width=8, device="cpu")
     clean = checks.check_config(fix, data=synthetic_bundle, **options)
@@ -543,5 +586,5 @@ def test_checks_leave_an_augmentation_generator_alone():
 
 def test_raw_images_from_a_list_of_batches():
     x, y = batch(16)
-    got_x, got_y, _ = checks._core.raw_images_labels([(x[:8], y[:8]), (x[8:], y[8:])])
+    got_x, got_y, _ = checks.access.raw_images_labels([(x[:8], y[:8]), (x[8:], y[8:])])
     assert got_x.shape == (16, 3, 32, 32) and torch.equal(got_y, y)

@@ -8,32 +8,33 @@ simulates schedules on copies, restores random states and loader epoch counters)
     [FAIL] zero_grad: gradient norm after 3 identical steps ... 0.41, 0.82, 1.23 (x3.00) ...
            hint: Call optimizer.zero_grad() before loss.backward() in every step.
 
-The checks, by kind:
+The checks, by kind (one module each):
 
-1. splits: :func:`check_split_overlap`, :func:`check_split_sources`
-2. labels: :func:`check_labels`
-3. inputs: :func:`check_input_statistics`, :func:`check_image_layout`
-4. augmentation and evaluation: :func:`check_augmentation` (with
+1. splits, labels, inputs (``data_checks``): :func:`check_split_overlap`,
+   :func:`check_split_sources`, :func:`check_labels`, :func:`check_input_statistics`,
+   :func:`check_image_layout`
+2. augmentation and evaluation (``augmentation``): :func:`check_augmentation` (with
    :func:`show_augmentation_pairs`), :func:`check_eval_augmentation`,
    :func:`check_eval_determinism`
-5. loader: :func:`check_shuffle`, :func:`check_last_batch`
-6. training step: :func:`check_zero_grad`, :func:`check_model_modes`,
+3. loader (``loader``): :func:`check_shuffle`, :func:`check_last_batch`
+4. training step (``training``): :func:`check_zero_grad`, :func:`check_model_modes`,
    :func:`check_softmax_output`, :func:`check_gradients`, :func:`check_optimizer_params`
-7. learning rate: :func:`check_lr_schedule` (with :func:`simulate_lr`),
+5. learning rate (``lr``): :func:`check_lr_schedule` (with :func:`simulate_lr`),
    :func:`check_learning_rate`, :func:`check_lr_range` (with :func:`lr_range_test`)
-8. capacity: :func:`check_overfit_one_batch`
+6. capacity (``capacity``): :func:`check_overfit_one_batch`
 
-:func:`run_all_checks` runs what applies and returns a :class:`CheckReport` (a table);
-:func:`check_config` does it for a :class:`nbhelpers.experiment.RunConfig`.
+``CHECKS`` (``runner``) is the table of them: one :class:`Check` row per check (its name, the
+inputs it needs, how it runs). :func:`run_all_checks` runs the rows whose inputs are given
+(``only=`` / ``skip=`` choose by name) and returns a :class:`CheckReport`; :func:`check_config`
+does it for a :class:`nbhelpers.experiment.RunConfig`. ``results`` holds the result types,
+``access`` the code that reads the learner's objects without changing them.
 """
 
-from ._core import CheckReport, CheckResult, preserved_loader_state, preserved_rng
+from .access import find_transform
 from .augmentation import (
     check_augmentation,
     check_eval_augmentation,
     check_eval_determinism,
-    find_transform,
-    list_transforms,
     show_augmentation_pairs,
 )
 from .capacity import check_overfit_one_batch
@@ -43,33 +44,26 @@ from .data_checks import (
     check_labels,
     check_split_overlap,
     check_split_sources,
-    image_hashes,
 )
 from .loader import check_last_batch, check_shuffle
-from .lr import (
-    LRRangeTest,
-    check_learning_rate,
-    check_lr_range,
-    check_lr_schedule,
-    lr_range_test,
-    simulate_lr,
-)
-from .runner import CHECK_NAMES, build_check_inputs, check_config, make_train_step, run_all_checks
+from .lr import check_learning_rate, check_lr_range, check_lr_schedule, lr_range_test, simulate_lr
+from .results import CheckReport, CheckResult
+from .runner import CHECK_NAMES, CHECKS, Check, CheckInputs, check_config, register, run_all_checks
 from .training import (
     check_gradients,
     check_model_modes,
     check_optimizer_params,
     check_softmax_output,
     check_zero_grad,
-    grad_norm,
 )
 
 __all__ = [
+    "CHECKS",
     "CHECK_NAMES",
+    "Check",
+    "CheckInputs",
     "CheckReport",
     "CheckResult",
-    "LRRangeTest",
-    "build_check_inputs",
     "check_augmentation",
     "check_config",
     "check_eval_augmentation",
@@ -91,13 +85,8 @@ __all__ = [
     "check_split_sources",
     "check_zero_grad",
     "find_transform",
-    "grad_norm",
-    "image_hashes",
-    "list_transforms",
     "lr_range_test",
-    "make_train_step",
-    "preserved_loader_state",
-    "preserved_rng",
+    "register",
     "run_all_checks",
     "show_augmentation_pairs",
     "simulate_lr",

@@ -14,9 +14,30 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._core import CheckResult, fmt, model_device, new_figure, preserved_rng
+from nbhelpers.state import model_device, preserved_rng
+
+from .results import CheckResult, fmt, new_figure
 
 __all__ = ["check_overfit_one_batch"]
+
+
+def _losses(model: nn.Module, x, y, loss_fn: Callable, steps: int, lr: float, target: float):
+    """Losses of Adam(lr) steps on a train-mode copy of ``model``, until below ``target``."""
+    losses = []
+    with preserved_rng():
+        torch.manual_seed(0)
+        m = copy.deepcopy(model).train()
+        opt = torch.optim.Adam(m.parameters(), lr=lr)
+        xb, yb = x.to(model_device(m)), y.to(model_device(m))
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(m(xb), yb)
+            losses.append(float(loss.detach()))
+            if losses[-1] < target or not torch.isfinite(loss):
+                break
+            loss.backward()
+            opt.step()
+    return losses
 
 
 def check_overfit_one_batch(
@@ -25,70 +46,48 @@ def check_overfit_one_batch(
     y: torch.Tensor,
     loss_fn: Callable | None = None,
     *,
-    n: int = 32,
     steps: int = 100,
     lr: float = 1e-3,
     target_loss: float = 0.1,
-    optimizer_factory: Callable | None = None,
     show: bool = True,
 ) -> CheckResult:
-    """Train a copy of the model on ``n`` examples for up to ``steps`` steps: does the loss drop
-    below ``target_loss``?
+    """Train a copy of the model on the batch ``(x, y)`` for up to ``steps`` steps: does the
+    loss drop below ``target_loss``?
 
-    Uses Adam with ``lr`` (a known-good default; Karpathy's recipe) unless
-    ``optimizer_factory(params)`` is given, so a too-small learning rate of the learner does not
-    hide the answer; the learning rate has its own checks. Stops as soon as the target is met.
+    Uses Adam with ``lr`` (a known-good default; Karpathy's recipe), so a too-small learning
+    rate of the learner does not hide the answer; the learning rate has its own checks. Stops
+    as soon as the target is met.
 
     Args:
         model: the learner's model (a copy is trained in train mode).
-        x, y: a batch; the first ``n`` examples are used.
+        x, y: the examples to memorise (float (B, C, H, W), int64 (B,)); 32 are plenty
+            (:func:`~nbhelpers.checks.run_all_checks` passes 32).
         loss_fn: default ``nn.CrossEntropyLoss()``.
-        n: examples to memorise.
         steps: the most optimizer steps.
         lr: Adam learning rate.
         target_loss: "near zero" (for 10 classes the loss starts near ln 10 = 2.3).
-        optimizer_factory: ``params -> optimizer`` to use instead of Adam.
         show: plot the loss curve.
 
     Returns:
         A :class:`CheckResult` named ``overfit_one_batch``; ``details["losses"]``.
     """
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    losses = []
-    with preserved_rng():
-        torch.manual_seed(0)
-        m = copy.deepcopy(model).train()
-        opt = (optimizer_factory or (lambda ps: torch.optim.Adam(ps, lr=lr)))(m.parameters())
-        device = model_device(m)
-        xb, yb = x[:n].to(device), y[:n].to(device)
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(m(xb), yb)
-            losses.append(float(loss.detach()))
-            if losses[-1] < target_loss or not torch.isfinite(loss):
-                break
-            loss.backward()
-            opt.step()
+    losses = _losses(model, x, y, loss_fn or nn.CrossEntropyLoss(), steps, lr, target_loss)
     figure = None
     if show:
-        fig, ax = new_figure(5.0, 2.6)
+        figure, ax = new_figure(5.0, 2.6)
         ax.plot(losses)
         ax.axhline(target_loss, color="green", ls="--", label=f"target {target_loss:g}")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss on the batch")
-        ax.set_title(f"overfitting {xb.shape[0]} examples", fontsize=9)
+        ax.set(xlabel="step", ylabel="loss on the batch")
+        ax.set_title(f"overfitting {len(x)} examples", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        figure = fig
-    best = min(losses)
+        figure.tight_layout()
     evidence = (
-        f"loss on {xb.shape[0]} examples {fmt(losses[0])} -> {fmt(losses[-1])} "
+        f"loss on {len(x)} examples {fmt(losses[0])} -> {fmt(losses[-1])} "
         f"in {len(losses) - 1} steps (target {target_loss:g})"
     )
-    details = {"losses": losses}
-    if best < target_loss:
+    if min(losses) < target_loss:
         return CheckResult(
-            "overfit_one_batch", True, evidence + ".", figure=figure, details=details
+            "overfit_one_batch", True, evidence + ".", figure=figure, details={"losses": losses}
         )
     return CheckResult(
         "overfit_one_batch",
@@ -97,5 +96,5 @@ def check_overfit_one_batch(
         "Something in the pipeline is broken: check that labels match the images, the loss gets "
         "logits, gradients reach every layer, and no layer is frozen.",
         figure=figure,
-        details=details,
+        details={"losses": losses},
     )

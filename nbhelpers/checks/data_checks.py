@@ -1,8 +1,10 @@
 """Checks of the data itself: shared images between splits, labels, input statistics, layout.
 
+- :func:`image_hashes` / :func:`pair_overlaps`: the one way the package finds images shared by
+  two splits (also behind :func:`nbhelpers.selfcheck.check_splits_disjoint`).
 - :func:`check_split_overlap`: exact duplicates between train / validation / test (image hashes).
 - :func:`check_split_sources`: evaluation splits carved out of the training data (same parent
-  dataset, a torchvision dataset loaded with ``split="train"``, or equal-size halves of train).
+  dataset, a torchvision dataset loaded with ``split="train"``).
 - :func:`check_labels`: label dtype and range against the number of classes and the model's
   output size, missing classes, labels shifted by one (SVHN's "10 means 0").
 - :func:`check_input_statistics`: per-channel mean / std and value range per split; raw 0-255
@@ -22,41 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._core import (
-    CheckResult,
-    as_uint8_images,
-    fmt,
-    model_batch,
-    model_device,
-    not_applicable,
-    raw_images_labels,
-)
+from nbhelpers.validate import positive_int
 
-__all__ = [
-    "check_image_layout",
-    "check_input_statistics",
-    "check_labels",
-    "check_split_overlap",
-    "check_split_sources",
-    "image_hashes",
-]
-
-
-def as_splits(data: Any) -> dict[str, Any]:
-    """``{name: split}`` from a dict, a :class:`nbhelpers.data.DataBundle` or one split.
-
-    Raises:
-        TypeError: ``data`` is None.
-    """
-    if data is None:
-        raise TypeError("no data given: pass a dict {'train': ..., 'valid': ...} or a DataBundle.")
-    if isinstance(data, Mapping):
-        return dict(data)
-    if callable(getattr(data, "splits", None)) and all(
-        hasattr(data, s) for s in ("train", "valid", "test")
-    ):
-        return dict(data.splits())
-    return {getattr(data, "name", None) or "data": data}
+from .access import as_splits, eval_outputs, model_batch, raw_images_labels
+from .results import CheckResult, fmt, not_applicable, verdict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,9 +43,28 @@ def image_hashes(images: torch.Tensor) -> list[bytes]:
     Returns:
         A list of N digests; equal digests mean byte-identical images.
     """
-    arr = np.ascontiguousarray(as_uint8_images(images.detach().cpu()).numpy())
-    flat = arr.reshape(arr.shape[0], -1)
+    x = images.detach().cpu()
+    if x.dtype != torch.uint8 and x.numel() and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0:
+        x = (x.float() * 255.0).round().to(torch.uint8)
+    flat = np.ascontiguousarray(x.numpy()).reshape(x.shape[0], -1)
     return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+
+
+def pair_overlaps(hashes: Mapping[str, set[bytes]]) -> list[tuple[str, str, int, float]]:
+    """For every pair of splits, the distinct images both hold (exact pixel equality).
+
+    Args:
+        hashes: ``{name: set of image_hashes(images)}`` per split.
+
+    Returns:
+        ``(a, b, shared, fraction)`` per pair, ``fraction`` = ``shared`` over the number of
+        distinct images of the smaller split of the pair.
+    """
+    pairs = []
+    for a, b in combinations(hashes, 2):
+        shared = len(hashes[a] & hashes[b])
+        pairs.append((a, b, shared, shared / max(1, min(len(hashes[a]), len(hashes[b])))))
+    return pairs
 
 
 def check_split_overlap(
@@ -105,75 +95,57 @@ def check_split_overlap(
     named = as_splits(splits)
     if len(named) < 2:
         return not_applicable(
-            "split_overlap", "only one split given.", "pass train and eval splits."
+            "split_overlap", "only one split given.", "Pass train and eval splits."
         )
-    hashes: dict[str, list[bytes]] = {}
-    notes = []
+    images, notes = {}, []
     for name, split in named.items():
         x, _, how = raw_images_labels(split, max_items)
         if x is None:
             raise TypeError(f"split {name!r}: no images could be read from {type(split).__name__}.")
-        hashes[name] = image_hashes(x)
-        if how != "stored":
-            notes.append(f"{name} {how}")
-    sets = {k: set(v) for k, v in hashes.items()}
-    shared, parts, bad = {}, [], []
-    for a, b in combinations(named, 2):
-        count = len(sets[a] & sets[b])
-        shared[f"{a}&{b}"] = count
-        smaller = max(1, min(len(sets[a]), len(sets[b])))
-        parts.append(f"{a}&{b}: {count}")
-        if count / smaller > max_shared_fraction:
-            bad.append(f"{a}&{b}")
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in hashes.items())
-    evidence = f"shared images {', '.join(parts)} (sizes: {sizes})."
-    carved = _carved_from(sets, hashes)
-    if carved:
-        evidence += " " + carved
-    if notes:
-        evidence += " Read: " + "; ".join(notes) + "."
-    details = {"shared": shared, "sizes": {k: len(v) for k, v in hashes.items()}}
-    if bad:
-        return CheckResult(
-            "split_overlap",
-            False,
-            evidence,
-            "Evaluation splits must hold images the model never trains on: take the test split "
-            "from the dataset's test files and carve validation out of train without overlap.",
-            details=details,
-        )
-    return CheckResult("split_overlap", True, evidence, "", details=details)
+        images[name] = x
+        notes += [f"{name} {how}"] if how != "stored" else []
+    hashes = {name: set(image_hashes(x)) for name, x in images.items()}
+    pairs = pair_overlaps(hashes)
+    shared = {f"{a}&{b}": n for a, b, n, _ in pairs}
+    sizes = {name: len(x) for name, x in images.items()}
+    evidence = (
+        f"shared images {', '.join(f'{k}: {n}' for k, n in shared.items())} "
+        f"(sizes: {', '.join(f'{k} {n}' for k, n in sizes.items())})."
+        + _carved_from(hashes, sizes)
+        + (" Read: " + "; ".join(notes) + "." if notes else "")
+    )
+    leak = any(fraction > max_shared_fraction for *_, fraction in pairs)
+    hint = (
+        "Evaluation splits must hold images the model never trains on: take the test split "
+        "from the dataset's test files and carve validation out of train without overlap."
+    )
+    details = {"shared": shared, "sizes": sizes}
+    return CheckResult("split_overlap", not leak, evidence, hint if leak else "", details=details)
 
 
-def _carved_from(sets: dict[str, set], hashes: dict[str, list]) -> str:
-    """A sentence when two evaluation splits have equal size and both lie inside train."""
+def _carved_from(sets: dict[str, set[bytes]], sizes: dict[str, int]) -> str:
+    """A sentence when evaluation splits lie entirely inside train (two of equal size: halves)."""
     if "train" not in sets:
         return ""
-    others = [k for k in sets if k != "train" and sets[k] and sets[k] <= sets["train"]]
-    for a, b in combinations(others, 2):
-        if len(hashes[a]) == len(hashes[b]):
+    inside = [k for k in sets if k != "train" and sets[k] and sets[k] <= sets["train"]]
+    for a, b in combinations(inside, 2):
+        if sizes[a] == sizes[b]:
             return (
-                f"{a} and {b} have exactly the same size ({len(hashes[a])}) and both lie entirely "
+                f" {a} and {b} have exactly the same size ({sizes[a]}) and both lie entirely "
                 "inside train: they look like the train split cut in halves."
             )
-    if others:
-        return f"{', '.join(others)} lie(s) entirely inside train."
-    return ""
+    return f" {', '.join(inside)} lie(s) entirely inside train." if inside else ""
 
 
 def _origin(split: Any) -> tuple[Any, str]:
     """The object a split was cut from and a description of which part of the source it is."""
-    obj = split
-    while isinstance(obj, torch.utils.data.Subset):
-        obj = obj.dataset
-    if isinstance(obj, torch.utils.data.DataLoader):
-        return _origin(obj.dataset)
-    part = ""
-    if isinstance(getattr(obj, "split", None), str):
-        part = f"split={obj.split!r}"
-    elif isinstance(getattr(obj, "train", None), bool):
-        part = f"train={obj.train}"
-    return obj, part
+    while isinstance(split, (torch.utils.data.Subset, torch.utils.data.DataLoader)):
+        split = split.dataset
+    if isinstance(getattr(split, "split", None), str):
+        return split, f"split={split.split!r}"
+    if isinstance(getattr(split, "train", None), bool):
+        return split, f"train={split.train}"
+    return split, ""
 
 
 def check_split_sources(splits: Any) -> CheckResult:
@@ -194,54 +166,31 @@ def check_split_sources(splits: Any) -> CheckResult:
     """
     named = as_splits(splits)
     origins = {k: _origin(v) for k, v in named.items()}
-    train = origins.get("train")
+    train = origins.get("train", (None, ""))[0]
     findings = []
     for name, (obj, part) in origins.items():
-        if name == "train":
-            continue
-        if train is not None and obj is train[0] and named[name] is not named["train"]:
+        if name != "train" and obj is train and named[name] is not named["train"]:
             findings.append(f"{name} is cut from the same dataset object as train")
-        elif part in ("split='train'", "train=True"):
+        elif name != "train" and part in ("split='train'", "train=True"):
             findings.append(f"{name} comes from a dataset loaded with {part}")
     parts = [f"{k}: {type(o).__name__}" + (f"({p})" if p else "") for k, (o, p) in origins.items()]
     evidence = "; ".join(parts) + "."
-    if findings:
-        return CheckResult(
-            "split_sources",
-            False,
-            "; ".join(findings) + ". " + evidence,
-            "Load evaluation data from the test files (e.g. SVHN(split='test')) and split "
-            "validation off train with disjoint indices.",
-        )
-    if not any(p for _, p in origins.values()) and not any(
-        isinstance(v, torch.utils.data.Subset) for v in named.values()
-    ):
-        return not_applicable(
-            "split_sources",
-            "the splits keep no record of their parent dataset (" + evidence.rstrip(".") + ").",
-            "check_split_overlap compares the images themselves.",
-        )
-    return CheckResult("split_sources", True, evidence)
+    subsets = any(isinstance(v, torch.utils.data.Subset) for v in named.values())
+    if not findings and not subsets and not any(p for _, p in origins.values()):
+        why = f"the splits keep no record of their parent dataset ({evidence[:-1]})."
+        return not_applicable("split_sources", why, "check_split_overlap compares the images.")
+    hint = (
+        "Load evaluation data from the test files (e.g. SVHN(split='test')) and split "
+        "validation off train with disjoint indices."
+    )
+    return verdict("split_sources", findings, evidence, hint)
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. Labels
 # ---------------------------------------------------------------------------------------------
-def _model_outputs(model: nn.Module, x: torch.Tensor) -> int | None:
-    import copy
-
-    m = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        out = m(x[:2].to(model_device(m), dtype=torch.float32))
-    return int(out.shape[-1]) if out.ndim >= 2 else None
-
-
 def check_labels(
-    data: Any,
-    num_classes: int = 10,
-    *,
-    model: nn.Module | None = None,
-    max_items: int = 20_000,
+    data: Any, num_classes: int = 10, *, model: nn.Module | None = None, max_items: int = 20_000
 ) -> CheckResult:
     """Check labels: dtype, range, missing classes, a shift by one; and the model's output size.
 
@@ -255,7 +204,7 @@ def check_labels(
 
     Args:
         data: one split or ``{name: split}`` / DataBundle (labels read as in
-            :func:`raw_images_labels`; a loader's labels from its first batches).
+            ``raw_images_labels``; a loader's labels from its first batches).
         num_classes: the number of classes (10 for digits).
         model: optional; its output size is compared with ``num_classes``.
         max_items: at most this many labels per split are read from slow datasets.
@@ -266,84 +215,59 @@ def check_labels(
     Raises:
         ValueError: ``num_classes`` is not a positive int.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+    k = positive_int("num_classes", num_classes)
     named = as_splits(data)
-    problems, parts, details = [], [], {}
-    sample_x = None
+    problems, parts, details, sample = [], [], {}, None
     for name, split in named.items():
         images, labels, _ = raw_images_labels(split, max_items)
         if labels is None:
             parts.append(f"{name}: no labels found")
             continue
-        if sample_x is None and images is not None and images.ndim == 4:
-            sample_x = images[:2]
-        found, summary = _label_problems(name, labels, num_classes)
-        problems += found
-        parts.append(summary)
-        details[name] = {
-            "dtype": str(labels.dtype),
-            "min": int(labels.min()) if labels.numel() else None,
-            "max": int(labels.max()) if labels.numel() else None,
-        }
+        if sample is None and images is not None and images.ndim == 4 and images.shape[1] <= 3:
+            sample = images[:2]
+        problems += _label_problems(name, labels, k)
+        low, high = (int(labels.min()), int(labels.max())) if labels.numel() else (None, None)
+        details[name] = {"dtype": str(labels.dtype), "min": low, "max": high}
+        parts.append(f"{name}: {labels.numel()} labels {labels.dtype} in {low}..{high}")
     if model is not None:
-        x = sample_x
-        if x is None or x.shape[1] not in (1, 3):
-            x = model_batch(next(iter(named.values())), 2)[0]
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        outputs = _model_outputs(model, x)
-        details["model_outputs"] = outputs
+        x = sample if sample is not None else model_batch(next(iter(named.values())), 2)[0]
+        out = eval_outputs(model, x.float() / 255.0 if x.dtype == torch.uint8 else x)
+        outputs = details["model_outputs"] = int(out.shape[-1]) if out.ndim >= 2 else None
         parts.append(f"model outputs {outputs} values")
-        if outputs is not None and outputs != num_classes:
-            problems.append(f"the model outputs {outputs} values for {num_classes} classes")
-    evidence = "; ".join(parts) + "."
-    if problems:
-        return CheckResult(
-            "labels",
-            False,
-            "; ".join(problems) + ". " + evidence,
-            _label_hint(problems, num_classes),
-            details=details,
-        )
-    return CheckResult("labels", True, evidence, details=details)
+        if outputs is not None and outputs != k:
+            problems.append(f"the model outputs {outputs} values for {k} classes")
+    hint = _label_hint(problems, k)
+    return verdict("labels", problems, "; ".join(parts) + ".", hint, details=details)
 
 
-def _label_problems(name: str, labels: torch.Tensor, k: int) -> tuple[list[str], str]:
-    problems = []
+def _label_problems(name: str, labels: torch.Tensor, k: int) -> list[str]:
     if labels.numel() == 0:
-        return [f"{name} has no labels"], f"{name}: empty"
-    if labels.is_floating_point() or labels.dtype == torch.bool:
+        return [f"{name} has no labels"]
+    problems = []
+    if labels.dtype != torch.int64:
         problems.append(f"{name} labels are {labels.dtype}, not int64")
-        labels = labels.round().long()
-    elif labels.dtype != torch.int64:
-        problems.append(f"{name} labels are {labels.dtype}, not int64")
-    lo, hi = int(labels.min()), int(labels.max())
-    present = sorted(set(labels.long().tolist()))
+    values = labels.round().long() if labels.is_floating_point() else labels.long()
+    lo, hi = int(values.min()), int(values.max())
     if lo == 1 and hi == k:
-        problems.append(
-            f"{name} labels run 1..{k} for {k} classes: shifted by one (SVHN's label 10 means 0)"
-        )
+        shifted = "shifted by one (SVHN's label 10 means 0)"
+        problems.append(f"{name} labels run 1..{k} for {k} classes: {shifted}")
     elif lo < 0 or hi >= k:
         problems.append(f"{name} labels range {lo}..{hi}, outside 0..{k - 1}")
-    elif labels.numel() >= 5 * k:
-        missing = [c for c in range(k) if c not in present]
-        if missing:
-            problems.append(f"{name} has no example of class(es) {missing}")
-    return problems, f"{name}: {labels.numel()} labels {labels.dtype} in {lo}..{hi}"
+    elif values.numel() >= 5 * k and (missing := sorted(set(range(k)) - set(values.tolist()))):
+        problems.append(f"{name} has no example of class(es) {missing}")
+    return problems
 
 
 def _label_hint(problems: list[str], k: int) -> str:
     text = " ".join(problems)
-    if "shifted" in text:
-        return "Map label 10 to 0 (labels % 10) so classes are 0..9."
-    if "outputs" in text:
-        return f"Make the last layer output {k} logits, one per class."
-    if "not int64" in text:
-        return "Convert labels with .long(): cross-entropy wants int64 class indices."
-    if "no example" in text:
-        return "A split without some classes cannot measure them; draw it stratified or shuffled."
-    return f"Labels must be class indices 0..{k - 1}."
+    hints = {
+        "shifted": "Map label 10 to 0 (labels % 10) so classes are 0..9.",
+        "outputs": f"Make the last layer output {k} logits, one per class.",
+        "not int64": "Convert labels with .long(): cross-entropy wants int64 class indices.",
+        "no example": "A split missing some classes cannot measure them; draw it stratified.",
+    }
+    default = f"Labels must be class indices 0..{k - 1}."
+    return next((hint for key, hint in hints.items() if key in text), default)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,16 +275,11 @@ def _label_hint(problems: list[str], k: int) -> str:
 # ---------------------------------------------------------------------------------------------
 def _stats(x: torch.Tensor) -> dict[str, Any]:
     xf = x.detach().float().cpu()
-    dims = [d for d in range(xf.ndim) if d != 1] if xf.ndim == 4 else list(range(xf.ndim))
-    if xf.ndim == 4:
-        mean = xf.mean(dim=dims).tolist()
-        std = xf.std(dim=dims).tolist()
-    else:
-        mean, std = [float(xf.mean())], [float(xf.std())]
+    per_channel = xf.transpose(0, 1).flatten(1) if xf.ndim == 4 else xf.flatten()[None]
     return {
         "dtype": str(x.dtype),
-        "mean": mean,
-        "std": std,
+        "mean": per_channel.mean(dim=1).tolist(),
+        "std": per_channel.std(dim=1).tolist(),
         "min": float(xf.min()),
         "max": float(xf.max()),
         "n": int(x.shape[0]),
@@ -393,8 +312,7 @@ def check_input_statistics(
     Returns:
         A :class:`CheckResult` named ``input_statistics``; ``details[name]`` holds the numbers.
     """
-    named = as_splits(loaders)
-    stats = {name: _stats(model_batch(src, n)[0]) for name, src in named.items()}
+    stats = {name: _stats(model_batch(src, n)[0]) for name, src in as_splits(loaders).items()}
     problems = []
     for name, s in stats.items():
         if "float" not in s["dtype"]:
@@ -405,20 +323,12 @@ def check_input_statistics(
             problems.append(f"{name} inputs are constant")
     for a, b in combinations(stats, 2):
         problems += _disagreement(a, stats[a], b, stats[b], ratio)
-    parts = [
+    evidence = "; ".join(
         f"{k}: mean {_vec(s['mean'])} std {_vec(s['std'])} range [{fmt(s['min'])}, {fmt(s['max'])}]"
         for k, s in stats.items()
-    ]
-    evidence = "; ".join(parts) + "."
-    if problems:
-        hint = (
-            "Scale images to [0, 1] (ToTensor or x / 255) and apply the same normalisation to "
-            "every split."
-        )
-        return CheckResult(
-            "input_statistics", False, "; ".join(problems) + ". " + evidence, hint, details=stats
-        )
-    return CheckResult("input_statistics", True, evidence, details=stats)
+    )
+    hint = "Scale images to [0, 1] (ToTensor or x / 255); normalise every split the same way."
+    return verdict("input_statistics", problems, evidence + ".", hint, details=stats)
 
 
 def _vec(values: list[float]) -> str:
@@ -428,24 +338,28 @@ def _vec(values: list[float]) -> str:
 def _disagreement(a: str, sa: dict, b: str, sb: dict, ratio: float) -> list[str]:
     if len(sa["mean"]) != len(sb["mean"]):
         return [f"{a} and {b} have different numbers of channels"]
-    out = []
     for c, (ma, mb, da, db) in enumerate(
         zip(sa["mean"], sb["mean"], sa["std"], sb["std"], strict=True)
     ):
         small, large = min(da, db), max(da, db)
-        if (
-            abs(ma - mb) > max(small, 1e-6)
-            or (small > 0 and large / small > ratio)
-            or (small == 0 and large > 0)
-        ):
-            out.append(
+        if abs(ma - mb) > max(small, 1e-6) or large > ratio * small:
+            return [
                 f"{a} and {b} disagree in channel {c} (mean {ma:.2f} vs {mb:.2f}, std {da:.2f} "
                 f"vs {db:.2f}): normalised differently?"
-            )
-            break
-    if not out and (sa["min"] < -0.05) != (sb["min"] < -0.05):
-        out.append(f"{a} and {b} disagree in range (min {fmt(sa['min'])} vs {fmt(sb['min'])})")
-    return out
+            ]
+    if (sa["min"] < -0.05) != (sb["min"] < -0.05):
+        return [f"{a} and {b} disagree in range (min {fmt(sa['min'])} vs {fmt(sb['min'])})"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Layout
+# ---------------------------------------------------------------------------------------------
+#: The fix for a channels-last buffer read as channels-first.
+LAYOUT_HINT = (
+    "Use x.permute(0, 3, 1, 2) (or np.transpose(x, (0, 3, 1, 2))) to go from (N, H, W, C) to "
+    "(N, C, H, W); reshape/view scrambles pixels."
+)
 
 
 def _neighbour_correlation(x: torch.Tensor, axis: int) -> float:
@@ -459,12 +373,19 @@ def _neighbour_correlation(x: torch.Tensor, axis: int) -> float:
     return float(corr.median())
 
 
-def _as_if_channels_last(x: torch.Tensor) -> torch.Tensor | None:
-    """The bytes of ``x`` (N, C, H, W) read as (N, H, W, C) and permuted, if the sizes allow."""
-    n, c, h, w = x.shape
-    if c not in (1, 3, 4) or c == 1:
+def _channel_axis_fault(shape: tuple[int, ...], model: nn.Module | None) -> CheckResult | None:
+    """A failed result when axis 1 cannot be the channel axis (for the model's first conv)."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None) if model else None
+    expected = conv.in_channels if conv is not None else None
+    if shape[1] in (1, 3, 4) and expected in (None, shape[1]):
         return None
-    return x.contiguous().reshape(n, h, w, c).permute(0, 3, 1, 2)
+    where = [i for i in range(1, 4) if shape[i] in ((expected,) if expected else (1, 3, 4))]
+    if not where:
+        return None
+    evidence = f"images have shape {shape}: the channel axis looks like axis {where[-1]}, not 1"
+    if expected:
+        evidence += f" (the model's first convolution expects {expected} channels)"
+    return CheckResult("image_layout", False, evidence + ".", LAYOUT_HINT, details={"shape": shape})
 
 
 def check_image_layout(
@@ -489,71 +410,36 @@ def check_image_layout(
     Returns:
         A :class:`CheckResult` named ``image_layout``.
     """
-    if isinstance(source, torch.Tensor):
-        x = source[:n]
-    else:
-        x = model_batch(source, n)[0]
+    x = source[:n] if torch.is_tensor(source) else model_batch(source, n)[0]
     if x.ndim != 4:
-        return not_applicable(
-            "image_layout", f"inputs have shape {tuple(x.shape)}, not 4-D images."
-        )
+        return not_applicable("image_layout", f"inputs have shape {tuple(x.shape)}, not 4-D.")
     shape = tuple(x.shape)
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None) if model else None
-    expected = conv.in_channels if conv is not None else None
-    if shape[1] not in (1, 3, 4) or (expected is not None and shape[1] != expected):
-        where = [i for i in range(1, 4) if shape[i] in ((expected,) if expected else (1, 3, 4))]
-        if where:
-            return CheckResult(
-                "image_layout",
-                False,
-                f"images have shape {shape}: the channel axis looks like axis {where[-1]}, not 1"
-                + (
-                    f" (the model's first convolution expects {expected} channels)."
-                    if expected
-                    else "."
-                ),
-                "Convert with x.permute(0, 3, 1, 2) (channels-last to channels-first), not reshape/view.",
-                details={"shape": shape},
-            )
-    corr_h = _neighbour_correlation(x, 2)
-    corr_w = _neighbour_correlation(x, 3)
-    strong, weak = max(corr_h, corr_w), min(corr_h, corr_w)
-    details = {"shape": shape, "corr_height": corr_h, "corr_width": corr_w}
-    evidence = (
-        f"shape {shape}; neighbouring-pixel correlation along height {corr_h:.2f}, "
-        f"along width {corr_w:.2f}"
-    )
-    alt = _as_if_channels_last(x)
-    if alt is not None:
+    fault = _channel_axis_fault(shape, model)
+    if fault is not None:
+        return fault
+    h, w = _neighbour_correlation(x, 2), _neighbour_correlation(x, 3)
+    details = {"shape": shape, "corr_height": h, "corr_width": w}
+    evidence = f"shape {shape}; neighbouring-pixel correlation along height {h:.2f}, width {w:.2f}"
+    alt_h = alt_w = 0.0
+    if shape[1] in (3, 4):  # the same bytes read as (N, H, W, C), then permuted
+        alt = x.contiguous().reshape(shape[0], shape[2], shape[3], shape[1]).permute(0, 3, 1, 2)
         alt_h, alt_w = _neighbour_correlation(alt, 2), _neighbour_correlation(alt, 3)
         details.update(alt_corr_height=alt_h, alt_corr_width=alt_w)
-        if min(alt_h, alt_w) > 0.5 and min(alt_h, alt_w) > weak + 0.3:
-            return CheckResult(
-                "image_layout",
-                False,
-                evidence + f"; the same bytes read as (N, H, W, C) give smooth images "
-                f"(correlation {alt_h:.2f} / {alt_w:.2f}): a channels-last array was reshaped "
-                "to channels-first (striped grids).",
-                "Use x.permute(0, 3, 1, 2) (or np.transpose(x, (0, 3, 1, 2))) to go from "
-                "(N, H, W, C) to (N, C, H, W); reshape/view scrambles pixels.",
-                details=details,
-            )
-    if strong < 0.3:
-        return CheckResult(
-            "image_layout",
-            None,
-            evidence + ": too weak on both axes to judge (noise-like images?).",
-            "Look at a grid of the images.",
-            details=details,
+    if min(alt_h, alt_w) > max(0.5, min(h, w) + 0.3):
+        problem = (
+            f"; the same bytes read as (N, H, W, C) give smooth images (correlation {alt_h:.2f} / "
+            f"{alt_w:.2f}): a channels-last array was reshaped to channels-first (striped grids)."
         )
-    if weak < min_ratio * strong:
+    elif max(h, w) < 0.3:
+        why = evidence + ": too weak on both axes to judge (noise-like images?)."
         return CheckResult(
-            "image_layout",
-            False,
-            evidence + ": one axis has lost its structure, as when a channels-last array is "
-            "reshaped instead of permuted (striped grids).",
-            "Use x.permute(0, 3, 1, 2) (or np.transpose(x, (0, 3, 1, 2))) to go from (N, H, W, C) "
-            "to (N, C, H, W); reshape/view scrambles pixels.",
-            details=details,
+            "image_layout", None, why, "Look at a grid of the images.", details=details
         )
-    return CheckResult("image_layout", True, evidence + ".", details=details)
+    elif min(h, w) < min_ratio * max(h, w):
+        problem = (
+            ": one axis has lost its structure, as when a channels-last array is reshaped "
+            "instead of permuted (striped grids)."
+        )
+    else:
+        return CheckResult("image_layout", True, evidence + ".", details=details)
+    return CheckResult("image_layout", False, evidence + problem, LAYOUT_HINT, details=details)

@@ -9,27 +9,24 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._core import CheckResult, new_figure, not_applicable, preserved_loader_state, preserved_rng
+from .access import untouched
+from .results import CheckResult, new_figure, not_applicable
 
-__all__ = ["check_last_batch", "check_shuffle"]
 
-
-def _epoch_signature(loader: Any, n_batches: int) -> tuple[list[torch.Tensor], bytes]:
-    """Labels of the first ``n_batches`` batches and a hash of their inputs."""
+def _first_batches(loader: Any, n_batches: int) -> tuple[list[torch.Tensor], bytes]:
+    """Labels of the first ``n_batches`` batches of a fresh pass and a digest of their inputs."""
     labels, digest = [], hashlib.blake2b(digest_size=16)
-    for i, batch in enumerate(loader):
-        if i >= n_batches:
-            break
-        x, y = batch[0], batch[1]
-        labels.append(torch.as_tensor(y).detach().cpu().long().flatten())
-        xb = torch.as_tensor(x).detach().cpu()
-        digest.update(np.ascontiguousarray(xb.float().numpy()).tobytes()[:1_000_000])
+    for batch in itertools.islice(loader, n_batches):
+        labels.append(torch.as_tensor(batch[1]).detach().cpu().long().flatten())
+        inputs = torch.as_tensor(batch[0]).detach().cpu().float().numpy()
+        digest.update(np.ascontiguousarray(inputs).tobytes()[:1_000_000])
     return labels, digest.digest()
 
 
@@ -53,65 +50,41 @@ def check_shuffle(
     Returns:
         A :class:`CheckResult` named ``shuffle``.
     """
-    sampler = getattr(train_loader, "sampler", None)
-    if isinstance(sampler, torch.utils.data.SequentialSampler):
-        return CheckResult(
-            "shuffle",
-            False,
-            "the DataLoader uses a SequentialSampler (shuffle=False): every epoch sees the "
-            "images in the same order.",
-            "Pass shuffle=True to the training DataLoader.",
+    hint = "Shuffle the training data every epoch (DataLoader(shuffle=True))."
+    if isinstance(getattr(train_loader, "sampler", None), torch.utils.data.SequentialSampler):
+        why = "the DataLoader uses a SequentialSampler (shuffle=False): every epoch sees the "
+        return CheckResult("shuffle", False, why + "images in the same order.", hint)
+    with untouched(train_loader):
+        (first, hash1), (second, hash2) = (
+            _first_batches(train_loader, n_batches) for _ in range(2)
         )
-    with preserved_rng(), preserved_loader_state(train_loader):
-        first, hash1 = _epoch_signature(train_loader, n_batches)
-        second, hash2 = _epoch_signature(train_loader, n_batches)
     if not first:
         return not_applicable("shuffle", "the training loader yielded no batches.")
-    same_labels = len(first) == len(second) and all(
-        torch.equal(a, b) for a, b in zip(first, second, strict=True)
-    )
-    same = same_labels and hash1 == hash2
-    single = sum(int(torch.unique(b).numel() == 1) for b in first if b.numel() > 1)
-    figure = _histogram_figure(first, second, num_classes) if show else None
-    n_classes = [int(torch.unique(b).numel()) for b in first]
+    same = hash1 == hash2 and len(first) == len(second)
+    same = same and all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    classes = [int(torch.unique(b).numel()) for b in first]
+    several = [n for b, n in zip(first, classes, strict=True) if b.numel() > 1]
+    sorted_by_label = bool(several) and all(n == 1 for n in several)
     evidence = (
         f"first {len(first)} batches of two passes are "
-        f"{'identical' if same else 'different'}; classes per batch {n_classes}"
+        f"{'identical' if same else 'different'}; classes per batch {classes}"
     )
-    details = {"same_order": same, "classes_per_batch": n_classes}
-    multi = [b for b in first if b.numel() > 1]
-    if same or (single > 0 and single == len(multi)):
-        hint = "Shuffle the training data every epoch (DataLoader(shuffle=True))."
-        if not same:
-            evidence += "; every batch holds a single class (data sorted by label)"
-        return CheckResult("shuffle", False, evidence + ".", hint, figure=figure, details=details)
-    return CheckResult("shuffle", True, evidence + ".", figure=figure, details=details)
+    if sorted_by_label and not same:
+        evidence += "; every batch holds a single class (data sorted by label)"
+    figure = _histogram_figure(first + second, num_classes) if show else None
+    details = {"same_order": same, "classes_per_batch": classes}
+    bad = same or sorted_by_label
+    return CheckResult("shuffle", not bad, evidence + ".", hint if bad else "", figure, details)
 
 
-def _histogram_figure(first: list[torch.Tensor], second: list[torch.Tensor], k: int):
+def _histogram_figure(batches: list[torch.Tensor], k: int):
     fig, ax = new_figure(6.0, 2.4)
-    rows = [torch.bincount(b.clamp(0, k - 1), minlength=k).numpy() for b in first + second]
+    rows = [torch.bincount(b.clamp(0, k - 1), minlength=k).numpy() for b in batches]
     ax.imshow(np.stack(rows), aspect="auto", cmap="Blues")
-    ax.set_xlabel("class")
-    ax.set_ylabel("batch (pass 1, then pass 2)")
-    ax.set_xticks(range(k))
+    ax.set(xlabel="class", ylabel="batch (pass 1, then pass 2)", xticks=range(k))
     ax.set_title("labels per batch", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def _loader_sizes(loader: Any) -> tuple[int | None, int | None, bool]:
-    """``(dataset size, batch size, drop_last)`` of a loader, None where unknown."""
-    size = getattr(loader, "dataset_size", None)
-    if size is None:
-        dataset = getattr(loader, "dataset", None)
-        try:
-            size = len(dataset) if dataset is not None else None
-        except TypeError:
-            size = None
-    batch = getattr(loader, "batch_size", None)
-    drop_last = bool(getattr(loader, "drop_last", False))
-    return size, batch, drop_last
 
 
 def check_last_batch(train_loader: Any, model: nn.Module | None = None) -> CheckResult:
@@ -130,25 +103,24 @@ def check_last_batch(train_loader: Any, model: nn.Module | None = None) -> Check
     Returns:
         A :class:`CheckResult` named ``last_batch``.
     """
-    size, batch, drop_last = _loader_sizes(train_loader)
+    size = getattr(train_loader, "dataset_size", None)
+    try:
+        size = size if size is not None else len(train_loader.dataset)
+    except (AttributeError, TypeError):
+        size = None
+    batch = getattr(train_loader, "batch_size", None)
+    drop_last = bool(getattr(train_loader, "drop_last", False))
     if not size or not batch:
-        return not_applicable(
-            "last_batch", "the loader does not tell its dataset size and batch size."
-        )
+        why = "the loader does not tell its dataset size and batch size."
+        return not_applicable("last_batch", why)
     last = size % batch
-    has_bn = model is not None and any(
+    bn = model is not None and any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
     )
     evidence = (
         f"{size} examples, batch size {batch}, drop_last={drop_last}: last batch has "
-        f"{last if last and not drop_last else batch} example(s); BatchNorm in model: {has_bn}"
+        f"{last if last and not drop_last else batch} example(s); BatchNorm in model: {bn}."
     )
-    if last == 1 and not drop_last and has_bn:
-        return CheckResult(
-            "last_batch",
-            False,
-            evidence + ".",
-            "Use drop_last=True for the training loader, or change the batch size.",
-            details={"last": last},
-        )
-    return CheckResult("last_batch", True, evidence + ".", details={"last": last})
+    bad = last == 1 and not drop_last and bn
+    hint = "Use drop_last=True for the training loader, or change the batch size." if bad else ""
+    return CheckResult("last_batch", not bad, evidence, hint, details={"last": last})

@@ -15,53 +15,32 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import math
+import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._core import (
-    CheckResult,
-    call_quietly,
-    clone_training_objects,
-    fmt,
-    model_device,
-    new_figure,
-    not_applicable,
-    preserved_loader_state,
-    preserved_rng,
-)
+from nbhelpers.state import model_device
+from nbhelpers.validate import integer, invalid, number, one_of, positive_int
 
-__all__ = [
-    "LRRangeTest",
-    "check_learning_rate",
-    "check_lr_range",
-    "check_lr_schedule",
-    "lr_range_test",
-    "simulate_lr",
-]
+from .access import untouched
+from .results import CheckResult, fmt, new_figure, not_applicable
 
 #: Optimizers that scale steps per parameter (Adam family, RMSprop ...): their usual learning
 #: rates are around 1e-3 (Adam's default, Kingma & Ba 2015).
-ADAPTIVE = (
-    "Adam",
-    "AdamW",
-    "NAdam",
-    "RAdam",
-    "Adamax",
-    "RMSprop",
-    "Adagrad",
-    "Adadelta",
-    "SparseAdam",
-    "Adafactor",
-)
+ADAPTIVE = "Adam AdamW NAdam RAdam Adamax RMSprop Adagrad Adadelta SparseAdam Adafactor".split()
 #: Schedulers whose growing phase is intended.
 _INTENDED_GROWTH = ("OneCycleLR", "CyclicLR", "LinearLR", "CosineAnnealingWarmRestarts")
 _MAX_SIM_STEPS = 1_000_000
+#: LR range test: smoothing of the loss (exponential moving average), the divergence stop
+#: (smoothed loss above 4x its minimum, fastai's rule) and the smallest drop that counts.
+_BETA, _DIVERGE, _MIN_DROP = 0.8, 4.0, 0.05
 
 
 def _lr_of(optimizer: torch.optim.Optimizer) -> float:
@@ -94,51 +73,69 @@ def simulate_lr(
         A list of ``steps`` floats.
 
     Raises:
-        ValueError: ``steps`` not a positive int (at most 1,000,000), an unknown
-            ``scheduler_step``, ``"epoch"`` without ``steps_per_epoch``, or a
-            ``ReduceLROnPlateau`` (it needs the validation metric).
+        ValueError: ``steps`` not an int in 1..1,000,000, an unknown ``scheduler_step``,
+            ``"epoch"`` without a positive ``steps_per_epoch``, or a ``ReduceLROnPlateau`` (it
+            needs the validation metric).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 < steps <= _MAX_SIM_STEPS:
-        raise ValueError(f"steps must be an int in 1..{_MAX_SIM_STEPS}, got {steps!r}.")
-    if scheduler_step not in ("batch", "epoch"):
-        raise ValueError(f"scheduler_step must be 'batch' or 'epoch', got {scheduler_step!r}.")
-    if scheduler_step == "epoch" and not steps_per_epoch:
-        raise ValueError("scheduler_step='epoch' needs steps_per_epoch (batches per epoch).")
+    integer("steps", steps, 1, _MAX_SIM_STEPS)
+    one_of("scheduler_step", scheduler_step, ("batch", "epoch"))
+    if scheduler_step == "epoch":
+        positive_int("steps_per_epoch", steps_per_epoch)
     if scheduler is None:
         return [_lr_of(optimizer)] * steps
     if type(scheduler).__name__ == "ReduceLROnPlateau":
-        raise ValueError(
-            "ReduceLROnPlateau depends on the validation metric; it cannot be simulated."
-        )
+        raise invalid("scheduler", scheduler, "a schedule that does not need the validation metric")
     opt = getattr(scheduler, "optimizer", optimizer)
-    memo: dict[int, Any] = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            memo[id(p)] = p
-    for state in opt.state.values():
-        for value in state.values():
-            if isinstance(value, torch.Tensor) and value.numel() > 1:
-                memo[id(value)] = value
-    opt_copy, sched_copy = copy.deepcopy((opt, scheduler), memo)
+    shared = [p for group in opt.param_groups for p in group["params"]]
+    shared += [
+        v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.numel() > 1
+    ]
+    opt_copy, sched_copy = copy.deepcopy((opt, scheduler), {id(t): t for t in shared})
     lrs = []
-    for i in range(steps):
-        lrs.append(_lr_of(opt_copy))
-        if scheduler_step == "batch" or (i + 1) % int(steps_per_epoch) == 0:
-            call_quietly(sched_copy.step)
+    with warnings.catch_warnings():  # the copy is stepped without optimizer.step()
+        warnings.simplefilter("ignore")
+        for i in range(steps):
+            lrs.append(_lr_of(opt_copy))
+            if scheduler_step == "batch" or (i + 1) % steps_per_epoch == 0:
+                sched_copy.step()
     return lrs
 
 
 def _lr_figure(lrs: list[float], title: str):
     fig, ax = new_figure(6.0, 2.8)
     ax.plot(np.arange(len(lrs)), lrs)
-    if min(lrs) > 0:
-        ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
+    ax.set_yscale("log" if min(lrs) > 0 else "linear")
+    ax.set(xlabel="optimizer step", ylabel="learning rate")
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _schedule_fault(
+    lrs: list[float], name: str, warmup: bool | None, min_ratio: float, per_batch: bool
+):
+    """``(problem, hint)`` when the simulated schedule grows by mistake or collapses, else
+    ``("", "")``; the problem text continues the evidence."""
+    n, first, last = len(lrs), lrs[0], lrs[-1]
+    still_growing = last > lrs[int(0.9 * (n - 1))] * (1 + 1e-9)
+    intended = warmup if warmup is not None else (name in _INTENDED_GROWTH or not still_growing)
+    if first > 0 and last > first * (1 + 1e-9) and not intended:
+        return (
+            ": the learning rate grows to the end.",
+            "A decaying schedule needs gamma < 1 (or use none); if growth is a warm-up, say "
+            "warmup=True.",
+        )
+    peaks = np.maximum.accumulate(lrs)
+    collapse = next((i for i, v in enumerate(lrs) if v < min_ratio * peaks[i]), None)
+    if collapse is not None and collapse < 0.9 * n:
+        how = " Was a per-epoch schedule meant? It is stepped every batch." if per_batch else ""
+        return (
+            f": below {min_ratio:g} x peak already at step {collapse} of {n}." + how,
+            "Step per-epoch schedules once per epoch, or size them in batches "
+            "(e.g. T_max = epochs x batches per epoch).",
+        )
+    return "", ""
 
 
 def check_lr_schedule(
@@ -177,62 +174,30 @@ def check_lr_schedule(
 
     Returns:
         A :class:`CheckResult` named ``lr_schedule`` with the plot; ``details["lrs"]``.
+
+    Raises:
+        ValueError: as :func:`simulate_lr`.
     """
+    name = type(scheduler).__name__
     if scheduler is None:
-        lr = _lr_of(optimizer)
-        return CheckResult(
-            "lr_schedule", True, f"no schedule: the learning rate stays at {fmt(lr)}."
-        )
-    if type(scheduler).__name__ == "ReduceLROnPlateau":
-        return not_applicable(
-            "lr_schedule", "ReduceLROnPlateau follows the validation metric; nothing to simulate."
-        )
+        why = f"no schedule: the learning rate stays at {fmt(_lr_of(optimizer))}."
+        return CheckResult("lr_schedule", True, why)
+    if name == "ReduceLROnPlateau":
+        why = "ReduceLROnPlateau follows the validation metric; nothing to simulate."
+        return not_applicable("lr_schedule", why)
     if not planned_steps:
         return not_applicable("lr_schedule", "planned_steps not given.", "Pass planned_steps=...")
-    lrs = simulate_lr(
-        optimizer,
-        scheduler,
-        int(planned_steps),
-        scheduler_step=scheduler_step,
-        steps_per_epoch=steps_per_epoch,
-    )
-    n, first, last, peak = len(lrs), lrs[0], lrs[-1], max(lrs)
-    name = type(scheduler).__name__
+    per = {"scheduler_step": scheduler_step, "steps_per_epoch": steps_per_epoch}
+    lrs = simulate_lr(optimizer, scheduler, planned_steps, **per)
+    first, last = lrs[0], lrs[-1]
     evidence = (
         f"{name} stepped per {scheduler_step}: learning rate {fmt(first)} -> {fmt(last)} "
-        f"(x{fmt(last / first) if first else 'inf'}) over {n} steps, peak {fmt(peak)}"
+        f"(x{fmt(last / first) if first else 'inf'}) over {len(lrs)} steps, peak {fmt(max(lrs))}"
     )
     figure = _lr_figure(lrs, f"{name}, stepped per {scheduler_step}") if show else None
-    details = {"lrs": lrs}
-    still_growing = last > lrs[int(0.9 * (n - 1))] * (1 + 1e-9)
-    intended = warmup if warmup is not None else (name in _INTENDED_GROWTH or not still_growing)
-    if first > 0 and last > first * (1 + 1e-9) and not intended:
-        return CheckResult(
-            "lr_schedule",
-            False,
-            evidence + ": the learning rate grows to the end.",
-            "A decaying schedule needs gamma < 1 (or use none); if growth is a warm-up, say "
-            "warmup=True.",
-            figure=figure,
-            details=details,
-        )
-    collapse = next((i for i, v in enumerate(lrs) if v < min_ratio * max(lrs[: i + 1])), None)
-    if collapse is not None and collapse < 0.9 * n:
-        how = (
-            " Was a per-epoch schedule meant? It is stepped every batch."
-            if scheduler_step == "batch"
-            else ""
-        )
-        return CheckResult(
-            "lr_schedule",
-            False,
-            evidence + f": below {min_ratio:g} x peak already at step {collapse} of {n}." + how,
-            "Step per-epoch schedules once per epoch, or size them in batches "
-            "(e.g. T_max = epochs x batches per epoch).",
-            figure=figure,
-            details=details,
-        )
-    return CheckResult("lr_schedule", True, evidence + ".", figure=figure, details=details)
+    problem, hint = _schedule_fault(lrs, name, warmup, min_ratio, scheduler_step == "batch")
+    evidence += problem or "."
+    return CheckResult("lr_schedule", not problem, evidence, hint, figure, {"lrs": lrs})
 
 
 def check_learning_rate(
@@ -257,19 +222,16 @@ def check_learning_rate(
     name = type(optimizer).__name__
     lrs = sorted({float(g["lr"]) for g in optimizer.param_groups})
     low = adaptive_min if name in ADAPTIVE else sgd_min
-    shown = ", ".join(fmt(v) for v in lrs)
-    evidence = f"{name} with learning rate {shown}; rule of thumb: at least {fmt(low)}"
+    evidence = f"{name} with learning rate {', '.join(fmt(v) for v in lrs)}; rule of thumb: at least {fmt(low)}"
+    details = {"lrs": lrs, "threshold": low}
     if min(lrs) < low:
-        return CheckResult(
-            "learning_rate",
-            False,
-            evidence + " (a heuristic threshold).",
-            "Try a learning rate about 10-100x larger, or run the LR range test (check_lr_range).",
-            details={"lrs": lrs, "threshold": low},
+        hint = (
+            "Try a learning rate about 10-100x larger, or run the LR range test (check_lr_range)."
         )
-    return CheckResult(
-        "learning_rate", True, evidence + ".", details={"lrs": lrs, "threshold": low}
-    )
+        return CheckResult(
+            "learning_rate", False, evidence + " (a heuristic).", hint, details=details
+        )
+    return CheckResult("learning_rate", True, evidence + ".", details=details)
 
 
 @dataclass
@@ -285,7 +247,8 @@ class LRRangeTest:
         suggested_lr: ``min_loss_lr / 10`` (fastai's "minimum / 10" rule).
             All three are None when the loss did not clearly fall (flat curve).
         stopped_early: True when the loss diverged before the last step.
-        figure: loss vs learning rate (log x axis), suggestions marked.
+        your_lr: the learner's learning rate (marked in the figure), if known.
+        figure: loss vs learning rate (log x axis), suggestions marked (drawn when first read).
     """
 
     lrs: list[float]
@@ -295,7 +258,31 @@ class LRRangeTest:
     steepest_lr: float | None
     suggested_lr: float | None
     stopped_early: bool
-    figure: Any = field(default=None, repr=False)
+    your_lr: float | None = None
+
+    @functools.cached_property
+    def figure(self):
+        """Loss vs learning rate (log x axis), the suggestions and the learner's lr marked."""
+        fig, ax = new_figure(6.0, 3.0)
+        ax.plot(self.lrs, self.losses, alpha=0.3, label="loss per step")
+        ax.plot(self.lrs, self.smoothed, label="smoothed")
+        marks = [
+            (self.suggested_lr, "green", "--", "suggested"),
+            (self.steepest_lr, "orange", ":", "steepest"),
+            (self.your_lr, "red", "-", "yours"),
+        ]
+        for value, colour, style, label in marks:
+            if value:
+                ax.axvline(value, color=colour, ls=style, label=f"{label} {fmt(value)}")
+        finite = [v for v in self.losses if math.isfinite(v)]
+        if finite:
+            ax.set_ylim(min(finite) * 0.9, min(max(finite), 3 * self.smoothed[0]) * 1.05)
+        ax.set(xscale="log", xlabel="learning rate", ylabel="training loss")
+        ax.legend(fontsize=7)
+        ax.set_title("LR range test (Smith 2017)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        return fig
 
 
 def _batches_forever(loader: Iterable):
@@ -309,6 +296,28 @@ def _batches_forever(loader: Iterable):
             raise ValueError("the loader yielded no batches.")
 
 
+def _range_run(m: nn.Module, opt, loader, loss_fn: Callable, lrs: np.ndarray, max_batch_size):
+    """Train ``m`` one batch per learning rate of ``lrs``; the losses, smoothed, until divergence."""
+    losses, smoothed, avg = [], [], 0.0
+    batches = _batches_forever(loader)
+    for i, lr in enumerate(lrs):
+        for group in opt.param_groups:
+            group["lr"] = float(lr)
+        x, y = (t[:max_batch_size].to(model_device(m)) for t in next(batches)[:2])
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(m(x), y)
+        if not math.isfinite(value := float(loss.detach())):
+            return losses, smoothed, True
+        loss.backward()
+        opt.step()
+        avg = _BETA * avg + (1 - _BETA) * value
+        losses.append(value)
+        smoothed.append(avg / (1 - _BETA ** (i + 1)))
+        if smoothed[-1] > _DIVERGE * min(smoothed) and i > 5:
+            return losses, smoothed, True
+    return losses, smoothed, False
+
+
 def lr_range_test(
     model: nn.Module,
     loader: Iterable,
@@ -318,11 +327,7 @@ def lr_range_test(
     start_lr: float = 1e-6,
     end_lr: float = 1.0,
     steps: int = 60,
-    beta: float = 0.8,
-    diverge: float = 4.0,
-    min_drop: float = 0.05,
     max_batch_size: int | None = None,
-    show: bool = True,
 ) -> LRRangeTest:
     """LR range test (Smith 2017, arXiv:1506.01186; fastai's ``lr_find``) on a copy of the model.
 
@@ -330,21 +335,18 @@ def lr_range_test(
     state; Adam if none is given) for ``steps`` batches while the learning rate rises
     exponentially from ``start_lr`` to ``end_lr``. The loss falls once the learning rate is
     large enough to make progress and explodes when it is too large. The test stops when the
-    smoothed loss exceeds ``diverge`` times its minimum (fastai uses 4).
+    smoothed loss (exponential moving average, factor 0.8, bias-corrected) exceeds 4 times its
+    minimum (fastai's rule). A suggestion needs the smoothed loss to fall at least 5% below its
+    first value (otherwise the curve is flat noise and the suggestions are None).
 
     Args:
         model: the learner's model (untouched).
         loader: the training loader (iterated as often as needed; state restored).
         loss_fn: default ``nn.CrossEntropyLoss()``.
         optimizer: the learner's optimizer (untouched; its type and settings are used).
-        start_lr, end_lr: range of learning rates (positive, start < end).
-        steps: number of steps (50-100 is typical).
-        beta: smoothing factor of the moving average of the loss.
-        diverge: stop when the smoothed loss exceeds this multiple of its minimum.
-        min_drop: the smoothed loss must fall at least this fraction below its first value for
-            a suggestion (otherwise the suggestions are None: the curve is flat noise).
+        start_lr, end_lr: range of learning rates (``0 < start_lr < end_lr``).
+        steps: number of steps (at least 5; 50-100 is typical).
         max_batch_size: use at most this many examples of each batch (faster on a CPU).
-        show: make the figure.
 
     Returns:
         An :class:`LRRangeTest`.
@@ -352,99 +354,33 @@ def lr_range_test(
     Raises:
         ValueError: bad range or step count; an empty loader.
     """
-    if not (0 < start_lr < end_lr) or steps < 5:
-        raise ValueError(
-            f"need 0 < start_lr < end_lr and steps >= 5, got {start_lr!r}, {end_lr!r}, {steps!r}."
-        )
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    factor = (end_lr / start_lr) ** (1.0 / (steps - 1))
-    lrs, losses, smoothed = [], [], []
-    avg, best, stopped = 0.0, math.inf, False
-    with preserved_rng(), preserved_loader_state(loader):
-        m, opt, _ = clone_training_objects(model, optimizer)
-        if opt is None:
-            opt = torch.optim.Adam(m.parameters(), lr=start_lr)
+    number("start_lr", start_lr, 0, low_open=True)
+    number("end_lr", end_lr, start_lr, low_open=True)
+    integer("steps", steps, 5)
+    lrs = start_lr * (end_lr / start_lr) ** np.linspace(0.0, 1.0, steps)
+    with untouched(loader):
+        m, opt = copy.deepcopy((model, optimizer))
+        opt = opt if opt is not None else torch.optim.Adam(m.parameters(), lr=start_lr)
         opt.state = collections.defaultdict(dict)
-        m.train()
-        device = model_device(m)
-        batches = _batches_forever(loader)
-        for i in range(steps):
-            lr = start_lr * factor**i
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, y = next(batches)[:2]
-            if max_batch_size:
-                x, y = x[:max_batch_size], y[:max_batch_size]
-            x, y = x.to(device), y.to(device)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(m(x), y)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                stopped = True
-                break
-            loss.backward()
-            opt.step()
-            avg = beta * avg + (1 - beta) * value
-            smooth = avg / (1 - beta ** (i + 1))
-            lrs.append(lr)
-            losses.append(value)
-            smoothed.append(smooth)
-            best = min(best, smooth)
-            if smooth > diverge * best and i > 5:
-                stopped = True
-                break
-    min_lr, steep_lr, suggested = _suggestions(lrs, smoothed, min_drop)
-    result = LRRangeTest(lrs, losses, smoothed, min_lr, steep_lr, suggested, stopped)
-    if show and lrs:
-        result.figure = _range_figure(result, getattr(optimizer, "param_groups", None))
-    return result
+        run = _range_run(
+            m.train(), opt, loader, loss_fn or nn.CrossEntropyLoss(), lrs, max_batch_size
+        )
+    losses, smoothed, stopped = run
+    lrs = [float(v) for v in lrs[: len(losses)]]
+    your_lr = _lr_of(optimizer) if optimizer is not None else None
+    return LRRangeTest(lrs, losses, smoothed, *_suggestions(lrs, smoothed), stopped, your_lr)
 
 
-def _suggestions(lrs: list[float], smoothed: list[float], min_drop: float):
+def _suggestions(lrs: list[float], smoothed: list[float]):
+    """``(min_loss_lr, steepest_lr, suggested_lr)``, or Nones for a flat curve."""
     if len(smoothed) < 5:
         return None, None, None
     i_min = int(np.argmin(smoothed))
-    if i_min < 2 or smoothed[i_min] > (1 - min_drop) * smoothed[0]:
+    if i_min < 2 or smoothed[i_min] > (1 - _MIN_DROP) * smoothed[0]:
         return None, None, None
     slopes = np.gradient(np.asarray(smoothed), np.log10(np.asarray(lrs)))
-    lo = 2
-    i_steep = lo + int(np.argmin(slopes[lo : i_min + 1]))
+    i_steep = 2 + int(np.argmin(slopes[2 : i_min + 1]))
     return lrs[i_min], lrs[i_steep], lrs[i_min] / 10.0
-
-
-def _range_figure(result: LRRangeTest, groups):
-    fig, ax = new_figure(6.0, 3.0)
-    ax.plot(result.lrs, result.losses, alpha=0.3, label="loss per step")
-    ax.plot(result.lrs, result.smoothed, label="smoothed")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    if result.suggested_lr:
-        ax.axvline(
-            result.suggested_lr,
-            color="green",
-            ls="--",
-            label=f"suggested {fmt(result.suggested_lr)}",
-        )
-    if result.steepest_lr:
-        ax.axvline(
-            result.steepest_lr, color="orange", ls=":", label=f"steepest {fmt(result.steepest_lr)}"
-        )
-    if groups:
-        ax.axvline(
-            float(groups[0]["lr"]),
-            color="red",
-            ls="-",
-            label=f"yours {fmt(float(groups[0]['lr']))}",
-        )
-    finite = [v for v in result.losses if math.isfinite(v)]
-    if finite:
-        ax.set_ylim(min(finite) * 0.9, min(max(finite), 3 * result.smoothed[0]) * 1.05)
-    ax.legend(fontsize=7)
-    ax.set_title("LR range test (Smith 2017)", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    return fig
 
 
 def check_lr_range(
@@ -454,10 +390,8 @@ def check_lr_range(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     lr: float | None = None,
-    steps: int = 60,
-    max_batch_size: int | None = None,
     show: bool = True,
-    **kwargs: Any,
+    **options: Any,
 ) -> CheckResult:
     """Run :func:`lr_range_test` and compare its suggestion with the learner's learning rate.
 
@@ -467,59 +401,33 @@ def check_lr_range(
     Args:
         model, loader, loss_fn, optimizer: as in :func:`lr_range_test`.
         lr: the learner's learning rate (default: the optimizer's first group).
-        steps, max_batch_size, show, **kwargs: passed to :func:`lr_range_test`.
+        show: attach the loss-vs-lr figure.
+        **options: passed to :func:`lr_range_test` (``steps``, ``max_batch_size``,
+            ``start_lr``, ``end_lr``).
 
     Returns:
         A :class:`CheckResult` named ``lr_range`` with the loss-vs-lr figure;
         ``details["test"]`` is the :class:`LRRangeTest`.
     """
-    if lr is None and optimizer is not None:
-        lr = float(optimizer.param_groups[0]["lr"])
-    test = lr_range_test(
-        model,
-        loader,
-        loss_fn,
-        optimizer,
-        steps=steps,
-        max_batch_size=max_batch_size,
-        show=show,
-        **kwargs,
-    )
-    details = {"test": test}
+    test = lr_range_test(model, loader, loss_fn, optimizer, **options)
+    lr = lr if lr is not None else test.your_lr
+    extra = {"figure": test.figure if show and test.lrs else None, "details": {"test": test}}
     if test.suggested_lr is None:
         drop = 1 - min(test.smoothed) / test.smoothed[0] if test.smoothed else 0.0
-        return CheckResult(
-            "lr_range",
-            None,
-            f"the loss fell by only {drop:.0%} over learning rates "
-            f"{fmt(test.lrs[0] if test.lrs else 0)}..{fmt(test.lrs[-1] if test.lrs else 0)} "
-            f"({len(test.lrs)} steps): too flat to suggest a learning rate.",
-            "Run more steps (steps=100+); if the loss stays flat, check the pipeline first "
-            "(overfit one batch).",
-            figure=test.figure,
-            details=details,
-        )
+        span = f"{fmt(test.lrs[0])}..{fmt(test.lrs[-1])}" if test.lrs else "(none)"
+        why = f"the loss fell by only {drop:.0%} over learning rates {span} ({len(test.lrs)} steps)"
+        hint = "Run more steps (steps=100+); if the loss stays flat, check the pipeline first."
+        return CheckResult("lr_range", None, why + ": too flat to suggest one.", hint, **extra)
     evidence = (
         f"lowest loss at lr {fmt(test.min_loss_lr)}, steepest descent at {fmt(test.steepest_lr)}; "
         f"suggested lr {fmt(test.suggested_lr)}"
     )
     if lr is None:
-        return CheckResult(
-            "lr_range",
-            None,
-            evidence + "; no learning rate of yours to compare.",
-            figure=test.figure,
-            details=details,
-        )
+        why = evidence + "; no learning rate of yours to compare."
+        return CheckResult("lr_range", None, why, **extra)
     evidence += f"; yours {fmt(lr)}"
-    ceiling = min(test.suggested_lr, test.steepest_lr or test.suggested_lr)
-    if lr < ceiling / 10:
-        return CheckResult(
-            "lr_range",
-            False,
-            evidence + f" (x{fmt(test.suggested_lr / lr)} below the suggestion).",
-            f"Try a learning rate near {fmt(test.suggested_lr)}.",
-            figure=test.figure,
-            details=details,
-        )
-    return CheckResult("lr_range", True, evidence + ".", figure=test.figure, details=details)
+    if lr < min(test.suggested_lr, test.steepest_lr or test.suggested_lr) / 10:
+        evidence += f" (x{fmt(test.suggested_lr / lr)} below the suggestion)."
+        hint = f"Try a learning rate near {fmt(test.suggested_lr)}."
+        return CheckResult("lr_range", False, evidence, hint, **extra)
+    return CheckResult("lr_range", True, evidence + ".", **extra)

@@ -1,8 +1,11 @@
-"""Run every check that applies, as one table; and the checks of a :class:`RunConfig`.
+"""The checks as one table, and :func:`run_all_checks`, which runs the rows whose inputs are given.
 
-- :func:`run_all_checks`: given whatever the learner has (model, loaders, datasets, loss,
-  optimizer, scheduler, train step ...), run each check whose inputs are present and return a
-  :class:`~nbhelpers.checks._core.CheckReport`.
+- :class:`CheckInputs`: what the learner has (model, loaders, datasets, loss, optimizer,
+  scheduler, train step ...) and the checks' options, in one frozen object; its properties
+  derive what several checks share (the splits, the training source).
+- :class:`Check` and ``CHECKS``: one row per check: its name, the inputs it needs, and how it
+  runs on a :class:`CheckInputs`. ``CHECK_NAMES`` is the table's names, in order. Adding a
+  check is one row (:func:`register`).
 - :func:`make_train_step`: the training step of :func:`nbhelpers.train.train` as a function
   ``train_step(model, optimizer, x, y)`` (optionally without ``zero_grad``, the handover's bug).
 - :func:`build_check_inputs` / :func:`check_config`: build a configuration's model, optimizer,
@@ -11,24 +14,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ._core import (
-    CheckReport,
-    CheckResult,
-    model_batch,
-    not_applicable,
-    preserved_rng,
-    take_batches,
-)
+from nbhelpers.state import preserved_rng
+from nbhelpers.validate import invalid, one_of, positive_int
+
+from .access import as_splits, model_batch
 from .augmentation import check_augmentation, check_eval_augmentation, check_eval_determinism
 from .capacity import check_overfit_one_batch
 from .data_checks import (
-    as_splits,
     check_image_layout,
     check_input_statistics,
     check_labels,
@@ -37,6 +39,7 @@ from .data_checks import (
 )
 from .loader import check_last_batch, check_shuffle
 from .lr import check_learning_rate, check_lr_range, check_lr_schedule
+from .results import CheckReport, CheckResult
 from .training import (
     check_gradients,
     check_model_modes,
@@ -45,103 +48,12 @@ from .training import (
     check_zero_grad,
 )
 
-__all__ = ["build_check_inputs", "check_config", "make_train_step", "run_all_checks"]
 
-#: Every check :func:`run_all_checks` knows, in the order it runs them.
-CHECK_NAMES = (
-    "split_overlap",
-    "split_sources",
-    "labels",
-    "input_statistics",
-    "image_layout",
-    "augmentation",
-    "eval_augmentation",
-    "eval_determinism",
-    "shuffle",
-    "last_batch",
-    "optimizer_params",
-    "zero_grad",
-    "model_modes",
-    "softmax_output",
-    "gradients",
-    "learning_rate",
-    "lr_schedule",
-    "lr_range",
-    "overfit_one_batch",
-)
+@dataclass(frozen=True, eq=False)
+class CheckInputs:
+    """Everything the checks look at, given once (every field is optional).
 
-
-def _safe(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
-    try:
-        result = fn()
-    except Exception as err:  # noqa: BLE001 - one broken check must not stop the others
-        return CheckResult(
-            name,
-            None,
-            f"could not run: {type(err).__name__}: {err}",
-            "Look at the inputs passed for this check.",
-            error=f"{type(err).__name__}: {err}",
-        )
-    return result
-
-
-def _split_sources(datasets, train_loader, eval_loaders) -> dict[str, Any]:
-    """Splits to compare: the datasets if given, else the loaders (eval 'train' left out)."""
-    if datasets is not None:
-        return as_splits(datasets)
-    splits = {}
-    if train_loader is not None:
-        splits["train"] = train_loader
-    for name, loader in (eval_loaders or {}).items():
-        if name != "train" and loader is not train_loader:
-            splits[name] = loader
-    return splits
-
-
-def _input_sources(train_loader, eval_loaders) -> dict[str, Any]:
-    out = {}
-    if train_loader is not None:
-        out["train"] = train_loader
-    for name, loader in (eval_loaders or {}).items():
-        if loader is train_loader:
-            continue
-        out[f"{name} (eval)" if name in out else name] = loader
-    return out
-
-
-def run_all_checks(
-    model: nn.Module | None = None,
-    train_loader: Iterable | None = None,
-    eval_loaders: Mapping[str, Iterable] | None = None,
-    datasets: Any = None,
-    loss_fn: Callable | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    train_step: Callable | None = None,
-    planned_steps: int | None = None,
-    num_classes: int = 10,
-    *,
-    evaluate_fn: Callable | None = None,
-    scheduler_step: str = "batch",
-    steps_per_epoch: int | None = None,
-    warmup: bool | None = None,
-    lr_range: bool = True,
-    lr_range_steps: int = 60,
-    overfit: bool = True,
-    overfit_steps: int = 100,
-    max_batch_size: int | None = 64,
-    skip: Iterable[str] = (),
-    show: bool = True,
-    progress: bool = True,
-) -> CheckReport:
-    """Run every check whose inputs are given; return one table.
-
-    Nothing of the learner's is changed: models and optimizers are deep-copied before use,
-    schedulers simulated on copies, loaders' epoch counters and all random states restored.
-    A check that cannot run on the given objects shows as ``ERROR`` with the reason; the
-    others still run.
-
-    Args:
+    Attributes:
         model: the model (``nn.Module``).
         train_loader: the training loader (iterable of ``(x, y)``).
         eval_loaders: ``{name: loader}`` of the evaluation splits.
@@ -150,188 +62,310 @@ def run_all_checks(
         loss_fn: the loss (default ``nn.CrossEntropyLoss()``).
         optimizer, scheduler: the learner's optimizer and LR scheduler.
         train_step: ``train_step(model, optimizer, x, y)``, one optimisation step.
-        planned_steps: optimizer steps of the planned run (batches per epoch x epochs).
-        num_classes: number of classes (10 digits).
         evaluate_fn: ``evaluate_fn(model, loader)``, the learner's evaluation.
-        scheduler_step: how the learner steps the scheduler, ``"batch"`` or ``"epoch"``.
+        x, y: one training batch for the model checks (default: 32 examples of the training
+            loader, or of ``datasets["train"]``).
+        planned_steps: optimizer steps of the planned run (batches per epoch x epochs).
         steps_per_epoch: batches per epoch (default ``len(train_loader)``).
+        scheduler_step: how the learner steps the scheduler, ``"batch"`` or ``"epoch"``.
         warmup: growth of the learning rate intended (None: infer).
-        lr_range: run the LR range test (``lr_range_steps`` steps, a few seconds on a CPU).
-        overfit: run "overfit one batch" (up to ``overfit_steps`` steps).
+        num_classes: number of classes (10 digits).
+        lr_range_steps: steps of the LR range test (a few seconds on a CPU).
+        overfit_steps: the most steps of "overfit one batch".
         max_batch_size: examples per batch used by the LR range test (64: a few seconds on a
             CPU; None: the loader's whole batches).
-        skip: names of checks not to run (see ``CHECK_NAMES``).
         show: make figures.
+
+    Raises:
+        ValueError: an unknown ``scheduler_step``; a count that is not a positive integer.
+    """
+
+    model: nn.Module | None = None
+    train_loader: Iterable | None = None
+    eval_loaders: Mapping[str, Iterable] | None = None
+    datasets: Any = None
+    loss_fn: Callable | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    train_step: Callable | None = None
+    evaluate_fn: Callable | None = None
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    planned_steps: int | None = None
+    steps_per_epoch: int | None = None
+    scheduler_step: str = "batch"
+    warmup: bool | None = None
+    num_classes: int = 10
+    lr_range_steps: int = 60
+    overfit_steps: int = 100
+    max_batch_size: int | None = 64
+    show: bool = True
+
+    def __post_init__(self) -> None:
+        one_of("scheduler_step", self.scheduler_step, ("batch", "epoch"))
+        for name in ("num_classes", "lr_range_steps", "overfit_steps"):
+            positive_int(name, getattr(self, name))
+        for name in ("planned_steps", "steps_per_epoch", "max_batch_size"):
+            positive_int(name, getattr(self, name), allow_none=True)
+        object.__setattr__(self, "eval_loaders", dict(self.eval_loaders or {}) or None)
+
+    @cached_property
+    def splits(self) -> dict[str, Any] | None:
+        """The splits: the datasets if given, else the loaders (an evaluation loader named
+        ``"train"``, or the training loader evaluated, left out)."""
+        if self.datasets is not None:
+            return as_splits(self.datasets) or None
+        named = {"train": self.train_loader} if self.train_loader is not None else {}
+        for name, loader in (self.eval_loaders or {}).items():
+            if name != "train" and loader is not self.train_loader:
+                named[name] = loader
+        return named or None
+
+    @property
+    def splits_to_compare(self) -> dict[str, Any] | None:
+        """:attr:`splits` when there are at least two."""
+        return self.splits if self.splits and len(self.splits) >= 2 else None
+
+    @cached_property
+    def inputs(self) -> dict[str, Any] | None:
+        """What each loader feeds the model: ``{"train": train_loader, name: eval loader}``."""
+        named = {"train": self.train_loader} if self.train_loader is not None else {}
+        for name, loader in (self.eval_loaders or {}).items():
+            if loader is not self.train_loader:
+                named[f"{name} (eval)" if name in named else name] = loader
+        return named or None
+
+    @property
+    def train_data(self) -> Any:
+        """The training loader, else the training split."""
+        return (
+            self.train_loader if self.train_loader is not None else (self.splits or {}).get("train")
+        )
+
+    @property
+    def eval_loader(self) -> Any:
+        """The first evaluation loader not named ``"train"``."""
+        return next((v for k, v in (self.eval_loaders or {}).items() if k != "train"), None)
+
+    @property
+    def epoch_steps(self) -> int | None:
+        """``steps_per_epoch``, else ``len(train_loader)`` (None when unknown)."""
+        try:
+            return self.steps_per_epoch or len(self.train_loader)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+    def with_batch(self) -> tuple[CheckInputs, str | None]:
+        """These inputs with ``x, y`` (32 training examples) filled in when missing, and the
+        error text when none could be taken."""
+        if self.x is not None or self.train_data is None:
+            return self, None
+        try:
+            x, y = model_batch(self.train_data, 32)
+        except Exception as err:  # noqa: BLE001 - reported as an ERROR row
+            return self, f"{type(err).__name__}: {err}"
+        return dataclasses.replace(self, x=x, y=y), None
+
+
+@dataclass(frozen=True, eq=False)
+class Check:
+    """One row of the table of checks.
+
+    Attributes:
+        name: the check's name (the name of its :class:`CheckResult`).
+        needs: the names of the :class:`CheckInputs` fields or properties that must be given
+            (not None) for the check to run, separated by spaces; ``"a|b"`` means either.
+        run: ``run(inputs) -> CheckResult``.
+
+    Raises:
+        ValueError: a name in ``needs`` that :class:`CheckInputs` does not have.
+    """
+
+    name: str
+    needs: str
+    run: Callable[[CheckInputs], CheckResult]
+
+    def __post_init__(self) -> None:
+        for need in self.needs.split():
+            if not all(hasattr(CheckInputs, n) for n in need.split("|")):
+                raise invalid("needs", need, "names of CheckInputs fields or properties")
+
+    def ready(self, inputs: CheckInputs) -> bool:
+        """True when every input the check needs is given."""
+        needs = [need.split("|") for need in self.needs.split()]
+        return all(any(getattr(inputs, n) is not None for n in need) for need in needs)
+
+
+#: The table: every check :func:`run_all_checks` knows, in the order it runs them.
+CHECKS: dict[str, Check] = {}
+#: The names of the checks, in order (a live view of ``CHECKS``).
+CHECK_NAMES = CHECKS.keys()
+
+
+def register(check: Check) -> Check:
+    """Add ``check`` to the table (last, or in place of the row with its name); return it."""
+    CHECKS[check.name] = check
+    return check
+
+
+for _row in [
+    Check("split_overlap", "splits_to_compare", lambda i: check_split_overlap(i.splits)),
+    Check("split_sources", "splits_to_compare", lambda i: check_split_sources(i.splits)),
+    Check("labels", "splits", lambda i: check_labels(i.splits, i.num_classes, model=i.model)),
+    Check("input_statistics", "inputs", lambda i: check_input_statistics(i.inputs)),
+    Check("image_layout", "train_data", lambda i: check_image_layout(i.train_data, model=i.model)),
+    Check("augmentation", "train_data", lambda i: check_augmentation(i.train_data, show=i.show)),
+    Check("eval_augmentation", "eval_loaders", lambda i: check_eval_augmentation(i.eval_loaders)),
+    Check(
+        "eval_determinism",
+        "model eval_loaders",
+        lambda i: check_eval_determinism(
+            i.model, i.eval_loaders, evaluate_fn=i.evaluate_fn, loss_fn=i.loss_fn
+        ),
+    ),
+    Check(
+        "shuffle",
+        "train_loader",
+        lambda i: check_shuffle(i.train_loader, num_classes=i.num_classes, show=i.show),
+    ),
+    Check("last_batch", "train_loader", lambda i: check_last_batch(i.train_loader, i.model)),
+    Check(
+        "optimizer_params",
+        "model optimizer",
+        lambda i: check_optimizer_params(i.model, i.optimizer),
+    ),
+    Check(
+        "zero_grad",
+        "model x",
+        lambda i: check_zero_grad(i.model, i.optimizer, i.train_step, i.x, i.y),
+    ),
+    Check(
+        "model_modes",
+        "model train_step|evaluate_fn",
+        lambda i: check_model_modes(
+            i.model,
+            train_step=i.train_step,
+            optimizer=i.optimizer,
+            x=i.x,
+            y=i.y,
+            evaluate_fn=i.evaluate_fn,
+            eval_loader=i.eval_loader,
+        ),
+    ),
+    Check("softmax_output", "model x", lambda i: check_softmax_output(i.model, i.x, i.loss_fn)),
+    Check("gradients", "model x", lambda i: check_gradients(i.model, i.x, i.y, i.loss_fn)),
+    Check("learning_rate", "optimizer", lambda i: check_learning_rate(i.optimizer)),
+    Check(
+        "lr_schedule",
+        "optimizer|scheduler",
+        lambda i: check_lr_schedule(
+            i.optimizer or i.scheduler.optimizer,
+            i.scheduler,
+            i.planned_steps,
+            scheduler_step=i.scheduler_step,
+            steps_per_epoch=i.epoch_steps,
+            warmup=i.warmup,
+            show=i.show,
+        ),
+    ),
+    Check(
+        "lr_range",
+        "model train_loader",
+        lambda i: check_lr_range(
+            i.model,
+            i.train_loader,
+            i.loss_fn,
+            i.optimizer,
+            steps=i.lr_range_steps,
+            max_batch_size=i.max_batch_size,
+            show=i.show,
+        ),
+    ),
+    Check(
+        "overfit_one_batch",
+        "model x",
+        lambda i: check_overfit_one_batch(
+            i.model, i.x, i.y, i.loss_fn, steps=i.overfit_steps, show=i.show
+        ),
+    ),
+]:
+    register(_row)
+
+
+def _as_list(names: Iterable[str] | str) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _selected(only: Iterable[str] | None, skip: Iterable[str]) -> list[str]:
+    """The names of the rows to run, in table order. Raises ValueError for an unknown name."""
+    only = None if only is None else _as_list(only)
+    skip = _as_list(skip)
+    for what, names in (("only", only or []), ("skip", skip)):
+        unknown = sorted(set(names) - set(CHECKS))
+        if unknown:
+            raise invalid(what, unknown, "names of checks: " + ", ".join(CHECKS))
+    return [name for name in CHECKS if (only is None or name in only) and name not in skip]
+
+
+def _run(check: Check, inputs: CheckInputs) -> CheckResult:
+    """Run one row; an exception becomes an ``ERROR`` result (the other checks still run)."""
+    try:
+        return check.run(inputs)
+    except Exception as err:  # noqa: BLE001 - one broken check must not stop the others
+        error = f"{type(err).__name__}: {err}"
+        why = f"could not run: {error}"
+        return CheckResult(
+            check.name, None, why, "Look at the inputs passed for this check.", error=error
+        )
+
+
+def run_all_checks(
+    model: nn.Module | None = None,
+    train_loader: Iterable | None = None,
+    eval_loaders: Mapping[str, Iterable] | None = None,
+    *,
+    only: Iterable[str] | None = None,
+    skip: Iterable[str] = (),
+    progress: bool = True,
+    **inputs: Any,
+) -> CheckReport:
+    """Run every check of the table whose inputs are given; return one table of results.
+
+    Nothing of the learner's is changed: models and optimizers are deep-copied before use,
+    schedulers simulated on copies, loaders' epoch counters and all random states restored.
+    A check that cannot run on the given objects shows as ``ERROR`` with the reason; the
+    others still run.
+
+    Args:
+        model, train_loader, eval_loaders: the model, the training loader and
+            ``{name: loader}`` of the evaluation splits.
+        only: run only these checks (names from ``CHECK_NAMES``; default: all).
+        skip: names of checks not to run.
         progress: show a progress bar.
+        **inputs: the other fields of :class:`CheckInputs` (``datasets``, ``loss_fn``,
+            ``optimizer``, ``scheduler``, ``train_step``, ``planned_steps``, ``show`` ...).
 
     Returns:
         A :class:`CheckReport` (``print(report)`` for text; displays as a table in notebooks).
 
     Raises:
-        ValueError: an unknown name in ``skip``.
+        ValueError: an unknown name in ``only`` or ``skip``; a bad :class:`CheckInputs` value.
+        TypeError: a keyword that is not a :class:`CheckInputs` field.
     """
-    skip = set(skip)
-    unknown = skip - set(CHECK_NAMES)
-    if unknown:
-        raise ValueError(f"unknown check names in skip: {sorted(unknown)}; valid: {CHECK_NAMES}")
-    eval_loaders = dict(eval_loaders or {})
-    if steps_per_epoch is None and train_loader is not None:
-        try:
-            steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
-        except TypeError:
-            steps_per_epoch = None
-    batch, batch_error = _training_batch(train_loader, datasets)
-    x, y = (batch[0][:32], batch[1][:32]) if batch is not None else (None, None)
-    splits = _split_sources(datasets, train_loader, eval_loaders)
-    first_eval = next((v for k, v in eval_loaders.items() if k != "train"), None)
-    plan: list[tuple[str, Callable[[], CheckResult]]] = []
-
-    def add(name: str, ready: bool, fn: Callable[[], CheckResult]) -> None:
-        if name not in skip and ready:
-            plan.append((name, fn))
-
-    add("split_overlap", len(splits) >= 2, lambda: check_split_overlap(splits))
-    add("split_sources", len(splits) >= 2, lambda: check_split_sources(splits))
-    add("labels", bool(splits), lambda: check_labels(splits, num_classes, model=model))
-    inputs = _input_sources(train_loader, eval_loaders)
-    add("input_statistics", bool(inputs), lambda: check_input_statistics(inputs))
-    layout_source = train_loader if train_loader is not None else splits.get("train")
-    add(
-        "image_layout",
-        layout_source is not None,
-        lambda: check_image_layout(layout_source, model=model),
-    )
-    aug_source = train_loader if train_loader is not None else splits.get("train")
-    add("augmentation", aug_source is not None, lambda: check_augmentation(aug_source, show=show))
-    add("eval_augmentation", bool(eval_loaders), lambda: check_eval_augmentation(eval_loaders))
-    add(
-        "eval_determinism",
-        model is not None and bool(eval_loaders),
-        lambda: check_eval_determinism(
-            model, eval_loaders, evaluate_fn=evaluate_fn, loss_fn=loss_fn
-        ),
-    )
-    add(
-        "shuffle",
-        train_loader is not None,
-        lambda: check_shuffle(train_loader, num_classes=num_classes, show=show),
-    )
-    add("last_batch", train_loader is not None, lambda: check_last_batch(train_loader, model))
-    has_model_batch = model is not None and x is not None
-    add(
-        "optimizer_params",
-        model is not None and optimizer is not None,
-        lambda: check_optimizer_params(model, optimizer),
-    )
-    add("zero_grad", has_model_batch, lambda: check_zero_grad(model, optimizer, train_step, x, y))
-    add(
-        "model_modes",
-        model is not None and (train_step is not None or evaluate_fn is not None),
-        lambda: check_model_modes(
-            model,
-            train_step=train_step,
-            optimizer=optimizer,
-            x=x,
-            y=y,
-            evaluate_fn=evaluate_fn,
-            eval_loader=first_eval,
-        ),
-    )
-    add("softmax_output", has_model_batch, lambda: check_softmax_output(model, x, loss_fn))
-    add("gradients", has_model_batch, lambda: check_gradients(model, x, y, loss_fn))
-    add("learning_rate", optimizer is not None, lambda: check_learning_rate(optimizer))
-    add(
-        "lr_schedule",
-        optimizer is not None or scheduler is not None,
-        lambda: _schedule(
-            optimizer, scheduler, planned_steps, scheduler_step, steps_per_epoch, warmup, show
-        ),
-    )
-    add(
-        "lr_range",
-        lr_range and model is not None and train_loader is not None,
-        lambda: check_lr_range(
-            model,
-            train_loader,
-            loss_fn,
-            optimizer,
-            steps=lr_range_steps,
-            max_batch_size=max_batch_size,
-            show=show,
-        ),
-    )
-    add(
-        "overfit_one_batch",
-        overfit and has_model_batch,
-        lambda: check_overfit_one_batch(model, x, y, loss_fn, steps=overfit_steps, show=show),
-    )
-    results = _run_plan(plan, progress)
-    if batch_error is not None:
-        results.insert(
-            0,
-            CheckResult(
-                "training_batch",
-                None,
-                f"could not take a batch for the model checks: {batch_error}",
-                "The training loader must yield (x, y) pairs.",
-                error=batch_error,
-            ),
-        )
-    return CheckReport(results)
-
-
-def _run_plan(plan, progress: bool) -> list[CheckResult]:
+    names = _selected(only, skip)
+    given, batch_error = CheckInputs(model, train_loader, eval_loaders, **inputs).with_batch()
+    rows = [CHECKS[name] for name in names if CHECKS[name].ready(given)]
     results = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(plan), desc="checks", leave=False)
-    try:
-        for name, fn in plan:
-            if bar is not None:
-                bar.set_postfix_str(name)
-            results.append(_safe(name, fn))
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return results
-
-
-def _training_batch(train_loader, datasets):
-    """``((x, y), None)``, or ``(None, error text)`` when no batch could be taken."""
-    try:
-        if train_loader is not None:
-            return take_batches(train_loader, 1)[0], None
-        if datasets is not None:
-            splits = as_splits(datasets)
-            if "train" in splits:
-                return model_batch(splits["train"], 32), None
-    except Exception as err:  # noqa: BLE001 - reported as an ERROR row
-        return None, f"{type(err).__name__}: {err}"
-    return None, None
-
-
-def _schedule(optimizer, scheduler, planned_steps, scheduler_step, steps_per_epoch, warmup, show):
-    if optimizer is None:
-        optimizer = scheduler.optimizer
-    if scheduler is not None and not planned_steps:
-        return not_applicable(
-            "lr_schedule",
-            "a scheduler but no planned_steps.",
-            "Pass planned_steps = batches per epoch x epochs.",
-        )
-    return check_lr_schedule(
-        optimizer,
-        scheduler,
-        planned_steps or 1,
-        scheduler_step=scheduler_step,
-        steps_per_epoch=steps_per_epoch,
-        warmup=warmup,
-        show=show,
-    )
+    with tqdm(total=len(rows), desc="checks", leave=False, disable=not progress) as bar:
+        for row in rows:
+            bar.set_postfix_str(row.name)
+            results.append(_run(row, given))
+            bar.update(1)
+    if batch_error is not None:
+        why = f"could not take a batch for the model checks: {batch_error}"
+        hint = "The training loader must yield (x, y) pairs."
+        results.insert(0, CheckResult("training_batch", None, why, hint, error=batch_error))
+    return CheckReport(results)
 
 
 def make_train_step(loss_fn: Callable | None = None, *, zero_grad: bool = True) -> Callable:
@@ -376,32 +410,26 @@ def build_check_inputs(config: Any, *, data: Any = None, device: str = "cpu") ->
 
     if not isinstance(config, ex.RunConfig):
         raise TypeError(f"expected a RunConfig, got {type(config).__name__}.")
-    device = torch.device(device)
     with preserved_rng():
         bundle = data if data is not None else ex.get_data(config)
-        parts = ex.build_run(config, bundle, device)
-        sets, model, optimizer = parts.eval_sets, parts.model, parts.optimizer
-        train_loader, scheduler, eval_loaders = (
-            parts.train_loader,
-            parts.scheduler,
-            parts.eval_loaders,
-        )
-    planned = len(train_loader) * config.epochs
+        parts = ex.build_run(config, bundle, torch.device(device))
+    steps_per_epoch = len(parts.train_loader)
+    planned = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         planned = min(planned, config.max_steps)
     loss_fn = nn.CrossEntropyLoss()
     return {
-        "model": model,
-        "train_loader": train_loader,
-        "eval_loaders": eval_loaders,
-        "datasets": {"train": sets["train"], "valid": sets["valid"], "test": sets["test"]},
+        "model": parts.model,
+        "train_loader": parts.train_loader,
+        "eval_loaders": parts.eval_loaders,
+        "datasets": {name: parts.eval_sets[name] for name in ("train", "valid", "test")},
         "loss_fn": loss_fn,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
+        "optimizer": parts.optimizer,
+        "scheduler": parts.scheduler,
         "train_step": make_train_step(loss_fn, zero_grad=config.zero_grad),
         "planned_steps": max(planned, 1),
         "scheduler_step": config.schedule_step,
-        "steps_per_epoch": len(train_loader),
+        "steps_per_epoch": steps_per_epoch,
     }
 
 
