@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.files import atomic_path
+from nbhelpers.validate import one_of
 
 __all__ = [
     "CODE_VERSION",
@@ -37,8 +38,11 @@ __all__ = [
     "save_record",
 ]
 
-#: Salt of every cache key; bump it when training code changes what a config produces.
-CODE_VERSION = "nbhelpers-train-1"
+#: Salt of every cache key. Bump it whenever what a record of the same configuration holds or
+#: means changes: training code that changes the numbers a config produces, new or renamed
+#: record fields, a new status. Old records then miss the cache and are retrained.
+#: 2: records gained ``step_lrs`` and the "diverged" status.
+CODE_VERSION = "nbhelpers-train-2"
 
 STATUSES = ("complete", "interrupted", "diverged")
 #: Statuses a cache lookup serves: a diverged run diverges again with the same config.
@@ -89,8 +93,7 @@ class RunRecord:
     from_cache: bool = False
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+        one_of("status", self.status, STATUSES)
 
     @property
     def short_hash(self) -> str:
@@ -122,16 +125,15 @@ class RunRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
         """Rebuild a record from :meth:`to_dict` output (unknown keys go to ``extra``)."""
-        known = {f.name for f in fields(cls)} - {"path", "from_cache"}
+        data = {k: v for k, v in data.items() if k not in ("path", "from_cache")}
+        known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        unknown = {
-            k: v for k, v in data.items() if k not in known and k not in ("path", "from_cache")
-        }
+        unknown = {k: v for k, v in data.items() if k not in known}
         if unknown:
             kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
-        for required in ("name", "config", "config_hash"):
-            if required not in kwargs:
-                raise ValueError(f"not a run record: the key {required!r} is missing")
+        missing = [k for k in ("name", "config", "config_hash") if k not in kwargs]
+        if missing:
+            raise ValueError(f"not a run record: the key {missing[0]!r} is missing")
         return cls(**kwargs)
 
 

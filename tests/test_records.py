@@ -131,3 +131,20 @@ def test_config_hash_ignores_the_device():
     base = {"lr": 0.1, "device": "cuda"}
     assert config_hash(base) == config_hash({**base, "device": "cpu"})
     assert config_hash(base) != config_hash({**base, "lr": 0.2})
+
+
+def test_code_version_moves_with_what_a_record_holds():
+    """A new record field or status changes what a record means: bump CODE_VERSION with it
+    (then update this snapshot), so records of the older meaning miss the cache."""
+    from dataclasses import fields
+
+    snapshot = (records.CODE_VERSION, [f.name for f in fields(RunRecord)], records.STATUSES)
+    assert snapshot == (
+        "nbhelpers-train-2",
+        ["name", "config", "config_hash", "history", "step_losses", "step_lrs", "timings",
+         "seed", "device", "versions", "status", "created", "extra", "path", "from_cache"],
+        ("complete", "interrupted", "diverged"),
+    )  # fmt: skip
+    config = {"lr": 0.1}
+    assert config_hash(config) == config_hash(config, salt="nbhelpers-train-2")
+    assert config_hash(config) != config_hash(config, salt="nbhelpers-train-1")
