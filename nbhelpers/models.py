@@ -91,7 +91,7 @@ def check_group_norm(width: int, groups: int = GROUPS) -> None:
         g = min(groups, channels)
         if channels % g:
             raise ValueError(
-                f"a layer with {channels} channels cannot be split into {g} groups "
+                f"norm='group': a layer with {channels} channels cannot be split into {g} groups "
                 f"(width={width}, groups={groups}); use a width divisible by {groups}, e.g. "
                 f"{max(groups, width - width % groups)}"
             )
