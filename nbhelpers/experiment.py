@@ -185,17 +185,8 @@ class RunConfig:
             object.__setattr__(self, "eval_splits", tuple(splits))
         for field_name, check in _FIELD_CHECKS.items():
             check(f"RunConfig.{field_name}", getattr(self, field_name))
-        splits = self.eval_splits
-        if (
-            not isinstance(splits, tuple)
-            or any(s not in EVAL_SPLITS for s in splits)
-            or len(set(splits)) != len(splits)
-        ):
-            raise invalid("RunConfig.eval_splits", splits, f"distinct names from {EVAL_SPLITS}")
-        if self.eval_every and not splits:
-            raise invalid(
-                "RunConfig.eval_splits", splits, "at least one split while eval_every > 0"
-            )
+        if self.eval_every and not self.eval_splits:
+            raise invalid("RunConfig.eval_splits", (), "at least one split while eval_every > 0")
         if self.norm == "group":
             models.check_group_norm(self.width)
 
@@ -224,6 +215,12 @@ class RunConfig:
 def _non_empty(name: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise invalid(name, value, "a non-empty string")
+
+
+def _splits(name: str, value: Any) -> None:
+    known = isinstance(value, tuple) and all(s in EVAL_SPLITS for s in value)
+    if not known or len(set(value)) != len(value):
+        raise invalid(name, value, f"distinct names from {EVAL_SPLITS}")
 
 
 def _device(name: str, value: Any) -> None:
@@ -266,6 +263,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "batch_size": positive_int,
     "epochs": lambda name, value: integer(name, value, 0),
     "eval_every": lambda name, value: integer(name, value, 0),
+    "eval_splits": _splits,
     "eval_batch_size": positive_int,
     "seed": seed,
     "device": _device,
@@ -275,18 +273,8 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
 
 def _config_at_budget(budget: Budget | str | None, source: str, fields: dict, changes: dict):
     """A RunConfig of ``fields`` sized by ``budget`` (data sizes, batch size, epochs), then ``changes``."""
-    device = changes.get("device")  # the automatic budget (None) depends on the device
-    device = (
-        env.pick_device(None if device in (None, "auto") else device) if budget is None else None
-    )
-    b = resolve_budget(budget, device)
-    sizes = dict(
-        n_train=b.n_train,
-        n_valid=b.n_valid,
-        n_test=b.n_test,
-        batch_size=b.batch_size,
-        epochs=b.epochs,
-    )
+    b = resolve_budget(budget, _pick_device(changes.get("device")) if budget is None else None)
+    sizes = {k: getattr(b, k) for k in ("n_train", "n_valid", "n_test", "batch_size", "epochs")}
     return RunConfig(**{"source": source, **fields, **sizes, **changes})
 
 
@@ -340,6 +328,10 @@ def reference_fix_config(
 
 # --------------------------------------------------------------------------- data
 _RESOLVED_SOURCES: dict[str, str] = {}
+
+
+def _pick_device(device: str | None) -> torch.device:
+    return env.pick_device(None if device in (None, "auto") else device)
 
 
 def _resolve_source(source: str) -> str:
@@ -492,10 +484,6 @@ class RunParts:
     device: torch.device
 
 
-def _pick_device(config: RunConfig) -> torch.device:
-    return env.pick_device(None if config.device in (None, "auto") else config.device)
-
-
 def build_run(
     config: RunConfig, data: data_mod.DataBundle | None = None, device: Any = None
 ) -> RunParts:
@@ -511,7 +499,7 @@ def build_run(
         device: the device; default ``config.device`` resolved by
             :func:`nbhelpers.env.pick_device`.
     """
-    device = torch.device(_pick_device(config) if device is None else device)
+    device = torch.device(_pick_device(config.device) if device is None else device)
     bundle = data if data is not None else get_data(config)
     sets = _eval_sets(config, bundle)
     env.seed_everything(config.seed)
@@ -572,7 +560,7 @@ def run(
             "(e.g. config.replace(source='synthetic'))"
         )
     t_wall = time.perf_counter()
-    device = _pick_device(config)
+    device = _pick_device(config.device)
     source = data.source if data is not None else _resolve_source(config.source)
     resolved = config.replace(source=source, device=str(device))
     key = config_hash(resolved.to_dict())

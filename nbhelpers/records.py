@@ -27,16 +27,9 @@ from nbhelpers.files import atomic_path
 from nbhelpers.validate import one_of
 
 __all__ = [
-    "CODE_VERSION",
-    "RunRecord",
-    "config_hash",
-    "default_runs_dir",
-    "find_cached",
-    "list_runs",
-    "load_record",
-    "record_path",
-    "save_record",
-]
+    "CODE_VERSION", "RunRecord", "config_hash", "default_runs_dir", "find_cached", "load_record",
+    "record_path", "save_record",
+]  # fmt: skip
 
 #: Salt of every cache key. Bump it whenever what a record of the same configuration holds or
 #: means changes: training code that changes the numbers a config produces, new or renamed
@@ -117,10 +110,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (without ``path`` and ``from_cache``)."""
-        data = asdict(self)
-        data.pop("path")
-        data.pop("from_cache")
-        return data
+        return {k: v for k, v in asdict(self).items() if k not in ("path", "from_cache")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
@@ -186,14 +176,6 @@ def record_path(name: str, hash_: str, runs_dir: str | os.PathLike | None = None
     return _runs_dir(runs_dir) / f"{_safe_name(name)}-{hash_[:12]}.json"
 
 
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def save_record(record: RunRecord, runs_dir: str | os.PathLike | None = None) -> Path:
     """Write ``record`` as JSON (atomically) and set ``record.path``.
 
@@ -204,7 +186,11 @@ def save_record(record: RunRecord, runs_dir: str | os.PathLike | None = None) ->
         The path written.
     """
     path = record_path(record.name, record.config_hash, runs_dir)
-    _atomic_write_json(path, record.to_dict())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record.to_dict(), fh, indent=1)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     record.path = str(path)
     return path
 
@@ -226,24 +212,6 @@ def load_record(path: str | os.PathLike) -> RunRecord:
     record = RunRecord.from_dict(data)
     record.path = str(path)
     return record
-
-
-def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunRecord]:
-    """All readable records in ``runs_dir`` (default :func:`default_runs_dir`), oldest first.
-
-    Files that are not run records are skipped; a missing directory gives ``[]``.
-    """
-    directory = _runs_dir(runs_dir)
-    if not directory.is_dir():
-        return []
-    records = []
-    for path in sorted(directory.glob("*.json")):
-        try:
-            records.append(load_record(path))
-        except (ValueError, TypeError, OSError):
-            continue
-    records.sort(key=lambda r: (r.created, r.name))
-    return records
 
 
 def find_cached(

@@ -13,7 +13,6 @@ from nbhelpers.records import (
     config_hash,
     default_runs_dir,
     find_cached,
-    list_runs,
     load_record,
     record_path,
     save_record,
@@ -86,16 +85,6 @@ def test_find_cached_serves_complete_records_only(tmp_path):
     interrupted = _record(status="interrupted")
     save_record(interrupted, tmp_path)  # same config: replaces the complete one
     assert find_cached("demo", interrupted.config_hash, tmp_path) is None
-
-
-def test_list_runs_reads_all_and_skips_other_files(tmp_path):
-    save_record(_record("a", lr=0.1), tmp_path)
-    save_record(_record("b", lr=0.2), tmp_path)
-    (tmp_path / "notes.json").write_text('{"hello": 1}')
-    (tmp_path / "broken.json").write_text("{not json")
-    names = sorted(r.name for r in list_runs(tmp_path))
-    assert names == ["a", "b"]
-    assert list_runs(tmp_path / "missing") == []
 
 
 def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):
