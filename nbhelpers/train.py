@@ -32,6 +32,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,11 +73,7 @@ class History:
             later metric is meaningless; the epoch row where it happened holds
             ``diverged_at_step``, the 0-based step).
         steps: optimizer steps done.
-        scheduler_step: "batch", "epoch" or None (no scheduler).
-        zero_grad: whether gradients were zeroed before every step.
         device: the training device as a string.
-        profile: whether phases were timed with a device synchronisation at every
-            boundary (see :class:`TrainOptions`).
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -85,10 +82,7 @@ class History:
     timings: dict[str, float] = field(default_factory=dict)
     status: str = "complete"
     steps: int = 0
-    scheduler_step: str | None = None
-    zero_grad: bool = True
     device: str = "cpu"
-    profile: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,19 +269,13 @@ def train(
             f"eval_loaders must be a dict of split name -> loader, got {eval_loaders!r:.80}"
         )
     loop = _Loop(model, optimizer, scheduler, tuple(hooks), opts)
-    history = History(
-        scheduler_step=opts.scheduler_step if scheduler is not None else None,
-        zero_grad=bool(opts.zero_grad),
-        device=str(loop.device),
-        profile=bool(opts.profile),
-    )
     bar = _progress_bar(train_loader, epochs, opts)
     t_start = loop.now(sync=True)
     try:
         loop.call_hooks("on_train_begin", model, optimizer, loop.loss_fn)
         for epoch in range(1, epochs + 1):
-            row = loop.run_epoch(epoch, train_loader, bar, history)
-            _check_divergence(history, row)
+            row = loop.run_epoch(epoch, train_loader, bar)
+            _check_divergence(loop.history, row)
             stop = opts.max_steps is not None and loop.step >= opts.max_steps
             if opts.eval_every and (epoch % opts.eval_every == 0 or epoch == epochs or stop):
                 loop.evaluate_splits(eval_loaders or {}, row)
@@ -295,26 +283,23 @@ def train(
             if stop:
                 break
     except KeyboardInterrupt:
-        history.status = "interrupted"
-        loop.close_epoch(history, complete=False)
+        loop.history.status = "interrupted"
+        loop.close_epoch(complete=False)
     finally:
         bar.close()
-    loop.finish(history, t_start)  # hooks see the timings so far
+    loop.finish(t_start)  # hooks see the timings so far
     try:
-        loop.call_hooks("on_train_end", history)
+        loop.call_hooks("on_train_end", loop.history)
     except KeyboardInterrupt:
-        history.status = "interrupted"
-    loop.finish(history, t_start)
-    return history
+        loop.history.status = "interrupted"
+    loop.finish(t_start)
+    return loop.history
 
 
 def _progress_bar(train_loader: Iterable, epochs: int, opts: TrainOptions):
     from tqdm.auto import tqdm
 
-    try:
-        total = len(train_loader) * epochs  # type: ignore[arg-type]
-    except TypeError:
-        total = None
+    total = len(train_loader) * epochs if hasattr(train_loader, "__len__") else None
     if opts.max_steps is not None:
         total = opts.max_steps if total is None else min(total, opts.max_steps)
     return tqdm(total=total, disable=not opts.progress, unit="step", desc="training", leave=True)
@@ -357,7 +342,7 @@ class _Epoch:
 
 
 class _Loop:
-    """State of one :func:`train` call: counters, phase clock, hooks, the open epoch."""
+    """State of one :func:`train` call: the history, counters, phase clock, the open epoch."""
 
     def __init__(self, model, optimizer, scheduler, hooks, opts: TrainOptions):
         self.model, self.optimizer, self.scheduler, self.hooks = model, optimizer, scheduler, hooks
@@ -368,9 +353,9 @@ class _Loop:
         self.backward_hooks = self._methods("backward")
         self.step_end_hooks = self._methods("on_step_end")
         self.totals = dict.fromkeys(_TIMING_KEYS, 0.0)
-        self.step = 0
-        self.images = 0
+        self.step = self.images = 0
         self.epoch: _Epoch | None = None
+        self.history = History(device=str(self.device))
 
     def now(self, sync: bool = False) -> float:
         """Host wall-clock seconds; waits for the device first when asked or when profiling."""
@@ -378,28 +363,31 @@ class _Loop:
             synchronize(self.device)
         return time.perf_counter()
 
+    @contextmanager
+    def timed(self, phase: str, sync: bool = False):
+        """Add the seconds the block takes to ``phase`` (a key of :data:`_TIMING_KEYS`)."""
+        t0 = self.now(sync)
+        try:
+            yield
+        finally:
+            self.totals[phase] += self.now(sync) - t0
+
     def _methods(self, name: str) -> list:
         return [getattr(h, name) for h in self.hooks if callable(getattr(h, name, None))]
 
     def call_hooks(self, name: str, *args) -> None:
         methods = self._methods(name)
         if methods:
-            t0 = self.now()
-            try:
+            with self.timed("diagnostics_s"):
                 for method in methods:
                     method(*args)
-            finally:
-                self.totals["diagnostics_s"] += self.now() - t0
 
     def _backward(self, x, y, logits, loss) -> None:
         if self.backward_hooks:
-            t0 = self.now()
-            try:
-                for method in self.backward_hooks:
-                    if method(self.step, self.model, x, y, logits, loss, self.loss_fn):
-                        return
-            finally:
-                self.totals["diagnostics_s"] += self.now() - t0
+            with self.timed("diagnostics_s"):  # the first hook that returns True ends the round
+                args = (self.step, self.model, x, y, logits, loss, self.loss_fn)
+                if any(method(*args) for method in self.backward_hooks):
+                    return
         loss.backward()
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: _Epoch) -> torch.Tensor:
@@ -421,23 +409,23 @@ class _Loop:
         self.step += 1
         return loss
 
-    def run_epoch(self, number: int, loader: Iterable, bar, history: History) -> dict[str, Any]:
+    def run_epoch(self, number: int, loader: Iterable, bar) -> dict[str, Any]:
         """Train one pass over ``loader`` (or up to ``max_steps``); return the epoch's row."""
         self.model.train()
-        zero = torch.zeros((), dtype=_accumulator_dtype(self.device), device=self.device)
-        epoch = _Epoch(number, zero, torch.zeros((), dtype=torch.int64, device=self.device),
-                       self.now(sync=True), self.totals["data_s"], self.totals["diagnostics_s"])  # fmt: skip
-        self.epoch = epoch
+        zeros = [
+            torch.zeros((), dtype=d, device=self.device)
+            for d in (_accumulator_dtype(self.device), torch.int64)
+        ]
+        self.epoch = epoch = _Epoch(number, *zeros, self.now(sync=True), self.totals["data_s"], self.totals["diagnostics_s"])  # fmt: skip
         bar.set_description(f"epoch {number}")
         iterator, t_refresh, max_steps = iter(loader), time.perf_counter(), self.opts.max_steps
         while max_steps is None or self.step < max_steps:
-            t0 = self.now()
-            try:
-                x, y = next(iterator)
-            except StopIteration:
+            with self.timed("data_s"):
+                batch = next(iterator, None)
+                if batch is not None:
+                    x, y = (t.to(self.device, non_blocking=True) for t in batch)
+            if batch is None:
                 break
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            self.totals["data_s"] += self.now() - t0
             loss = self._train_step(x, y, epoch)
             if self.step_end_hooks:
                 self.call_hooks("on_step_end", self.step - 1, float(loss.item()))
@@ -447,15 +435,15 @@ class _Loop:
                 self._refresh_bar(bar, loss, epoch)
         if epoch.losses and not bar.disable:
             self._refresh_bar(bar, epoch.losses[-1], epoch)
-        return self.close_epoch(history, complete=True)
+        return self.close_epoch(complete=True)
 
     def _refresh_bar(self, bar, loss: torch.Tensor, epoch: _Epoch) -> None:
         elapsed = time.perf_counter() - epoch.t0
         rate = epoch.images / elapsed if elapsed > 0 else 0.0
         bar.set_postfix({"loss": f"{loss.item():.4f}", "img/s": f"{rate:,.0f}"}, refresh=False)
 
-    def close_epoch(self, history: History, complete: bool) -> dict[str, Any] | None:
-        """Add the open epoch's row (``partial`` when interrupted) to ``history``."""
+    def close_epoch(self, complete: bool) -> dict[str, Any] | None:
+        """Add the open epoch's row (``partial`` when interrupted) to the history."""
         epoch, self.epoch = self.epoch, None
         if epoch is None:
             return None
@@ -466,43 +454,37 @@ class _Loop:
         diagnostics_s = self.totals["diagnostics_s"] - epoch.diagnostics_s0
         self.totals["compute_s"] += max(epoch_s - data_s - diagnostics_s, 0.0)
         losses = torch.stack(epoch.losses).tolist() if epoch.losses else []
-        n = epoch.images
+        n, lrs = epoch.images, epoch.lrs
         row: dict[str, Any] = {
-            "epoch": epoch.number,
-            "steps": len(losses),
-            "images": n,
-            "lr": epoch.lrs[-1] if epoch.lrs else float(self.optimizer.param_groups[0]["lr"]),
-            "lr_first": epoch.lrs[0] if epoch.lrs else None,
+            "epoch": epoch.number, "steps": len(losses), "images": n,
+            "lr": lrs[-1] if lrs else float(self.optimizer.param_groups[0]["lr"]),
+            "lr_first": lrs[0] if lrs else None,
             "running_loss": float(epoch.loss_sum.item()) / n if n else math.nan,
             "running_accuracy": float(epoch.correct.item()) / n if n else math.nan,
             "epoch_s": epoch_s,
-        }
+        }  # fmt: skip
         if not complete:
             row["partial"] = True
-        history.epochs.append(row)
-        history.step_losses.extend(float(v) for v in losses)
-        history.step_lrs.extend(epoch.lrs)
+        self.history.epochs.append(row)
+        self.history.step_losses.extend(losses)
+        self.history.step_lrs.extend(lrs)
         return row
 
     def evaluate_splits(self, eval_loaders: Mapping[str, Iterable], row: dict[str, Any]) -> None:
-        t0 = self.now(sync=True)
-        for split, loader in eval_loaders.items():
-            result = evaluate(self.model, loader, loss_fn=self.loss_fn, device=self.device)
-            row[f"{split}_loss"] = result["loss"]
-            row[f"{split}_accuracy"] = result["accuracy"]
-        self.totals["eval_s"] += self.now(sync=True) - t0
+        with self.timed("eval_s", sync=True):
+            for split, loader in eval_loaders.items():
+                result = evaluate(self.model, loader, loss_fn=self.loss_fn, device=self.device)
+                row[f"{split}_loss"], row[f"{split}_accuracy"] = result["loss"], result["accuracy"]
 
-    def finish(self, history: History, t_start: float) -> None:
-        """Write the phase totals and throughput into ``history.timings``."""
+    def finish(self, t_start: float) -> None:
+        """Write the phase totals and throughput into the history's timings."""
         totals = self.totals
         totals["total_s"] = self.now(sync=True) - t_start
         train_s = totals["data_s"] + totals["compute_s"]
-        history.timings = {
+        self.history.timings = {
             **{k: float(totals[k]) for k in _TIMING_KEYS},
             "images": int(self.images),
             "images_per_s": self.images / train_s if train_s > 0 else 0.0,
-            "overall_images_per_s": self.images / totals["total_s"]
-            if totals["total_s"] > 0
-            else 0.0,
-        }
-        history.steps = self.step
+            "overall_images_per_s": self.images / totals["total_s"] if totals["total_s"] > 0 else 0.0,
+        }  # fmt: skip
+        self.history.steps = self.step
