@@ -39,7 +39,7 @@ from torch import nn
 from nbhelpers import state
 from nbhelpers.display import Report
 from nbhelpers.train import History, TrainOptions, evaluate, synchronize, train
-from nbhelpers.validate import integer, number, one_of, positive_int
+from nbhelpers.validate import integer, one_of, positive_int
 
 __all__ = [
     "PHASES", "Autocast", "ProfileOptions", "TimingProfile", "batch_size_sweep",
@@ -239,13 +239,11 @@ class ProfileOptions:
     to it by name).
 
     Attributes:
-        eval_fraction: share of each evaluation loader's batches that is timed, in (0, 1]
-            (at least one batch); the time is scaled up to the whole split.
-        eval_max_batches: at most this many batches timed per split (None: no limit), e.g.
-            ``steps`` to keep profiling short whatever the split size.
+        eval_max_batches: at most this many batches timed per split (None: all), e.g.
+            ``steps`` to keep profiling short whatever the split size; the time is scaled
+            up to the whole split.
         eval_every: evaluation every this many epochs for the projection (0: never).
         warmup_steps: untimed steps first (int >= 0); hooks are not attached during them.
-        steps_per_epoch: optimizer steps per epoch; default ``len(train_loader)``.
         epochs: epochs of the run this setup stands for (only for ``time_per_run_s``).
         label: the setup's name in tables and charts.
         restore: put the model's, optimizer's and scheduler's state back afterwards
@@ -256,11 +254,9 @@ class ProfileOptions:
         ValueError: any value outside its range (naming it).
     """
 
-    eval_fraction: float = 1.0
     eval_max_batches: int | None = None
     eval_every: int = 1
     warmup_steps: int = 1
-    steps_per_epoch: int | None = None
     epochs: int = 1
     label: str = "run"
     restore: bool = True
@@ -270,11 +266,9 @@ class ProfileOptions:
     device: torch.device | str | None = None
 
     def __post_init__(self) -> None:
-        number("eval_fraction", self.eval_fraction, 0.0, 1.0, low_open=True)
         positive_int("eval_max_batches", self.eval_max_batches, allow_none=True)
         integer("eval_every", self.eval_every, 0)
         integer("warmup_steps", self.warmup_steps, 0)
-        positive_int("steps_per_epoch", self.steps_per_epoch, allow_none=True)
         positive_int("epochs", self.epochs)
 
     def train_options(self, device: torch.device) -> TrainOptions:
@@ -298,41 +292,22 @@ def _loader_images(loader: Any) -> int | None:
     return n // batch * batch if getattr(loader, "drop_last", False) and batch else n
 
 
-def _steps_per_epoch(train_loader: Any, opts: ProfileOptions) -> int:
-    if opts.steps_per_epoch is not None:
-        return opts.steps_per_epoch
-    try:
-        n = len(train_loader)
-    except TypeError:
-        raise ValueError(
-            "train_loader has no len(); pass steps_per_epoch (optimizer steps in one epoch)."
-        ) from None
-    if n <= 0:
-        raise ValueError("train_loader is empty (len() == 0); it must yield at least one batch.")
-    return n
-
-
 def _time_evaluation(model, eval_loaders, opts: ProfileOptions, device) -> tuple[dict, dict]:
     """Time evaluation of a fraction of every split; return (split -> measured s, split -> full s)."""
     measured, full = {}, {}
     for split, loader in eval_loaders.items():
         n_batches = len(loader) if hasattr(loader, "__len__") else None
-        k = opts.eval_max_batches
+        k = opts.eval_max_batches  # batches timed: all, or at most the cap
         if n_batches is not None:
-            k = max(1, math.ceil(opts.eval_fraction * n_batches))
-            k = k if opts.eval_max_batches is None else min(k, opts.eval_max_batches)
-        limited = k is not None and (n_batches is None or k < n_batches)
+            k = min(k or n_batches, n_batches)
+        batches = loader if k is None or k == n_batches else itertools.islice(loader, k)
         synchronize(device)
         t0 = time.perf_counter()
-        result = evaluate(
-            model, itertools.islice(loader, k) if limited else loader, opts.loss_fn, device
-        )
+        n = evaluate(model, batches, opts.loss_fn, device)["n"]
         synchronize(device)
         measured[split] = time.perf_counter() - t0
         size = _loader_images(loader)
-        full[split] = measured[split] * (
-            size / result["n"] if size else _ratio(n_batches or k, k, 1.0)
-        )
+        full[split] = measured[split] * (size / n if size else n_batches / k if n_batches else 1.0)
     return measured, full
 
 
@@ -354,10 +329,11 @@ def profile_training(
     selection, worker start-up), then ``steps`` timed steps with
     :func:`nbhelpers.train.train` (``profile=True``: the device is synchronised at every
     phase boundary, so on a GPU each phase is charged with its own work), then times
-    :func:`nbhelpers.train.evaluate` on ``eval_fraction`` of every evaluation loader.
+    :func:`nbhelpers.train.evaluate` on (the first ``eval_max_batches`` batches of) every
+    evaluation loader.
 
     Projection to one epoch (seconds): data loading, forward/backward/step and diagnostics
-    per step times ``steps_per_epoch``; evaluation scaled from the timed fraction to the
+    per step times the steps of one epoch (``len(train_loader)``); evaluation scaled from the timed batches to the
     whole split (by images), summed over splits and divided by ``eval_every`` (evaluating
     every ``k`` epochs costs ``1/k`` of an evaluation per epoch).
 
@@ -370,8 +346,7 @@ def profile_training(
     Args:
         model: maps float32 ``(B, 3, 32, 32)`` to ``(B, C)`` logits; already on the device.
         optimizer: optimizer over the model's parameters.
-        train_loader: iterable of ``(x, y)`` batches; must have ``len()`` or give
-            ``steps_per_epoch``.
+        train_loader: iterable of ``(x, y)`` batches with ``len()`` (the steps of one epoch).
         steps: timed training steps (int >= 1).
         eval_loaders: split name -> loader (e.g. ``{"train": ..., "valid": ..., "test": ...}``);
             None or empty: no evaluation.
@@ -386,7 +361,7 @@ def profile_training(
 
     Raises:
         ValueError: ``steps`` < 1, an option out of range (see :class:`ProfileOptions`), a
-            loader without ``len()`` and no ``steps_per_epoch``, or a train loader that
+            train loader without ``len()``, or a train loader that
             yields no batches.
         TypeError: ``model`` is not an ``nn.Module``, ``eval_loaders`` is not a mapping, or
             an unknown option name.
@@ -399,7 +374,9 @@ def profile_training(
             f"eval_loaders must be a dict of split name -> loader, got {eval_loaders!r:.80}"
         )
     positive_int("steps", steps)
-    per_epoch = _steps_per_epoch(train_loader, opts)
+    if not hasattr(train_loader, "__len__"):
+        raise ValueError("train_loader has no len(): the steps of one epoch must be known.")
+    per_epoch = len(train_loader)
     device = state.model_device(model) if opts.device is None else torch.device(opts.device)
     train_opts = opts.train_options(device)
     saved = state.snapshot(model, optimizer, scheduler) if opts.restore else None
