@@ -46,7 +46,6 @@ __all__ = [
 ]  # fmt: skip
 
 EVAL_SPLITS = data_mod.SPLITS
-SCHEDULE_STEPS = SCHEDULER_STEPS
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 # --------------------------------------------------------------------------- registries
@@ -228,10 +227,6 @@ def _device(name: str, value: Any) -> None:
         raise invalid(name, value, "None, 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
 
 
-def _size(name: str, value: Any) -> None:
-    integer(name, value, 1, allow_none=True)
-
-
 def _choice(valid: Iterable[str]) -> Callable[[str, Any], Any]:
     return lambda name, value: one_of(name, value, valid)
 
@@ -240,14 +235,14 @@ def _choice(valid: Iterable[str]) -> Callable[[str, Any], Any]:
 _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "name": _non_empty,
     "source": _choice(data_mod.SOURCES),
-    "n_train": _size,
-    "n_valid": _size,
-    "n_test": _size,
+    "n_train": functools.partial(integer, minimum=1, allow_none=True),
+    "n_valid": functools.partial(integer, minimum=1, allow_none=True),
+    "n_test": functools.partial(integer, minimum=1, allow_none=True),
     "data_seed": seed,
     "eval_from_train": boolean,
     "augmentation": _choice(AUGMENTATIONS),
     "loader": _choice(data_mod.LOADER_KINDS),
-    "num_workers": lambda name, value: integer(name, value, 0),
+    "num_workers": functools.partial(integer, minimum=0),
     "activation": _choice(models.ACTIVATIONS),
     "norm": _choice(models.NORMS),
     "width": positive_int,
@@ -258,16 +253,16 @@ _FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "weight_decay": lambda name, value: number(name, value, 0, high_open=True),
     "schedule": _choice(SCHEDULES),
     "gamma": lambda name, value: number(name, value, 0, low_open=True, high_open=True),
-    "schedule_step": _choice(SCHEDULE_STEPS),
+    "schedule_step": _choice(SCHEDULER_STEPS),
     "zero_grad": boolean,
     "batch_size": positive_int,
-    "epochs": lambda name, value: integer(name, value, 0),
-    "eval_every": lambda name, value: integer(name, value, 0),
+    "epochs": functools.partial(integer, minimum=0),
+    "eval_every": functools.partial(integer, minimum=0),
     "eval_splits": _splits,
     "eval_batch_size": positive_int,
     "seed": seed,
     "device": _device,
-    "max_steps": lambda name, value: integer(name, value, 0, allow_none=True),
+    "max_steps": functools.partial(integer, minimum=0, allow_none=True),
 }
 
 
@@ -657,21 +652,17 @@ def compare_table(records: Sequence[RunRecord], split: str = "test"):
     """
     import pandas as pd
 
-    rows = []
-    for record in records:
-        if not isinstance(record, RunRecord):
-            raise TypeError(f"compare_table expects RunRecords, got {type(record).__name__}")
-        timings = record.timings
-        rows.append(
-            {
-                "run": record.name,
-                "configuration": describe_config(record.config),
-                f"{split} accuracy": record.final(f"{split}_accuracy"),
-                "best valid accuracy": record.best("valid_accuracy"),
-                "wall time (s)": timings.get("wall_s", timings.get("total_s")),
-                "images/s": timings.get("images_per_s"),
-                "status": record.status,
-                "cached": record.from_cache,
-            }
-        )
+    wrong = [type(r).__name__ for r in records if not isinstance(r, RunRecord)]
+    if wrong:
+        raise TypeError(f"compare_table expects RunRecords, got {wrong[0]}")
+    rows = [
+        {
+            "run": r.name, "configuration": describe_config(r.config),
+            f"{split} accuracy": r.final(f"{split}_accuracy"),
+            "best valid accuracy": r.best("valid_accuracy"),
+            "wall time (s)": r.timings.get("wall_s", r.timings.get("total_s")),
+            "images/s": r.timings.get("images_per_s"), "status": r.status, "cached": r.from_cache,
+        }
+        for r in records
+    ]  # fmt: skip
     return pd.DataFrame(rows)

@@ -30,14 +30,8 @@ from torch import nn
 from nbhelpers.validate import one_of, positive_int
 
 __all__ = [
-    "ACTIVATIONS",
-    "GROUPS",
-    "INITS",
-    "NORMS",
-    "build_cnn",
-    "check_group_norm",
-    "count_parameters",
-]
+    "ACTIVATIONS", "GROUPS", "INITS", "NORMS", "build_cnn", "check_group_norm", "count_parameters",
+]  # fmt: skip
 
 #: Groups of ``norm="group"`` (capped at each layer's channel count).
 GROUPS = 8

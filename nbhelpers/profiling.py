@@ -69,15 +69,12 @@ class TimingProfile(Report):
         epoch_images: training images in one epoch (None if the loader does not say).
         eval_every: evaluation every this many epochs (0: never) for the projection.
         epochs: epochs of the run this setup stands for (for the projected run time).
-        measured_s: phase -> seconds measured; for ``evaluation``, the seconds of the timed
-            fraction of the evaluation splits.
-        total_s: wall-clock seconds of the whole measurement (training steps plus timed
-            evaluation), measured independently of the phases.
-        epoch_s: phase -> projected seconds per epoch: training phases scaled from ``steps``
-            to ``steps_per_epoch``; evaluation scaled to the full splits and divided by
-            ``eval_every``.
+        train_s: training phase (data loading, forward/backward/step, diagnostics) ->
+            seconds measured over the ``steps``.
+        train_total_s: wall-clock seconds of the timed training steps, measured
+            independently of the phases.
         eval_split_s: split -> projected seconds of one full evaluation of that split.
-        eval_split_measured_s: split -> seconds measured for that split (its timed fraction).
+        eval_split_measured_s: split -> seconds measured for that split (its timed batches).
         notes: caveats about the measurement (e.g. a hook that runs the backward pass).
     """
 
@@ -89,12 +86,30 @@ class TimingProfile(Report):
     epoch_images: int | None
     eval_every: int
     epochs: int
-    measured_s: dict[str, float]
-    total_s: float
-    epoch_s: dict[str, float]
+    train_s: dict[str, float]
+    train_total_s: float
     eval_split_s: dict[str, float] = field(default_factory=dict)
     eval_split_measured_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def measured_s(self) -> dict[str, float]:
+        """Phase -> seconds measured (``evaluation``: the timed batches of all splits)."""
+        evaluation = sum(self.eval_split_measured_s.values())
+        return {p: self.train_s[p] if p in self.train_s else evaluation for p in PHASES}
+
+    @property
+    def total_s(self) -> float:
+        """Wall-clock seconds of the whole measurement (training steps plus timed evaluation)."""
+        return self.train_total_s + sum(self.eval_split_measured_s.values())
+
+    @property
+    def epoch_s(self) -> dict[str, float]:
+        """Phase -> projected seconds per epoch: training phases scaled from ``steps`` to
+        ``steps_per_epoch``; evaluation of the full splits divided by ``eval_every``."""
+        evaluation = _ratio(sum(self.eval_split_s.values()), self.eval_every, 0.0)
+        scale = self.steps_per_epoch / self.steps
+        return {p: self.train_s[p] * scale if p in self.train_s else evaluation for p in PHASES}
 
     @property
     def time_per_epoch_s(self) -> float:
@@ -173,14 +188,10 @@ class TimingProfile(Report):
                 f"splits {unknown} were not measured; measured: {list(self.eval_split_s)}"
             )
         kept = splits if every else ()
-        split_s = {s: self.eval_split_s[s] for s in kept}
-        split_measured = {s: self.eval_split_measured_s.get(s, 0.0) for s in kept}
-        measured = dict(self.measured_s, evaluation=sum(split_measured.values()))
         return dataclasses.replace(
-            self, label=label, epochs=epochs, eval_every=every, measured_s=measured,
-            total_s=self.total_s - self.measured_s["evaluation"] + measured["evaluation"],
-            epoch_s=dict(self.epoch_s, evaluation=_ratio(sum(split_s.values()), every, 0.0)),
-            eval_split_s=split_s, eval_split_measured_s=split_measured,
+            self, label=label, epochs=epochs, eval_every=every,
+            eval_split_s={s: self.eval_split_s[s] for s in kept},
+            eval_split_measured_s={s: self.eval_split_measured_s[s] for s in kept},
             notes=[*self.notes, f"projected from '{self.label}' (no new timing)"],
         )  # fmt: skip
 
@@ -399,25 +410,20 @@ def profile_training(
 
 def _profile(history: History, evaluation, per_epoch, epoch_images, opts, hooks) -> TimingProfile:
     eval_measured, eval_full = evaluation
-    timings = history.timings
-    measured = {
-        p: float(timings[_TRAIN_KEYS[p]]) if p in _TRAIN_KEYS else sum(eval_measured.values())
-        for p in PHASES
-    }
-    epoch_s = {p: measured[p] * per_epoch / history.steps for p in PHASES}
-    epoch_s["evaluation"] = _ratio(sum(eval_full.values()), opts.eval_every, 0.0)
     notes = []
     if any(callable(getattr(h, "backward", None)) for h in hooks):
         notes.append(
             "A hook runs the backward pass itself, so 'diagnostics' includes the backward pass; "
             "compare with a profile without hooks for the net cost of the diagnostics."
         )
+    timings = history.timings
     return TimingProfile(
         label=opts.label, device=history.device, steps=history.steps,
         images=int(timings["images"]), steps_per_epoch=per_epoch, epoch_images=epoch_images,
-        eval_every=opts.eval_every, epochs=opts.epochs, measured_s=measured,
-        total_s=float(timings["total_s"]) + measured["evaluation"], epoch_s=epoch_s,
-        eval_split_s=eval_full, eval_split_measured_s=eval_measured, notes=notes,
+        eval_every=opts.eval_every, epochs=opts.epochs,
+        train_s={phase: float(timings[key]) for phase, key in _TRAIN_KEYS.items()},
+        train_total_s=float(timings["total_s"]), eval_split_s=eval_full,
+        eval_split_measured_s=eval_measured, notes=notes,
     )  # fmt: skip
 
 

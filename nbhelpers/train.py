@@ -139,17 +139,11 @@ def _accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _summed_loss(loss_fn: nn.Module | None, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _summed_loss(loss_fn: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Sum of per-example losses of one batch, whatever the reduction of ``loss_fn``."""
-    if loss_fn is None:
-        return nn.functional.cross_entropy(logits, y, reduction="sum")
     value = loss_fn(logits, y)
-    reduction = getattr(loss_fn, "reduction", "mean")
-    if reduction == "sum":
-        return value
-    if reduction == "none":
-        return value.sum()
-    return value * y.shape[0]
+    summed = getattr(loss_fn, "reduction", "mean") in ("sum", "none")
+    return value.sum() if summed else value * y.shape[0]
 
 
 def evaluate(
@@ -181,6 +175,7 @@ def evaluate(
         ValueError: the loader yields no samples.
     """
     device = model_device(model) if device is None else torch.device(device)
+    loss_fn = nn.CrossEntropyLoss(reduction="sum") if loss_fn is None else loss_fn
     acc_dtype = _accumulator_dtype(device)
     was_training = model.training
     model.eval()
