@@ -98,6 +98,39 @@ AUGMENTATIONS: dict[str, Callable[[int], tuple[Any, Any]]] = {
 
 
 # --------------------------------------------------------------------------- config
+def _non_empty(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(name, value, "a non-empty string")
+
+
+def _splits(name: str, value: Any) -> None:
+    known = isinstance(value, tuple) and all(s in EVAL_SPLITS for s in value)
+    if not known or len(set(value)) != len(value):
+        raise invalid(name, value, f"distinct names from {EVAL_SPLITS}")
+
+
+def _device(name: str, value: Any) -> None:
+    if value is not None and not (isinstance(value, str) and _DEVICE_PATTERN.fullmatch(value)):
+        raise invalid(name, value, "None, 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+
+
+def _positive(name: str, value: Any) -> None:
+    number(name, value, 0, low_open=True, high_open=True)
+
+
+def _choice(valid: Iterable[str]) -> Callable[[str, Any], Any]:
+    return lambda name, value: one_of(name, value, valid)
+
+
+_SIZE = functools.partial(integer, minimum=1, allow_none=True)  # None: the source's default
+_COUNT = functools.partial(integer, minimum=0)
+
+
+def _checked(default: Any, check: Callable[[str, Any], Any]) -> Any:
+    """A RunConfig field with its ``default`` and its ``check(name, value)`` (raises ValueError)."""
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that decides one training run (frozen; validated when made).
@@ -106,6 +139,7 @@ class RunConfig:
     at the handover's batch size (256) and epoch count (10); :func:`handover_config`
     and :func:`reference_fix_config` fill the sizes from a compute budget. Change a
     field with :meth:`replace` (or ``dataclasses.replace``), which validates again.
+    Every field carries its own check next to its default, so a new field is one line.
 
     Attributes:
         name: the run's name (file name of its record; part of the cache key).
@@ -147,43 +181,43 @@ class RunConfig:
         dataclasses.FrozenInstanceError: on assigning to a field (use :meth:`replace`).
     """
 
-    name: str = "run"
-    source: str = "auto"
-    n_train: int | None = None
-    n_valid: int | None = None
-    n_test: int | None = None
-    data_seed: int = 0
-    eval_from_train: bool = False
-    augmentation: str = "none"
-    loader: str = "tensor"
-    num_workers: int = 0
-    activation: str = "relu"
-    norm: str = "batch"
-    width: int = 32
-    init: str = "default"
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    schedule: str = "none"
-    gamma: float = 1.0
-    schedule_step: str = "batch"
-    zero_grad: bool = True
-    batch_size: int = 256
-    epochs: int = 10
-    eval_every: int = 1
-    eval_splits: tuple[str, ...] = ("train", "valid", "test")
-    eval_batch_size: int = 1024
-    seed: int = 0
-    device: str | None = None
-    max_steps: int | None = None
+    name: str = _checked("run", _non_empty)
+    source: str = _checked("auto", _choice(data_mod.SOURCES))
+    n_train: int | None = _checked(None, _SIZE)
+    n_valid: int | None = _checked(None, _SIZE)
+    n_test: int | None = _checked(None, _SIZE)
+    data_seed: int = _checked(0, seed)
+    eval_from_train: bool = _checked(False, boolean)
+    augmentation: str = _checked("none", _choice(AUGMENTATIONS))
+    loader: str = _checked("tensor", _choice(data_mod.LOADER_KINDS))
+    num_workers: int = _checked(0, _COUNT)
+    activation: str = _checked("relu", _choice(models.ACTIVATIONS))
+    norm: str = _checked("batch", _choice(models.NORMS))
+    width: int = _checked(32, positive_int)
+    init: str = _checked("default", _choice(models.INITS))
+    optimizer: str = _checked("adam", _choice(OPTIMIZERS))
+    lr: float = _checked(2e-3, _positive)
+    momentum: float = _checked(0.0, lambda name, value: number(name, value, 0, 1, high_open=True))
+    weight_decay: float = _checked(0.0, lambda name, value: number(name, value, 0, high_open=True))
+    schedule: str = _checked("none", _choice(SCHEDULES))
+    gamma: float = _checked(1.0, _positive)
+    schedule_step: str = _checked("batch", _choice(SCHEDULER_STEPS))
+    zero_grad: bool = _checked(True, boolean)
+    batch_size: int = _checked(256, positive_int)
+    epochs: int = _checked(10, _COUNT)
+    eval_every: int = _checked(1, _COUNT)
+    eval_splits: tuple[str, ...] = _checked(("train", "valid", "test"), _splits)
+    eval_batch_size: int = _checked(1024, positive_int)
+    seed: int = _checked(0, seed)
+    device: str | None = _checked(None, _device)
+    max_steps: int | None = _checked(None, functools.partial(integer, minimum=0, allow_none=True))
 
     def __post_init__(self) -> None:
         if isinstance(self.eval_splits, (str, list)):  # one name or a list: as a tuple
             splits = [self.eval_splits] if isinstance(self.eval_splits, str) else self.eval_splits
             object.__setattr__(self, "eval_splits", tuple(splits))
-        for field_name, check in _FIELD_CHECKS.items():
-            check(f"RunConfig.{field_name}", getattr(self, field_name))
+        for f in dataclasses.fields(self):
+            f.metadata["check"](f"RunConfig.{f.name}", getattr(self, f.name))
         if self.eval_every and not self.eval_splits:
             raise invalid("RunConfig.eval_splits", (), "at least one split while eval_every > 0")
         if self.norm == "group":
@@ -209,61 +243,6 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed (validated), e.g. ``cfg.replace(lr=1e-3)``."""
         return dataclasses.replace(self, **changes)
-
-
-def _non_empty(name: str, value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise invalid(name, value, "a non-empty string")
-
-
-def _splits(name: str, value: Any) -> None:
-    known = isinstance(value, tuple) and all(s in EVAL_SPLITS for s in value)
-    if not known or len(set(value)) != len(value):
-        raise invalid(name, value, f"distinct names from {EVAL_SPLITS}")
-
-
-def _device(name: str, value: Any) -> None:
-    if value is not None and not (isinstance(value, str) and _DEVICE_PATTERN.fullmatch(value)):
-        raise invalid(name, value, "None, 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
-
-
-def _choice(valid: Iterable[str]) -> Callable[[str, Any], Any]:
-    return lambda name, value: one_of(name, value, valid)
-
-
-#: RunConfig field -> its check (each raises ValueError naming the field and what is valid).
-_FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "name": _non_empty,
-    "source": _choice(data_mod.SOURCES),
-    "n_train": functools.partial(integer, minimum=1, allow_none=True),
-    "n_valid": functools.partial(integer, minimum=1, allow_none=True),
-    "n_test": functools.partial(integer, minimum=1, allow_none=True),
-    "data_seed": seed,
-    "eval_from_train": boolean,
-    "augmentation": _choice(AUGMENTATIONS),
-    "loader": _choice(data_mod.LOADER_KINDS),
-    "num_workers": functools.partial(integer, minimum=0),
-    "activation": _choice(models.ACTIVATIONS),
-    "norm": _choice(models.NORMS),
-    "width": positive_int,
-    "init": _choice(models.INITS),
-    "optimizer": _choice(OPTIMIZERS),
-    "lr": lambda name, value: number(name, value, 0, low_open=True, high_open=True),
-    "momentum": lambda name, value: number(name, value, 0, 1, high_open=True),
-    "weight_decay": lambda name, value: number(name, value, 0, high_open=True),
-    "schedule": _choice(SCHEDULES),
-    "gamma": lambda name, value: number(name, value, 0, low_open=True, high_open=True),
-    "schedule_step": _choice(SCHEDULER_STEPS),
-    "zero_grad": boolean,
-    "batch_size": positive_int,
-    "epochs": functools.partial(integer, minimum=0),
-    "eval_every": functools.partial(integer, minimum=0),
-    "eval_splits": _splits,
-    "eval_batch_size": positive_int,
-    "seed": seed,
-    "device": _device,
-    "max_steps": functools.partial(integer, minimum=0, allow_none=True),
-}
 
 
 def _config_at_budget(budget: Budget | str | None, source: str, fields: dict, changes: dict):

@@ -136,7 +136,8 @@ def test_config_cannot_be_changed_after_construction(monkeypatch):
 
 
 def test_every_config_field_has_its_check():
-    assert list(experiment._FIELD_CHECKS) == [f.name for f in dataclasses.fields(RunConfig)]
+    unchecked = [f.name for f in dataclasses.fields(RunConfig) if "check" not in f.metadata]
+    assert unchecked == []
 
 
 def test_config_dict_roundtrip_and_replace():
