@@ -567,11 +567,9 @@ def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[His
     t0 = time.perf_counter()
     parts = build_run(config, bundle, device)
     extra = {
-        "data_source": bundle.source,
         "is_stand_in": bundle.is_stand_in,
         "split_sizes": {name: len(s) for name, s in parts.eval_sets.items()},
         "n_parameters": models.count_parameters(parts.model),
-        "scheduler_step": config.schedule_step if parts.scheduler is not None else None,
         "setup_s": time.perf_counter() - t0,
     }
     if progress:

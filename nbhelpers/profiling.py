@@ -675,6 +675,7 @@ def batch_size_sweep(
 
 
 def _sweep_one(make_model, make_optimizer, batch, device, steps, channels_last):
+    """One batch size of the sweep: its table row and peak memory (bytes; inf when out of memory)."""
     cuda = device.type == "cuda"
     model = make_model().to(device)
     model = model.to(memory_format=torch.channels_last) if channels_last else model
@@ -682,20 +683,20 @@ def _sweep_one(make_model, make_optimizer, batch, device, steps, channels_last):
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    result = None
     try:
         result = time_raw_steps(
             model, optimizer, batch, steps=steps, device=device, channels_last=channels_last
         )
     except torch.OutOfMemoryError:
-        pass
-    peak = torch.cuda.max_memory_allocated(device) if cuda and result is not None else 0
+        result = None
+    peak = torch.cuda.max_memory_allocated(device) if cuda and result else 0
     del model, optimizer
     if cuda:  # outside the except block, so the failed step's tensors can be freed
         torch.cuda.empty_cache()
+    row = {"batch size": batch, "images/s": math.nan, "step (ms)": math.nan, "peak memory (MB)": math.nan}  # fmt: skip
     if result is None:
-        nan = math.nan
-        return {"batch size": batch, "images/s": nan, "step (ms)": nan, "peak memory (MB)": nan, "status": "out of memory"}, math.inf  # fmt: skip
-    row = {"batch size": batch, "images/s": result["images_per_s"], "step (ms)": 1000 * result["step_s"],
-           "peak memory (MB)": peak / 2**20 if cuda else math.nan, "status": "ok"}  # fmt: skip
+        return {**row, "status": "out of memory"}, math.inf
+    row.update({"images/s": result["images_per_s"], "step (ms)": 1000 * result["step_s"], "status": "ok"})  # fmt: skip
+    if cuda:
+        row["peak memory (MB)"] = peak / 2**20
     return row, peak

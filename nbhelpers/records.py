@@ -139,10 +139,6 @@ def default_runs_dir() -> Path:
     return work_dir("runs", "NBHELPERS_RUNS_DIR")
 
 
-def _runs_dir(runs_dir: str | os.PathLike | None) -> Path:
-    return default_runs_dir() if runs_dir is None else Path(runs_dir).expanduser()
-
-
 HASH_EXCLUDES = ("device",)
 
 
@@ -173,7 +169,8 @@ def _safe_name(name: str) -> str:
 
 def record_path(name: str, hash_: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The file of a run: ``<runs_dir>/<name>-<first 12 hex digits of the hash>.json``."""
-    return _runs_dir(runs_dir) / f"{_safe_name(name)}-{hash_[:12]}.json"
+    folder = default_runs_dir() if runs_dir is None else Path(runs_dir).expanduser()
+    return folder / f"{_safe_name(name)}-{hash_[:12]}.json"
 
 
 def save_record(record: RunRecord, runs_dir: str | os.PathLike | None = None) -> Path:

@@ -66,8 +66,7 @@ class History:
         timings: seconds spent per phase, ``data_s`` (waiting for batches),
             ``compute_s`` (forward, backward, optimizer and scheduler step),
             ``eval_s``, ``diagnostics_s`` (hooks), ``total_s``; plus ``images``,
-            ``images_per_s`` (training images / (data_s + compute_s)) and
-            ``overall_images_per_s`` (training images / total_s).
+            ``images_per_s`` (training images / (data_s + compute_s)).
         status: "complete", "interrupted" (KeyboardInterrupt, e.g. the stop button) or
             "diverged" (a training loss became NaN or infinite; training went on, but every
             later metric is meaningless; the epoch row where it happened holds
@@ -480,6 +479,5 @@ class _Loop:
             **{k: float(totals[k]) for k in _TIMING_KEYS},
             "images": int(self.images),
             "images_per_s": self.images / train_s if train_s > 0 else 0.0,
-            "overall_images_per_s": self.images / totals["total_s"] if totals["total_s"] > 0 else 0.0,
         }  # fmt: skip
         self.history.steps = self.step
