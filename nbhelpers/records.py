@@ -34,7 +34,7 @@ __all__ = [
 #: Salt of every cache key. Bump it whenever what a record of the same configuration holds or
 #: means changes: training code that changes the numbers a config produces, new or renamed
 #: record fields, a new status. Old records then miss the cache and are retrained.
-#: 2: records gained ``step_lrs`` and the "diverged" status.
+#: 2: records gained ``step_lrs`` and the "diverged" status; unused timings/extra entries went.
 CODE_VERSION = "nbhelpers-train-2"
 
 STATUSES = ("complete", "interrupted", "diverged")

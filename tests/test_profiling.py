@@ -16,6 +16,7 @@ from nbhelpers.models import build_cnn
 from nbhelpers.profiling import (
     PHASES,
     Autocast,
+    ProfileOptions,
     TimingProfile,
     batch_size_sweep,
     compare_profiles,
@@ -343,3 +344,18 @@ def test_autocast_wrapper_returns_float32_logits():
     assert out.dtype == torch.float32 and out.shape == (2, 10)
     with pytest.raises(ValueError, match="dtype"):
         Autocast(model, dtype=torch.float32)
+
+
+def test_options_as_an_object_or_by_name(setup):
+    model, optimizer, loader, eval_loaders = setup
+    options = ProfileOptions(eval_every=2, epochs=3, label="object")
+    by_object = profile_training(
+        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, options=options
+    )
+    by_name = profile_training(
+        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, options=options, label="name"
+    )
+    assert (by_object.label, by_name.label) == ("object", "name")  # a name replaces the object's
+    assert by_object.eval_every == by_name.eval_every == 2 and by_name.epochs == 3
+    with pytest.raises(ValueError, match="warmup_steps=-1"):
+        ProfileOptions(warmup_steps=-1)
