@@ -42,7 +42,8 @@ from nbhelpers.validate import boolean, integer, invalid, number, one_of, positi
 __all__ = [
     "AUGMENTATIONS", "EVAL_SPLITS", "OPTIMIZERS", "SCHEDULES", "RandomRotationBatch", "RunConfig",
     "RunParts", "RunRecord", "build_optimizer", "build_run", "build_scheduler", "clear_data_cache",
-    "compare_table", "describe_config", "get_data", "handover_config", "reference_fix_config", "run",
+    "compare_table", "describe_config", "get_data", "handover_config", "reference_fix_config",
+    "run",
 ]  # fmt: skip
 
 EVAL_SPLITS = data_mod.SPLITS
@@ -592,7 +593,8 @@ def _finished_message(record: RunRecord, path) -> str:
     acc = record.final("test_accuracy")
     acc_text = f"test accuracy {acc:.1%}, " if acc is not None else ""
     states = {"complete": "Saved", "diverged": "Saved DIVERGED", "interrupted": "Saved INTERRUPTED"}
-    return f"{states[record.status]} run {record.name} to {path}: {acc_text}{record.timings['wall_s']:.1f} s"
+    seconds = record.timings["wall_s"]
+    return f"{states[record.status]} run {record.name} to {path}: {acc_text}{seconds:.1f} s"
 
 
 # --------------------------------------------------------------------------- comparison

@@ -50,7 +50,9 @@ __all__ = [
 PHASES: tuple[str, ...] = ("data loading", "forward/backward/step", "evaluation", "diagnostics")
 _PHASE_COLOURS = ("#4c72b0", "#55a868", "#c44e52", "#8172b2")
 #: Training phases -> their key in :attr:`nbhelpers.train.History.timings`.
-_TRAIN_KEYS = {"data loading": "data_s", "forward/backward/step": "compute_s", "diagnostics": "diagnostics_s"}  # fmt: skip
+_TRAIN_KEYS = {
+    "data loading": "data_s", "forward/backward/step": "compute_s", "diagnostics": "diagnostics_s",
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- result
@@ -304,7 +306,7 @@ def _loader_images(loader: Any) -> int | None:
 
 
 def _time_evaluation(model, eval_loaders, opts: ProfileOptions, device) -> tuple[dict, dict]:
-    """Time evaluation of a fraction of every split; return (split -> measured s, split -> full s)."""
+    """Time evaluation of every split (its first batches); return (split -> measured s, full s)."""
     measured, full = {}, {}
     for split, loader in eval_loaders.items():
         n_batches = len(loader) if hasattr(loader, "__len__") else None
@@ -344,9 +346,9 @@ def profile_training(
     evaluation loader.
 
     Projection to one epoch (seconds): data loading, forward/backward/step and diagnostics
-    per step times the steps of one epoch (``len(train_loader)``); evaluation scaled from the timed batches to the
-    whole split (by images), summed over splits and divided by ``eval_every`` (evaluating
-    every ``k`` epochs costs ``1/k`` of an evaluation per epoch).
+    per step times the steps of one epoch (``len(train_loader)``); evaluation scaled from the
+    timed batches to the whole split (by images), summed over splits and divided by
+    ``eval_every`` (evaluating every ``k`` epochs costs ``1/k`` of an evaluation per epoch).
 
     Caveats: a hook that runs the backward pass itself (Cockpit does, inside its context)
     has that backward pass counted as diagnostics, so "forward/backward/step" then holds
@@ -693,10 +695,12 @@ def _sweep_one(make_model, make_optimizer, batch, device, steps, channels_last):
     del model, optimizer
     if cuda:  # outside the except block, so the failed step's tensors can be freed
         torch.cuda.empty_cache()
-    row = {"batch size": batch, "images/s": math.nan, "step (ms)": math.nan, "peak memory (MB)": math.nan}  # fmt: skip
+    nan = math.nan
+    row = {"batch size": batch, "images/s": nan, "step (ms)": nan, "peak memory (MB)": nan}
     if result is None:
         return {**row, "status": "out of memory"}, math.inf
-    row.update({"images/s": result["images_per_s"], "step (ms)": 1000 * result["step_s"], "status": "ok"})  # fmt: skip
+    row.update({"images/s": result["images_per_s"], "step (ms)": 1000 * result["step_s"]})
+    row["status"] = "ok"
     if cuda:
         row["peak memory (MB)"] = peak / 2**20
     return row, peak

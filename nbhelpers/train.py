@@ -322,17 +322,20 @@ def _check_divergence(history: History, row: dict[str, Any]) -> None:
 
 @dataclass
 class _Epoch:
-    """The open epoch: what its steps have added up so far."""
+    """The open epoch: what its steps have added up so far (sums on the training device)."""
 
     number: int
-    loss_sum: torch.Tensor
-    correct: torch.Tensor
-    t0: float
+    device: torch.device
+    t0: float  # when it began, and the loop's data and diagnostics seconds by then
     data_s0: float
     diagnostics_s0: float
     losses: list[torch.Tensor] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
     images: int = 0
+
+    def __post_init__(self) -> None:
+        self.loss_sum = torch.zeros((), dtype=_accumulator_dtype(self.device), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
 
 
 class _Loop:
@@ -406,11 +409,10 @@ class _Loop:
     def run_epoch(self, number: int, loader: Iterable, bar) -> dict[str, Any]:
         """Train one pass over ``loader`` (or up to ``max_steps``); return the epoch's row."""
         self.model.train()
-        zeros = [
-            torch.zeros((), dtype=d, device=self.device)
-            for d in (_accumulator_dtype(self.device), torch.int64)
-        ]
-        self.epoch = epoch = _Epoch(number, *zeros, self.now(sync=True), self.totals["data_s"], self.totals["diagnostics_s"])  # fmt: skip
+        totals = self.totals
+        self.epoch = epoch = _Epoch(
+            number, self.device, self.now(sync=True), totals["data_s"], totals["diagnostics_s"]
+        )
         bar.set_description(f"epoch {number}")
         iterator, t_refresh, max_steps = iter(loader), time.perf_counter(), self.opts.max_steps
         while max_steps is None or self.step < max_steps:
