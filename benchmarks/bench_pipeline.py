@@ -7,14 +7,14 @@ Measures, in one run and on the same device, with :func:`nbhelpers.profiling.pro
    ``zero_grad``; a ``DataLoader`` over per-sample PIL images with ``RandomRotation(180)``
    and ``ToTensor()``; after every epoch, evaluation of the train split and of its two
    halves ("valid", "test"), as the handover does (2x the training images, every epoch);
-   Cockpit with the tutorial's tracking (nbhelpers.cockpit_presets "cheap": Loss, GradNorm,
+   Cockpit with the tutorial's tracking (preset "cheap": Loss, GradNorm,
    Distance, UpdateSize every step, Alpha every 10 steps) when Cockpit can run here.
 2. ``handover, no Cockpit``: the same without Cockpit (Cockpit's share of the handover).
 3. ``tuned``: the same model and optimizer on the device-resident
    :class:`nbhelpers.data.TensorLoader`, no augmentation, evaluation of the validation split
    only (a tenth of the training images, batch 1024), no Cockpit.
 4. ``tuned + Cockpit (default preset)``: the tuned pipeline with the notebooks' default
-   Cockpit preset (:data:`nbhelpers.cockpit_presets.DEFAULT_PRESET`).
+   Cockpit preset (``nbhelpers.cockpit_tools.DEFAULT_PRESET``).
 5. ``raw``: forward + backward + optimizer step on one fixed batch resident on the device
    (:func:`nbhelpers.profiling.time_raw_steps`): the limit of any pipeline.
 
@@ -99,9 +99,7 @@ def cockpit_hook(preset: str | None = None):
     if factory is None:
         return None, "nbhelpers.cockpit_tools has no CockpitHook"
     try:
-        from nbhelpers.cockpit_presets import DEFAULT_PRESET
-
-        return factory(preset or DEFAULT_PRESET), None
+        return factory(preset or cockpit_tools.DEFAULT_PRESET), None
     except Exception as err:  # noqa: BLE001 - report, do not crash the benchmark
         return None, f"Cockpit could not start: {type(err).__name__}: {err}"
 
@@ -139,7 +137,11 @@ def _tuned(
     )
     eval_loaders = {
         "valid": TensorLoader(
-            valid_set.images, valid_set.labels, 1024, shuffle=False, device=device,
+            valid_set.images,
+            valid_set.labels,
+            1024,
+            shuffle=False,
+            device=device,
             channels_last=channels_last,
         )  # fmt: skip
     }
@@ -240,7 +242,9 @@ def main(argv: list[str] | None = None) -> dict:
         profiles["handover, no Cockpit"] = _handover(
             device, train_set, hooks=[], label="handover, no Cockpit", **common
         )
-    profiles["tuned"] = _tuned(device, train_set, valid_set, hooks=[], label="tuned", **tuned_common)
+    profiles["tuned"] = _tuned(
+        device, train_set, valid_set, hooks=[], label="tuned", **tuned_common
+    )
     default_hook, why_default = (None, why_not) if args.no_cockpit else cockpit_hook(None)
     if default_hook is not None:
         profiles["tuned + Cockpit (default preset)"] = _tuned(

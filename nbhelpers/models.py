@@ -14,29 +14,29 @@ Both come from :func:`build_cnn`::
     handover = build_cnn("tanh", "none")
     reference_fix = build_cnn("relu", "batch")
 
-The result is a flat ``nn.Sequential`` with named layers, which is what
-BackPACK's ``extend`` (and so Cockpit) expects.
+Activations, normalisations and initialisations are registries (:data:`ACTIVATIONS`,
+:data:`NORMS`, :data:`INITS`): adding one is one entry there. The result is a flat
+``nn.Sequential`` with named layers, which is what BackPACK's ``extend`` (and so
+Cockpit) expects.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from torch import nn
 
-__all__ = [
-    "ACTIVATIONS",
-    "GROUPS",
-    "INITS",
-    "NORMS",
-    "build_cnn",
-    "check_group_norm",
-    "count_parameters",
-    "handover_cnn",
-    "reference_fix_cnn",
-]
+from nbhelpers.validate import one_of, positive_int
 
-#: Activation names accepted by :func:`build_cnn`, mapped to their module class.
+__all__ = [
+    "ACTIVATIONS", "GROUPS", "INITS", "NORMS", "build_cnn", "check_group_norm", "count_parameters",
+]  # fmt: skip
+
+#: Groups of ``norm="group"`` (capped at each layer's channel count).
+GROUPS = 8
+
+#: Activation name -> its module class.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -45,26 +45,31 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
 }
 
-#: Normalisation names accepted by :func:`build_cnn`.
-#: "none": no normalisation; "batch": ``nn.BatchNorm2d``; "group": ``nn.GroupNorm``
-#: (statistics per sample, so per-example gradients stay well defined in train mode).
-NORMS: tuple[str, ...] = ("none", "batch", "group")
+#: Normalisation name -> ``(channels, groups) -> module`` (None: no layer).
+#: "batch": ``nn.BatchNorm2d``; "group": ``nn.GroupNorm`` with ``min(groups, channels)``
+#: groups (statistics per sample, so per-example gradients stay well defined in train mode).
+NORMS: dict[str, Callable[[int, int], nn.Module | None]] = {
+    "none": lambda channels, groups: None,
+    "batch": lambda channels, groups: nn.BatchNorm2d(channels),
+    "group": lambda channels, groups: nn.GroupNorm(min(groups, channels), channels),
+}
 
-#: Weight initialisations accepted by :func:`build_cnn`.
+
+def _kaiming_init(model: nn.Sequential) -> None:
+    """He initialisation of every conv and hidden linear layer; the output layer is left alone."""
+    hidden = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]
+    for layer in hidden:
+        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+
+
+#: Initialisation name -> a function that re-initialises a freshly built model in place.
 #: "default": PyTorch's own layer defaults (what the colleague's code used);
 #: "kaiming": He et al. (2015), "Delving Deep into Rectifiers", normal, fan-in, gain for ReLU.
-INITS: tuple[str, ...] = ("default", "kaiming")
-
-
-def _check_choice(kind: str, value: object, valid) -> str:
-    """Return ``value`` if it is one of ``valid``; otherwise raise a ValueError naming both."""
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"unknown {kind} {value!r}; valid names: {', '.join(sorted(valid))}")
-    return value
-
-
-#: Groups of ``norm="group"`` (capped at each layer's channel count).
-GROUPS = 8
+INITS: dict[str, Callable[[nn.Sequential], None]] = {
+    "default": lambda model: None,
+    "kaiming": _kaiming_init,
+}
 
 
 def check_group_norm(width: int, groups: int = GROUPS) -> None:
@@ -80,19 +85,10 @@ def check_group_norm(width: int, groups: int = GROUPS) -> None:
         g = min(groups, channels)
         if channels % g:
             raise ValueError(
-                f"a layer with {channels} channels cannot be split into {g} groups "
+                f"norm='group': a layer with {channels} channels cannot be split into {g} groups "
                 f"(width={width}, groups={groups}); use a width divisible by {groups}, e.g. "
                 f"{max(groups, width - width % groups)}"
             )
-
-
-def _norm_layer(norm: str, channels: int, groups: int) -> nn.Module | None:
-    """The normalisation module for ``channels`` feature maps, or None for ``norm="none"``."""
-    if norm == "batch":
-        return nn.BatchNorm2d(channels)
-    if norm == "group":
-        return nn.GroupNorm(min(groups, channels), channels)
-    return None
 
 
 def build_cnn(
@@ -116,13 +112,13 @@ def build_cnn(
     ``build_cnn("relu", "batch")`` is the tutorial's reference fix (551,466).
 
     Args:
-        activation: one of :data:`ACTIVATIONS` ("tanh", "relu", "gelu", "silu", "elu").
-        norm: one of :data:`NORMS` ("none", "batch", "group").
+        activation: a name of :data:`ACTIVATIONS` ("tanh", "relu", "gelu", "silu", "elu").
+        norm: a name of :data:`NORMS` ("none", "batch", "group").
         width: channels of the first block, a positive int (32 in the handover).
         num_classes: number of output logits, a positive int (10 for digits).
         groups: number of groups for ``norm="group"`` (capped at the channel count;
             must divide ``width``).
-        init: one of :data:`INITS`. "default" keeps PyTorch's layer defaults (uniform,
+        init: a name of :data:`INITS`. "default" keeps PyTorch's layer defaults (uniform,
             variance ``1 / (3 * fan_in)``): through ReLU without normalisation the signal
             then shrinks about 6-fold in variance per layer. "kaiming" draws every
             convolution and the hidden linear layer from ``N(0, 2 / fan_in)`` (He et al.,
@@ -134,20 +130,17 @@ def build_cnn(
         ``(B, num_classes)`` logits.
 
     Raises:
-        ValueError: unknown activation or norm name (the message lists valid names),
-            or a non-positive ``width``/``num_classes``/``groups``, or ``groups`` not
-            dividing ``width`` with ``norm="group"``, or an unknown ``init``.
+        ValueError: an unknown activation, norm or init name (the message lists the valid
+            ones), a non-positive ``width``/``num_classes``/``groups``, or ``groups`` not
+            dividing the channel counts with ``norm="group"``.
     """
-    _check_choice("activation", activation, ACTIVATIONS)
-    _check_choice("norm", norm, NORMS)
-    _check_choice("init", init, INITS)
+    act = ACTIVATIONS[one_of("activation", activation, ACTIVATIONS)]
+    make_norm = NORMS[one_of("norm", norm, NORMS)]
+    initialise = INITS[one_of("init", init, INITS)]
     for label, value in (("width", width), ("num_classes", num_classes), ("groups", groups)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{label} must be a positive int, got {value!r}")
+        positive_int(label, value)
     if norm == "group":
         check_group_norm(width, groups)
-
-    act = ACTIVATIONS[activation]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     in_channels, index = 3, 0
     for block, channels in enumerate((width, 2 * width, 4 * width), start=1):
@@ -155,7 +148,7 @@ def build_cnn(
             index += 1
             layers[f"conv{index}"] = nn.Conv2d(in_channels, channels, kernel_size=3, padding=1)
             layers[f"act{index}"] = act()
-            norm_layer = _norm_layer(norm, channels, groups)
+            norm_layer = make_norm(channels, groups)
             if norm_layer is not None:
                 layers[f"norm{index}"] = norm_layer
             in_channels = channels
@@ -165,27 +158,8 @@ def build_cnn(
     layers["act_fc"] = act()
     layers["fc2"] = nn.Linear(128, num_classes)
     model = nn.Sequential(layers)
-    if init == "kaiming":
-        _kaiming_init(model)
+    initialise(model)
     return model
-
-
-def _kaiming_init(model: nn.Sequential) -> None:
-    """He initialisation of every conv and hidden linear layer; the output layer is left alone."""
-    hidden = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]
-    for layer in hidden:
-        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
-        nn.init.zeros_(layer.bias)
-
-
-def handover_cnn() -> nn.Sequential:
-    """The handover model: ``build_cnn("tanh", "none", 32, 10)``."""
-    return build_cnn("tanh", "none", 32, 10)
-
-
-def reference_fix_cnn() -> nn.Sequential:
-    """The tutorial's reference fix: ``build_cnn("relu", "batch", 32, 10)``."""
-    return build_cnn("relu", "batch", 32, 10)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -24,21 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.files import atomic_path
+from nbhelpers.validate import one_of
 
 __all__ = [
-    "CODE_VERSION",
-    "RunRecord",
-    "config_hash",
-    "default_runs_dir",
-    "find_cached",
-    "list_runs",
-    "load_record",
-    "record_path",
-    "save_record",
-]
+    "CODE_VERSION", "RunRecord", "config_hash", "default_runs_dir", "find_cached", "load_record",
+    "record_path", "save_record",
+]  # fmt: skip
 
-#: Salt of every cache key; bump it when training code changes what a config produces.
-CODE_VERSION = "nbhelpers-train-1"
+#: Salt of every cache key. Bump it whenever what a record of the same configuration holds or
+#: means changes: training code that changes the numbers a config produces, new or renamed
+#: record fields, a new status. Old records then miss the cache and are retrained.
+#: 2: records gained ``step_lrs`` and the "diverged" status; unused timings/extra entries went.
+CODE_VERSION = "nbhelpers-train-2"
 
 STATUSES = ("complete", "interrupted", "diverged")
 #: Statuses a cache lookup serves: a diverged run diverges again with the same config.
@@ -89,8 +86,7 @@ class RunRecord:
     from_cache: bool = False
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+        one_of("status", self.status, STATUSES)
 
     @property
     def short_hash(self) -> str:
@@ -114,24 +110,20 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (without ``path`` and ``from_cache``)."""
-        data = asdict(self)
-        data.pop("path")
-        data.pop("from_cache")
-        return data
+        return {k: v for k, v in asdict(self).items() if k not in ("path", "from_cache")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
         """Rebuild a record from :meth:`to_dict` output (unknown keys go to ``extra``)."""
-        known = {f.name for f in fields(cls)} - {"path", "from_cache"}
+        data = {k: v for k, v in data.items() if k not in ("path", "from_cache")}
+        known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        unknown = {
-            k: v for k, v in data.items() if k not in known and k not in ("path", "from_cache")
-        }
+        unknown = {k: v for k, v in data.items() if k not in known}
         if unknown:
             kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
-        for required in ("name", "config", "config_hash"):
-            if required not in kwargs:
-                raise ValueError(f"not a run record: the key {required!r} is missing")
+        missing = [k for k in ("name", "config", "config_hash") if k not in kwargs]
+        if missing:
+            raise ValueError(f"not a run record: the key {missing[0]!r} is missing")
         return cls(**kwargs)
 
 
@@ -145,10 +137,6 @@ def default_runs_dir() -> Path:
     from nbhelpers.env import work_dir
 
     return work_dir("runs", "NBHELPERS_RUNS_DIR")
-
-
-def _runs_dir(runs_dir: str | os.PathLike | None) -> Path:
-    return default_runs_dir() if runs_dir is None else Path(runs_dir).expanduser()
 
 
 HASH_EXCLUDES = ("device",)
@@ -181,15 +169,8 @@ def _safe_name(name: str) -> str:
 
 def record_path(name: str, hash_: str, runs_dir: str | os.PathLike | None = None) -> Path:
     """The file of a run: ``<runs_dir>/<name>-<first 12 hex digits of the hash>.json``."""
-    return _runs_dir(runs_dir) / f"{_safe_name(name)}-{hash_[:12]}.json"
-
-
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    folder = default_runs_dir() if runs_dir is None else Path(runs_dir).expanduser()
+    return folder / f"{_safe_name(name)}-{hash_[:12]}.json"
 
 
 def save_record(record: RunRecord, runs_dir: str | os.PathLike | None = None) -> Path:
@@ -202,7 +183,11 @@ def save_record(record: RunRecord, runs_dir: str | os.PathLike | None = None) ->
         The path written.
     """
     path = record_path(record.name, record.config_hash, runs_dir)
-    _atomic_write_json(path, record.to_dict())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record.to_dict(), fh, indent=1)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     record.path = str(path)
     return path
 
@@ -224,24 +209,6 @@ def load_record(path: str | os.PathLike) -> RunRecord:
     record = RunRecord.from_dict(data)
     record.path = str(path)
     return record
-
-
-def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunRecord]:
-    """All readable records in ``runs_dir`` (default :func:`default_runs_dir`), oldest first.
-
-    Files that are not run records are skipped; a missing directory gives ``[]``.
-    """
-    directory = _runs_dir(runs_dir)
-    if not directory.is_dir():
-        return []
-    records = []
-    for path in sorted(directory.glob("*.json")):
-        try:
-            records.append(load_record(path))
-        except (ValueError, TypeError, OSError):
-            continue
-    records.sort(key=lambda r: (r.created, r.name))
-    return records
 
 
 def find_cached(

@@ -198,7 +198,7 @@ except ImportError:  # no widgets here: write into the markdown cell above inste
 # take far too long, so each run is a smaller version: a narrower network (`WIDTH` = 8
 # channels in the first layer instead of 32, the same layout, about 6x less compute), half
 # of the budget's training images, a quarter of its batch size (more optimizer steps for the
-# same compute, so the short runs get further), and half its search trials. All runs go
+# same compute, so the short runs get further), and fewer search trials. All runs go
 # through the run cache, so executing the notebook again replays them.
 #
 # On the full budget the experiment is the question's protocol at real size: about 60
@@ -207,11 +207,10 @@ except ImportError:  # no widgets here: write into the markdown cell above inste
 # searches continue where they stopped.
 
 # %%
-CPU_BUDGET = budget.name != "full"
-WIDTH = WIDTH or (8 if CPU_BUDGET else 32)
-N_TRAIN = len(bundle.train) // 2 if CPU_BUDGET else len(bundle.train)
-BATCH_SIZE = max(32, budget.batch_size // 4) if CPU_BUDGET else budget.batch_size
-N_TRIALS = max(3, budget.n_trials // 2) if CPU_BUDGET else budget.n_trials  # the question uses 20
+WIDTH = WIDTH or budget.sweep_width  # the sizes of many-run experiments come with the budget
+N_TRAIN = budget.sweep_n_train or len(bundle.train)
+BATCH_SIZE = budget.sweep_batch_size
+N_TRIALS = budget.n_trials  # the question uses 20
 LONG = budget.epochs  # the question's "100 epochs"
 SHORT = max(1, LONG // 2)  # the question's "80 epochs": a shorter training budget
 SEEDS = list(range(SEED, SEED + budget.n_seeds))  # the re-runs of each best setting

@@ -63,12 +63,10 @@ device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
 # plan for half an hour or more on a GPU.
 
 # %%
-CPU_BUDGET = budget.name != "full"
-WIDTH = WIDTH or (8 if CPU_BUDGET else 32)
-N_TRAIN = len(bundle.train) // 2 if CPU_BUDGET else len(bundle.train)
-BATCH_SIZE = max(32, budget.batch_size // 4) if CPU_BUDGET else budget.batch_size
-ALL_LRS = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]  # half a decade apart
-LRS = ALL_LRS[1:4] if CPU_BUDGET else ALL_LRS  # the CPU budgets sweep three
+WIDTH = WIDTH or budget.sweep_width  # the sizes of many-run experiments come with the budget
+N_TRAIN = budget.sweep_n_train or len(bundle.train)
+BATCH_SIZE = budget.sweep_batch_size
+LRS = list(budget.sweep_lrs)  # half a decade apart; the CPU budgets sweep three
 SEEDS = list(range(SEED, SEED + budget.n_seeds))
 data = DataBundle(bundle.train.subset(range(N_TRAIN), "train"), bundle.valid, bundle.test, bundle.source)
 print(f"width {WIDTH}, {N_TRAIN} training images, batch size {BATCH_SIZE}, {budget.epochs} epochs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -19,7 +20,7 @@ from nbhelpers.experiment import (
     reference_fix_config,
     run,
 )
-from nbhelpers.records import RunRecord, config_hash, list_runs, load_record
+from nbhelpers.records import RunRecord, config_hash, load_record
 
 
 def _bundle(n_train=32, n_valid=16, n_test=16, seed=0) -> DataBundle:
@@ -116,7 +117,7 @@ def test_bad_config_values_raise_naming_value_and_valid_choices(field, value, fr
     assert fragment in str(err.value)
 
 
-def test_bad_config_raises_in_run_before_any_work(monkeypatch):
+def test_config_cannot_be_changed_after_construction(monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("work started despite an invalid config")
 
@@ -124,11 +125,19 @@ def test_bad_config_raises_in_run_before_any_work(monkeypatch):
     monkeypatch.setattr(experiment, "train", must_not_run)
     monkeypatch.setattr(experiment, "find_cached", must_not_run)
     cfg = _config()
-    cfg.lr = -1.0  # changed after construction: run() validates again
-    with pytest.raises(ValueError, match="lr=-1.0"):
-        run(cfg)
+    with pytest.raises(dataclasses.FrozenInstanceError, match="lr"):
+        cfg.lr = -1.0  # a config is validated once, when made: it cannot change afterwards
+    assert cfg.lr == 2e-3
+    for change in (cfg.replace, lambda **kw: dataclasses.replace(cfg, **kw)):
+        with pytest.raises(ValueError, match="lr=-1.0"):
+            change(lr=-1.0)
     with pytest.raises(TypeError, match="RunConfig"):
         run({"lr": 1e-3})
+
+
+def test_every_config_field_has_its_check():
+    unchecked = [f.name for f in dataclasses.fields(RunConfig) if "check" not in f.metadata]
+    assert unchecked == []
 
 
 def test_config_dict_roundtrip_and_replace():
@@ -198,7 +207,7 @@ def test_interrupted_run_is_saved_readable_and_never_cached(tmp_path, capsys):
     assert stored.status == "interrupted" and len(stored.step_losses) == 5
     assert [row["epoch"] for row in stored.history] == [1, 2, 3]
     assert stored.history[-1]["partial"] is True
-    assert [r.status for r in list_runs(tmp_path)] == ["interrupted"]
+    assert [load_record(p).status for p in tmp_path.glob("*.json")] == ["interrupted"]
     capsys.readouterr()
     fresh = run(cfg, data=data, runs_dir=tmp_path, progress=False)
     assert not fresh.from_cache and fresh.status == "complete"
@@ -238,11 +247,48 @@ def test_get_data_is_cached_in_process():
     assert len(first.train) == 24 and first.source == "synthetic"
 
 
+# One row per registered optimizer: its class and the hyper-parameters it must take from the
+# config. A new entry of OPTIMIZERS needs its row here, and building the wrong class fails.
+OPTIMIZER_ROWS = {
+    "adam": (torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1}),
+    "adamw": (torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.1}),
+    "sgd": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.5, "weight_decay": 0.1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(experiment.OPTIMIZERS))
+def test_every_registered_optimizer_builds_its_class_with_the_configs_values(name):
+    assert set(OPTIMIZER_ROWS) == set(experiment.OPTIMIZERS)
+    cls, hyper = OPTIMIZER_ROWS[name]
+    cfg = _config(optimizer=name, lr=0.01, momentum=0.5, weight_decay=0.1)
+    opt = experiment.build_optimizer(cfg, torch.nn.Linear(2, 2).parameters())
+    assert type(opt) is cls  # AdamW is a subclass of Adam: the exact class must match
+    assert {key: opt.param_groups[0][key] for key in hyper} == hyper
+
+
+def _scheduler(**changes):
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    return opt, experiment.build_scheduler(_config(**changes), opt, steps_per_epoch=4)
+
+
+def test_every_registered_schedule_builds_its_scheduler():
+    lr_scheduler = torch.optim.lr_scheduler
+    assert set(experiment.SCHEDULES) == {"none", "exponential", "cosine"}
+    assert _scheduler(schedule="none")[1] is None
+    _, exponential = _scheduler(schedule="exponential", gamma=1.5)
+    assert type(exponential) is lr_scheduler.ExponentialLR and exponential.gamma == 1.5
+    cosine = {  # T_max: all scheduler steps of the run
+        (("schedule_step", "batch"), ("epochs", 3)): 12,
+        (("schedule_step", "batch"), ("epochs", 3), ("max_steps", 5)): 5,
+        (("schedule_step", "epoch"), ("epochs", 3)): 3,
+    }
+    for changes, t_max in cosine.items():
+        _, sched = _scheduler(schedule="cosine", **dict(changes))
+        assert type(sched) is lr_scheduler.CosineAnnealingLR and sched.T_max == t_max
+
+
 def test_cosine_schedule_reaches_zero_at_the_end():
-    cfg = _config(schedule="cosine", epochs=2)
-    model = torch.nn.Linear(2, 2)
-    opt = experiment.build_optimizer(cfg, model.parameters())
-    sched = experiment.build_scheduler(cfg, opt, steps_per_epoch=4)
+    opt, sched = _scheduler(schedule="cosine", epochs=2)
     for _ in range(8):
         opt.step()
         sched.step()

@@ -6,13 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from nbhelpers.models import (
-    ACTIVATIONS,
-    build_cnn,
-    count_parameters,
-    handover_cnn,
-    reference_fix_cnn,
-)
+from nbhelpers.models import ACTIVATIONS, NORMS, build_cnn, count_parameters
+
+
+def handover_cnn() -> nn.Sequential:
+    return build_cnn("tanh", "none", 32, 10)
+
+
+def reference_fix_cnn() -> nn.Sequential:
+    return build_cnn("relu", "batch", 32, 10)
 
 
 def _conv(cin: int, cout: int) -> int:
@@ -59,11 +61,17 @@ def test_reference_fix_order_is_conv_relu_batchnorm():
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("norm", ["none", "batch", "group"])
+@pytest.mark.parametrize("norm", sorted(NORMS))
 def test_all_names_build_and_run(activation, norm):
     model = build_cnn(activation, norm, width=8, num_classes=5)
     assert model(torch.rand(3, 3, 32, 32)).shape == (3, 5)
     assert model.fc1.in_features == 4 * 8 * 4 * 4
+    assert (
+        type(model.act1) is ACTIVATIONS[activation]
+        and type(model.act_fc) is ACTIVATIONS[activation]
+    )
+    expected = {"none": [], "batch": [nn.BatchNorm2d] * 6, "group": [nn.GroupNorm] * 6}[norm]
+    assert [type(m) for m in model if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))] == expected
 
 
 def test_group_norm_is_used():
@@ -75,9 +83,12 @@ def test_group_norm_is_used():
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"activation": "sigmoid"}, "valid names: elu, gelu, relu, silu, tanh"),
-        ({"norm": "layer"}, "valid names: batch, group, none"),
-        ({"width": 0}, "width must be a positive int"),
+        (
+            {"activation": "sigmoid"},
+            "activation='sigmoid' is invalid; valid: 'tanh', 'relu', 'gelu'",
+        ),
+        ({"norm": "layer"}, "norm='layer' is invalid; valid: 'none', 'batch', 'group'"),
+        ({"width": 0}, "width=0 is invalid; valid: an integer >= 1"),
         ({"num_classes": -1}, "num_classes"),
         ({"norm": "group", "width": 12}, "12 channels cannot be split into 8 groups"),
         ({"norm": "group", "width": 3}, "12 channels cannot be split into 8 groups"),
@@ -111,12 +122,14 @@ def test_kaiming_init_keeps_the_signal_through_relu_layers():
     torch.manual_seed(0)
     kaiming = build_cnn("relu", "none", width=8, init="kaiming")
     assert _signal_std(kaiming, x) > 10 * _signal_std(default, x)
-    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in kaiming if isinstance(m, torch.nn.Conv2d))
+    assert all(
+        float(m.bias.detach().abs().max()) == 0.0 for m in kaiming if isinstance(m, torch.nn.Conv2d)
+    )
     # the output layer keeps PyTorch's default initialisation
     torch.manual_seed(0)
     assert kaiming.fc2.weight.abs().max() <= 1 / 128**0.5 + 1e-6
 
 
 def test_unknown_init_is_rejected_with_the_valid_names():
-    with pytest.raises(ValueError, match="init 'xavier'.*default, kaiming"):
+    with pytest.raises(ValueError, match="init='xavier' is invalid; valid: 'default', 'kaiming'"):
         build_cnn("relu", "none", init="xavier")

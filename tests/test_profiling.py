@@ -16,6 +16,7 @@ from nbhelpers.models import build_cnn
 from nbhelpers.profiling import (
     PHASES,
     Autocast,
+    ProfileOptions,
     TimingProfile,
     batch_size_sweep,
     compare_profiles,
@@ -160,15 +161,8 @@ def test_projection_scales_steps_and_amortises_evaluation(setup):
     assert prof.epoch_images == 64
 
 
-def test_eval_fraction_times_part_and_scales_up(setup):
+def test_no_evaluation_when_eval_every_is_zero(setup):
     model, optimizer, loader, eval_loaders = setup
-    prof = profile_training(
-        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, eval_fraction=0.2
-    )
-    # valid: 5 batches, 1 timed (8 of 40 images, x5); test: 3 batches, 1 timed (8 of 20, x2.5)
-    measured = prof.measured_s["evaluation"]
-    projected = sum(prof.eval_split_s.values())
-    assert 2.5 * measured * 0.999 <= projected <= 5 * measured * 1.001
     no_eval = profile_training(
         model, optimizer, loader, steps=1, eval_loaders=eval_loaders, eval_every=0
     )
@@ -230,8 +224,6 @@ def test_bad_steps_raise(setup, steps):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"eval_fraction": 0.0}, "eval_fraction"),
-        ({"eval_fraction": 1.5}, "eval_fraction"),
         ({"eval_every": -1}, "eval_every"),
         ({"warmup_steps": -1}, "warmup_steps"),
         ({"epochs": 0}, "epochs"),
@@ -250,8 +242,10 @@ def test_bad_model_loader_and_eval_loaders_raise(setup):
     with pytest.raises(TypeError, match="eval_loaders"):
         profile_training(model, optimizer, loader, steps=1, eval_loaders=[loader])
     unsized = (batch for batch in loader)
-    with pytest.raises(ValueError, match="steps_per_epoch"):
+    with pytest.raises(ValueError, match="len()"):
         profile_training(model, optimizer, unsized, steps=1)
+    with pytest.raises(TypeError, match="eval_fractions"):
+        profile_training(model, optimizer, loader, steps=1, eval_fractions=0.5)
 
 
 def _png_bytes(fig) -> bytes:
@@ -350,3 +344,18 @@ def test_autocast_wrapper_returns_float32_logits():
     assert out.dtype == torch.float32 and out.shape == (2, 10)
     with pytest.raises(ValueError, match="dtype"):
         Autocast(model, dtype=torch.float32)
+
+
+def test_options_as_an_object_or_by_name(setup):
+    model, optimizer, loader, eval_loaders = setup
+    options = ProfileOptions(eval_every=2, epochs=3, label="object")
+    by_object = profile_training(
+        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, options=options
+    )
+    by_name = profile_training(
+        model, optimizer, loader, steps=1, eval_loaders=eval_loaders, options=options, label="name"
+    )
+    assert (by_object.label, by_name.label) == ("object", "name")  # a name replaces the object's
+    assert by_object.eval_every == by_name.eval_every == 2 and by_name.epochs == 3
+    with pytest.raises(ValueError, match="warmup_steps=-1"):
+        ProfileOptions(warmup_steps=-1)

@@ -13,7 +13,6 @@ from nbhelpers.records import (
     config_hash,
     default_runs_dir,
     find_cached,
-    list_runs,
     load_record,
     record_path,
     save_record,
@@ -88,16 +87,6 @@ def test_find_cached_serves_complete_records_only(tmp_path):
     assert find_cached("demo", interrupted.config_hash, tmp_path) is None
 
 
-def test_list_runs_reads_all_and_skips_other_files(tmp_path):
-    save_record(_record("a", lr=0.1), tmp_path)
-    save_record(_record("b", lr=0.2), tmp_path)
-    (tmp_path / "notes.json").write_text('{"hello": 1}')
-    (tmp_path / "broken.json").write_text("{not json")
-    names = sorted(r.name for r in list_runs(tmp_path))
-    assert names == ["a", "b"]
-    assert list_runs(tmp_path / "missing") == []
-
-
 def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("NBHELPERS_RUNS_DIR", str(tmp_path / "elsewhere"))
     assert default_runs_dir() == tmp_path / "elsewhere"
@@ -131,3 +120,20 @@ def test_config_hash_ignores_the_device():
     base = {"lr": 0.1, "device": "cuda"}
     assert config_hash(base) == config_hash({**base, "device": "cpu"})
     assert config_hash(base) != config_hash({**base, "lr": 0.2})
+
+
+def test_code_version_moves_with_what_a_record_holds():
+    """A new record field or status changes what a record means: bump CODE_VERSION with it
+    (then update this snapshot), so records of the older meaning miss the cache."""
+    from dataclasses import fields
+
+    snapshot = (records.CODE_VERSION, [f.name for f in fields(RunRecord)], records.STATUSES)
+    assert snapshot == (
+        "nbhelpers-train-2",
+        ["name", "config", "config_hash", "history", "step_losses", "step_lrs", "timings",
+         "seed", "device", "versions", "status", "created", "extra", "path", "from_cache"],
+        ("complete", "interrupted", "diverged"),
+    )  # fmt: skip
+    config = {"lr": 0.1}
+    assert config_hash(config) == config_hash(config, salt="nbhelpers-train-2")
+    assert config_hash(config) != config_hash(config, salt="nbhelpers-train-1")
