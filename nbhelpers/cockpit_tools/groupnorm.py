@@ -35,10 +35,6 @@ import torch.nn.functional as F
 from backpack.core.derivatives.basederivatives import BaseParameterDerivatives
 from torch import Tensor, nn
 
-__all__ = ["GroupNormDerivatives", "enable_groupnorm_support", "groupnorm_support_enabled"]
-
-_ENABLED = False
-
 
 def _x_hat(module: nn.GroupNorm, subsampling: list[int] | None = None) -> Tensor:
     """Normalised input (before weight and bias), shape ``[N, C, *spatial]``."""
@@ -121,15 +117,18 @@ def _module_extensions():
     from backpack.extensions.firstorder.batch_grad.batch_grad_base import BatchGradBase
     from backpack.extensions.secondorder.diag_ggn.diag_ggn_base import DiagGGNBaseModule
 
-    derivatives = GroupNormDerivatives
-
     def batch_grad():
-        return BatchGradBase(derivatives=derivatives(), params=["bias", "weight"])
+        return BatchGradBase(derivatives=GroupNormDerivatives(), params=["bias", "weight"])
 
     def diag_ggn():
-        return DiagGGNBaseModule(derivatives(), ["weight", "bias"], sum_batch=True)
+        return DiagGGNBaseModule(GroupNormDerivatives(), ["weight", "bias"], sum_batch=True)
 
     return ((BatchGrad, batch_grad), (DiagGGNExact, diag_ggn), (DiagGGNMC, diag_ggn))
+
+
+def covers(extension) -> bool:
+    """Whether :func:`enable_groupnorm_support` gives ``extension`` (an instance) a GroupNorm rule."""
+    return isinstance(extension, tuple(cls for cls, _ in _module_extensions()))
 
 
 def _wrap_init(ext_cls, factory) -> None:
@@ -151,17 +150,11 @@ def enable_groupnorm_support() -> None:
 
     Every extension object created afterwards (Cockpit creates new ones at every
     tracked step) knows the GroupNorm rules of :class:`GroupNormDerivatives`.
-    Idempotent; affects this Python process only.
+    Idempotent; affects this Python process only. The memory guard does not call it:
+    it counts GroupNorm as supported by the extensions this covers (:func:`covers`).
 
     Raises:
         ImportError: backpack-for-pytorch is not installed.
     """
-    global _ENABLED
     for ext_cls, factory in _module_extensions():
         _wrap_init(ext_cls, factory)
-    _ENABLED = True
-
-
-def groupnorm_support_enabled() -> bool:
-    """Whether :func:`enable_groupnorm_support` has run in this process."""
-    return _ENABLED
