@@ -10,8 +10,8 @@ shows what happens inside a training run: step sizes, gradient noise, curvature.
   quantity; the presets ``"basic"``, ``"cheap"`` (default, the tutorial's set),
   ``"standard"``, ``"thorough"`` and Cockpit's own, the tables, the guard and the plots
   follow from it;
-* :func:`guard` (:mod:`.guard`, memory model in :mod:`.memory`): which quantities fit into
-  memory and are valid for the model, before training;
+* :func:`guard` (:mod:`.preflight`, memory model in :mod:`.memory`): which quantities fit
+  into memory and are valid for the model, before training;
 * BatchNorm: only the quantities that stay valid (:data:`BATCHNORM_NOTE`); GroupNorm gets
   full support (:mod:`.groupnorm`, enabled by the hook and ``make_cockpit``);
 * plots that work on every call in a notebook (:mod:`.plots`), logs (:mod:`.logs`),
@@ -24,20 +24,10 @@ from nbhelpers.cockpit_tools.catalog import BATCHNORM_NOTE
 from nbhelpers.cockpit_tools.compat import (
     CockpitBackwardError,
     cockpit_version,
-    explain_cockpit_error,
     import_cockpit,
-    silence_known_warnings,
     write_log,
 )
 from nbhelpers.cockpit_tools.groupnorm import enable_groupnorm_support
-from nbhelpers.cockpit_tools.preflight import (
-    CockpitGuardError,
-    GuardReport,
-    available_memory,
-    batchnorm_layers,
-    format_bytes,
-    guard,
-)
 from nbhelpers.cockpit_tools.hook import CockpitHook, make_cockpit, quantities_for
 from nbhelpers.cockpit_tools.logs import (
     SHIPPED_LOGS,
@@ -60,6 +50,7 @@ from nbhelpers.cockpit_tools.plots import (
     plot_learning_rate,
     plot_loss,
 )
+from nbhelpers.cockpit_tools.preflight import CockpitGuardError, GuardReport, guard
 from nbhelpers.cockpit_tools.quantities import (
     DEFAULT_PRESET,
     PRESETS,
@@ -73,8 +64,6 @@ from nbhelpers.cockpit_tools.quantities import (
     preset_table,
     register,
 )
-
-silence_known_warnings()
 
 __all__ = [
     "BATCHNORM_NOTE",
@@ -90,14 +79,10 @@ __all__ = [
     "LiveView",
     "Quantity",
     "QuantitySpec",
-    "available_memory",
-    "batchnorm_layers",
     "batchnorm_note",
     "cockpit_version",
     "enable_groupnorm_support",
-    "explain_cockpit_error",
     "figure_to_png",
-    "format_bytes",
     "guard",
     "import_cockpit",
     "load_log",

@@ -46,10 +46,7 @@ COCKPIT_DISTRIBUTION = "cockpit-for-pytorch"
 #: (message regex, category) of warnings known to be harmless with Cockpit.
 KNOWN_HARMLESS_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     # BackPACK's module hooks fire on outputs when the input image needs no gradient.
-    (
-        r"Full backward hook is firing when gradients are computed with respect to module outputs",
-        UserWarning,
-    ),
+    (r"Full backward hook is firing when gradients are computed", UserWarning),
     # Cockpit's scatter plots ask for marker ',' (one pixel); matplotlib draws a small square.
     (r"The pixel maker ',' is not supported on scatter\(\)", UserWarning),
 )

@@ -52,7 +52,8 @@ class GroupNormDerivatives(BaseParameterDerivatives):
 
     Shapes: ``mat`` is ``[V, N, C, *spatial]`` (V stacked vectors shaped like the
     layer output); results are ``[V, N, C, *spatial]`` (input),
-    ``[V, (N,) C]`` (weight and bias; N kept when ``sum_batch=False``).
+    ``[V, (N,) C]`` (weight and bias; N kept when ``sum_batch=False``). The methods override
+    BackPACK's ``BaseParameterDerivatives`` (arguments as documented there).
     """
 
     def hessian_is_zero(self, module: nn.GroupNorm) -> bool:
@@ -63,14 +64,7 @@ class GroupNormDerivatives(BaseParameterDerivatives):
         """The second derivative couples all values of a group."""
         return False
 
-    def _jac_t_mat_prod(
-        self,
-        module: nn.GroupNorm,
-        g_inp: tuple[Tensor, ...],
-        g_out: tuple[Tensor, ...],
-        mat: Tensor,
-        subsampling: list[int] | None = None,
-    ) -> Tensor:
+    def _jac_t_mat_prod(self, module, g_inp, g_out, mat, subsampling=None) -> Tensor:
         x = module.input0 if subsampling is None else module.input0[subsampling]
         n, groups = x.shape[0], module.num_groups
         grouped = x.reshape(n, groups, -1)
@@ -83,28 +77,12 @@ class GroupNormDerivatives(BaseParameterDerivatives):
         mean_dx = (d * x_hat).mean(dim=-1, keepdim=True)
         return ((d - mean_d - x_hat * mean_dx) * inv_std).reshape(mat.shape)
 
-    def _weight_jac_t_mat_prod(
-        self,
-        module: nn.GroupNorm,
-        g_inp: tuple[Tensor, ...],
-        g_out: tuple[Tensor, ...],
-        mat: Tensor,
-        sum_batch: bool = True,
-        subsampling: list[int] | None = None,
-    ) -> Tensor:
+    def _weight_jac_t_mat_prod(self, module, g_inp, g_out, mat, sum_batch=True, subsampling=None):
         x_hat = _x_hat(module, subsampling)
         equation = f"vnc...,nc...->v{'' if sum_batch else 'n'}c"
         return torch.einsum(equation, mat, x_hat)
 
-    def _bias_jac_t_mat_prod(
-        self,
-        module: nn.GroupNorm,
-        g_inp: tuple[Tensor, ...],
-        g_out: tuple[Tensor, ...],
-        mat: Tensor,
-        sum_batch: bool = True,
-        subsampling: list[int] | None = None,
-    ) -> Tensor:
+    def _bias_jac_t_mat_prod(self, module, g_inp, g_out, mat, sum_batch=True, subsampling=None):
         axes = tuple(range(3, mat.dim()))
         if sum_batch:
             axes = (1, *axes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,17 +18,14 @@ from torch import nn
 
 from nbhelpers.cockpit_tools.compat import import_cockpit, known_warnings_silenced, write_log
 from nbhelpers.cockpit_tools.groupnorm import enable_groupnorm_support
-from nbhelpers.cockpit_tools.preflight import guard
 from nbhelpers.cockpit_tools.logs import log_frame
-from nbhelpers.cockpit_tools.plots import LiveView, plot_dashboard, plot_instruments
+from nbhelpers.cockpit_tools.plots import LiveView
+from nbhelpers.cockpit_tools.preflight import guard
 from nbhelpers.cockpit_tools.quantities import DEFAULT_PRESET, QuantitySpec, preset_specs
 from nbhelpers.validate import invalid, one_of
 
 _SUPPORT_KINDS = ("batchnorm", "unsupported layer")
-_CREATE_GRAPH_WARNING = (
-    r"Using backward\(\) with create_graph=True will create a reference cycle",
-    UserWarning,
-)
+_CREATE_GRAPH_WARNING = (r"Using backward\(\) with create_graph=True", UserWarning)
 
 
 def quantities_for(
@@ -75,13 +71,13 @@ def _extend(model: nn.Module, loss_fn: Any) -> None:
     extend(loss_fn)
 
 
-def _guarded_cockpit(model: nn.Module, specs, batch_size: int, on_refusal: str, **guard_options):
+def _guarded_cockpit(model: nn.Module, specs, on_refusal: str, guard_options: dict):
     """``(cockpit, report)``: a Cockpit of the quantities the guard accepts.
 
     Refused quantities are printed and left out (``on_refusal="drop"``) or raise
     :class:`~nbhelpers.cockpit_tools.preflight.CockpitGuardError` (``"raise"``).
     """
-    report = guard(model, batch_size, specs, **guard_options)
+    report = guard(model, preset=specs, **guard_options)
     if not report.ok:
         if on_refusal == "raise":
             report.raise_if_refused()
@@ -136,14 +132,8 @@ def make_cockpit(
     one_of("on_refusal", on_refusal, ("drop", "raise"))
     specs = preset_specs(preset, every=every)
     _extend(model, loss_fn)
-    return _guarded_cockpit(
-        model,
-        specs,
-        batch_size,
-        on_refusal,
-        available_bytes=available_bytes,
-        input_shape=input_shape,
-    )
+    options = {"batch_size": batch_size, "available_bytes": available_bytes}
+    return _guarded_cockpit(model, specs, on_refusal, {**options, "input_shape": input_shape})
 
 
 class CockpitHook:
@@ -212,18 +202,14 @@ class CockpitHook:
     def backward(self, step: int, model, x, y, logits, loss, loss_fn) -> bool:
         """Run ``loss.backward()`` inside Cockpit's context for ``step``; always returns True."""
         if self.cockpit is None:
+            options = {"batch_size": len(x), "device": x.device, "input_shape": x.shape[1:]}
+            options["available_bytes"] = self.available_bytes
             self.cockpit, self.report = _guarded_cockpit(
-                model,
-                self.specs,
-                int(x.shape[0]),
-                self.on_refusal,
-                device=x.device,
-                input_shape=tuple(x.shape[1:]),
-                available_bytes=self.available_bytes,
+                model, self.specs, self.on_refusal, options
             )
         with torch.no_grad():
             losses = F.cross_entropy(logits.detach(), y, reduction="none")
-        info = {"batch_size": int(x.shape[0]), "individual_losses": losses, "loss": loss}
+        info = {"batch_size": len(x), "individual_losses": losses, "loss": loss}
         info["optimizer"] = self.optimizer
         create_graph = self.cockpit.create_graph(step)
         with known_warnings_silenced(_CREATE_GRAPH_WARNING), self.cockpit(step, info=info):
@@ -248,17 +234,9 @@ class CockpitHook:
             found = [float(metrics[k]) for k in keys if metrics.get(k) is not None]
             return found[0] if found else None
 
-        self.cockpit.log(
-            self._last_step,
-            epoch,
-            get("train_loss", "running_loss"),
-            get("valid_loss"),
-            get("test_loss"),
-            get("train_accuracy", "running_accuracy"),
-            get("valid_accuracy"),
-            get("test_accuracy"),
-            get("lr"),
-        )
+        keys = [("train_loss", "running_loss"), ("valid_loss",), ("test_loss",)]
+        keys += [("train_accuracy", "running_accuracy"), ("valid_accuracy",), ("test_accuracy",)]
+        self.cockpit.log(self._last_step, epoch, *(get(*k) for k in keys), get("lr"))
 
     def on_train_end(self, history) -> None:
         """Write the log (if ``logpath``) and refresh the live view a last time."""
@@ -282,21 +260,3 @@ class CockpitHook:
     def frame(self):
         """The log as a ``pandas.DataFrame`` (see ``log_frame``)."""
         return log_frame(self.log)
-
-    def write(self, path: str | os.PathLike) -> Path:
-        """Write the log as JSON (see ``write_log``); returns the path.
-
-        Raises:
-            ValueError: nothing tracked yet.
-        """
-        if self.cockpit is None:
-            raise ValueError("nothing to write: the hook has not tracked any step yet")
-        return write_log(self.cockpit, path)
-
-    def plot(self, **kwargs):
-        """Cockpit's full dashboard of this run (see ``plot_dashboard``)."""
-        return plot_dashboard(self, **kwargs)
-
-    def plot_instruments(self, which: Iterable[str] | None = None, **kwargs):
-        """Single instruments of this run (see ``plot_instruments``)."""
-        return plot_instruments(self, which, **kwargs)

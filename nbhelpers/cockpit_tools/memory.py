@@ -34,6 +34,7 @@ from backpack.extensions import BatchGrad, DiagGGNExact, DiagGGNMC, DiagHessian
 from torch import nn
 
 from nbhelpers.state import model_device
+from nbhelpers.validate import invalid
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,8 @@ class Shapes:
 
     def ggn(self, n: int, samples: int) -> int:
         """Bytes of a GGN diagonal backpropagating ``samples`` vectors per example."""
-        return (
-            samples * n * (2 * self.largest("out_numel") + self.largest("params")) * self.itemsize
-        )
+        per_vector = 2 * self.largest("out_numel") + self.largest("params")
+        return samples * n * per_vector * self.itemsize
 
 
 @dataclass(frozen=True)
@@ -200,11 +200,9 @@ def extension_term(extension) -> Term:
     Raises:
         ValueError: no term is known for its class (add one to :data:`EXTENSION_MEMORY`).
     """
-    term = EXTENSION_MEMORY.get(type(extension))
-    if term is None:
+    if type(extension) not in EXTENSION_MEMORY:
         known = ", ".join(cls.__name__ for cls in EXTENSION_MEMORY)
-        raise ValueError(
-            f"no memory model for BackPACK's {type(extension).__name__} (known: {known}); "
-            "add one to nbhelpers.cockpit_tools.memory.EXTENSION_MEMORY"
+        raise invalid(
+            "BackPACK extension", type(extension).__name__, f"one with a memory term: {known}"
         )
-    return term
+    return EXTENSION_MEMORY[type(extension)]

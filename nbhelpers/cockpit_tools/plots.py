@@ -41,6 +41,7 @@ from nbhelpers.cockpit_tools.quantities import QUANTITIES
 from nbhelpers.validate import number, one_of, positive_int
 
 _BLUE, _ORANGE, _GREEN, _GREY = (0.29, 0.45, 0.68), (0.95, 0.50, 0.20), (0.30, 0.60, 0.40), "0.45"
+_GRID = {"wspace": 0.1, "hspace": 0.1, "left": 0.05, "right": 0.97, "bottom": 0.05, "top": 0.9}
 
 
 # -- figures without pyplot ------------------------------------------------------------------
@@ -149,18 +150,7 @@ def plot_dashboard(
         fig = _new_figure(width, height, dpi)
         plotter = _dashboard_plotter(fig, log, optimizer)
         with _style(font_scale):
-            grid = fig.add_gridspec(
-                ncols=3,
-                nrows=2,
-                height_ratios=[3, 1],
-                wspace=0.1,
-                hspace=0.1,
-                left=0.05,
-                right=0.97,
-                bottom=0.05,
-                top=0.9,
-            )
-            plotter.grid_spec = grid
+            plotter.grid_spec = grid = fig.add_gridspec(2, 3, height_ratios=[3, 1], **_GRID)
             plotter._plot_step(grid[0, 0])
             plotter._plot_gradients(grid[0, 1])
             plotter._plot_curvature(grid[0, 2])
@@ -195,6 +185,12 @@ def _title(ax, text: str) -> None:
     ax.set_title(text, loc="left", fontweight="bold")
 
 
+def _say(ax, text: str) -> None:
+    """Write ``text`` in the middle of empty axes."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color=_GREY)
+    ax.set(xticks=[], yticks=[])
+
+
 def _instrument(title: str, missing: str):
     """Turn ``draw(frame, ax)`` into a public single-instrument plot ``(source, ax=None)``.
 
@@ -210,17 +206,7 @@ def _instrument(title: str, missing: str):
                     ax = _new_figure(7, 3.2).add_subplot()
             _title(ax, title)
             if draw(frame, ax) is False:
-                ax.text(
-                    0.5,
-                    0.5,
-                    missing,
-                    ha="center",
-                    va="center",
-                    transform=ax.transAxes,
-                    color=_GREY,
-                    wrap=True,
-                )
-                ax.set(xticks=[], yticks=[])
+                _say(ax, missing)
             if own:
                 ax.figure.tight_layout()
             return ax.figure
@@ -487,9 +473,8 @@ class LiveView:
         if not log:
             return False
         title = None if step is None else f"step {step}"
-        self._show(
-            plot_instruments(log, self.which, ncols=self.ncols, width=self.width, title=title)
-        )
+        fig = plot_instruments(log, self.which, ncols=self.ncols, width=self.width, title=title)
+        self._show(fig)
         spent = time.perf_counter() - t0
         self.seconds += spent
         self.refreshes += 1

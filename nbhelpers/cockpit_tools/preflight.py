@@ -13,7 +13,7 @@ is refused when
   BackPACK's own tables; GroupNorm counts as covered where ``enable_groupnorm_support`` adds
   a rule), or
 * its estimate does not fit into the free memory of the device (GPU: CUDA's free memory;
-  CPU: psutil, else ``/proc/meminfo``, else ``os.sysconf``); by default 80 % of it may be used.
+  CPU: psutil, else ``/proc/meminfo``); by default 80 % of it may be used.
 
 The guard reads BackPACK's tables and changes nothing in them.
 """
@@ -21,10 +21,8 @@ The guard reads BackPACK's tables and changes nothing in them.
 from __future__ import annotations
 
 import math
-import os
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from backpack.extensions import DiagHessian
@@ -64,10 +62,6 @@ def _cpu_available() -> tuple[int, str]:
             line = next(x for x in handle if x.startswith("MemAvailable:"))
         return int(line.split()[1]) * 1024, "/proc/meminfo"
     except (OSError, StopIteration):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "os.sysconf"
-    except (ValueError, OSError, AttributeError):
         return 0, "unknown"
 
 
@@ -79,7 +73,7 @@ def available_memory(device: torch.device | str | None = None) -> tuple[int, str
 
     Returns:
         ``(bytes, source)``; source is "torch.cuda.mem_get_info", "torch.mps",
-        "psutil", "/proc/meminfo", "os.sysconf" or "unknown" (then bytes is 0).
+        "psutil", "/proc/meminfo" or "unknown" (then bytes is 0).
     """
     device = torch.device(device or "cpu")
     if device.type == "cuda" and torch.cuda.is_available():
@@ -157,8 +151,8 @@ class GuardReport(Report):
         rows: one :class:`GuardRow` per quantity.
         accepted: the :class:`QuantitySpec` s that passed.
         batch_size, device, budget_bytes (the memory allowed, bytes), available_bytes,
-        memory_source, base_bytes (plain training step, bytes), seconds (time the guard
-        took), notes (extra remarks), fraction (share of the free memory allowed).
+        memory_source, base_bytes (plain training step, bytes), notes (extra remarks),
+        fraction (share of the free memory allowed).
     """
 
     rows: list[GuardRow]
@@ -169,7 +163,6 @@ class GuardReport(Report):
     available_bytes: int
     memory_source: str
     base_bytes: int
-    seconds: float
     notes: list[str] = field(default_factory=list)
     fraction: float = 0.8
     status_column = "verdict"
@@ -227,21 +220,21 @@ class GuardReport(Report):
         alternative."""
         import pandas as pd
 
-        return pd.DataFrame(
-            [
-                {
-                    "quantity": r.quantity,
-                    "every": r.every,
-                    "needs": r.needs,
-                    "estimate": r.estimate,
-                    "verdict": "ok" if r.ok else "refused",
-                    "kind": r.kind,
-                    "reason": r.reason,
-                    "alternative": r.alternative,
-                }
-                for r in self.rows
-            ]
-        )
+        rows = [
+            {**asdict(r), "estimate": r.estimate, "verdict": "ok" if r.ok else "refused"}
+            for r in self.rows
+        ]
+        columns = [
+            "quantity",
+            "every",
+            "needs",
+            "estimate",
+            "verdict",
+            "kind",
+            "reason",
+            "alternative",
+        ]
+        return pd.DataFrame(rows, columns=columns)
 
 
 def _estimate(terms: list[Term], sh: Shapes, n: int) -> int:
@@ -249,16 +242,10 @@ def _estimate(terms: list[Term], sh: Shapes, n: int) -> int:
 
 
 def _max_batch(terms: list[Term], sh: Shapes, budget: int) -> int:
-    """Largest batch size whose estimate fits ``budget`` (0 if none), by bisection."""
-    if _estimate(terms, sh, 1) > budget:
-        return 0
-    lo, hi = 1, 2
-    while _estimate(terms, sh, hi) <= budget and hi < 1 << 20:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if _estimate(terms, sh, mid) <= budget else (lo, mid)
-    return lo
+    """Largest batch size whose estimate fits ``budget`` (0 if none); every term of the
+    memory model is linear in the batch size."""
+    fixed, per_example = _estimate(terms, sh, 0), _estimate(terms, sh, 1) - _estimate(terms, sh, 0)
+    return max(0, (budget - fixed) // per_example)
 
 
 def _memory_alternative(spec: QuantitySpec, sh: Shapes, n: int, budget: int) -> str:
@@ -285,19 +272,15 @@ def _judge(spec: QuantitySpec, model: nn.Module, sh: Shapes, n: int, budget: int
     unsupported = _unsupported_layers(model, extensions)
     if bn and extensions:
         shown = ", ".join(bn[:3]) + (", ..." if len(bn) > 3 else "")
-        row.kind, row.reason = (
-            "batchnorm",
-            f"not valid with BatchNorm in train mode (layers {shown})",
-        )
+        row.kind = "batchnorm"
+        row.reason = f"not valid with BatchNorm in train mode (layers {shown})"
         row.alternative = (
             "Per-example quantities do not exist with BatchNorm; keep Loss, GradNorm, "
             "Distance, UpdateSize (preset 'basic'), or use GroupNorm (see BATCHNORM_NOTE)."
         )
     elif unsupported:
-        row.kind, row.reason = (
-            "unsupported layer",
-            f"BackPACK has no rule for {', '.join(unsupported)}",
-        )
+        row.kind = "unsupported layer"
+        row.reason = f"BackPACK has no rule for {', '.join(unsupported)}"
         row.alternative = "Use preset 'basic', or replace those layers."
     elif row.estimate_bytes > budget:
         row.kind, row.reason = "memory", row.needs
@@ -342,7 +325,6 @@ def guard(
         ValueError: bad batch size, fraction, preset or quantity name.
         TypeError: ``model`` is not an ``nn.Module``.
     """
-    t0 = time.perf_counter()
     batch_size = positive_int("batch_size", batch_size)
     fraction = number("fraction", fraction, 0, 1, low_open=True)
     specs = preset_specs(preset)
@@ -355,12 +337,9 @@ def guard(
     )
     budget, base = int(available * fraction), sh.base(batch_size)
     rows = [_judge(spec, model, sh, batch_size, budget, batchnorm_layers(model)) for spec in specs]
-    notes = []
-    if base > budget:
-        notes.append(
-            f"Note: even a plain training step (~{format_bytes(base)}) may not fit; "
-            "reduce the batch size."
-        )
+    tight = (
+        f"Note: even a plain training step (~{format_bytes(base)}) may not fit; reduce the batch."
+    )
     return GuardReport(
         rows=rows,
         accepted=[spec for spec, row in zip(specs, rows, strict=True) if row.ok],
@@ -370,7 +349,6 @@ def guard(
         available_bytes=int(available),
         memory_source=source,
         base_bytes=base,
-        seconds=time.perf_counter() - t0,
-        notes=notes,
+        notes=[tight] if base > budget else [],
         fraction=fraction,
     )

@@ -257,19 +257,13 @@ def preset_table(presets: Iterable[str] | None = None):
     """
     import pandas as pd
 
+    columns = ["preset", "quantity", "every", "needs", "valid_with_batchnorm", "meaning"]
     rows = [
-        {
-            "preset": name,
-            "quantity": spec.label,
-            "every": spec.every,
-            "needs": spec.needs,
-            "valid_with_batchnorm": spec.valid_with_batchnorm,
-            "meaning": spec.entry.meaning,
-        }
+        (name, s.label, s.every, s.needs, s.valid_with_batchnorm, s.entry.meaning)
         for name in presets or PRESETS
-        for spec in preset_specs(name)
+        for s in preset_specs(name)
     ]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def preset_markdown(presets: Iterable[str] | None = None) -> str:
@@ -288,24 +282,19 @@ def preset_markdown(presets: Iterable[str] | None = None) -> str:
 _BATCHNORM_HEAD = """\
 **Cockpit on a model with BatchNorm (train mode)**
 
-BatchNorm normalises every feature with the mean and variance *of the whole batch*.
-The loss of one image therefore depends on all other images in the batch, and a
-"per-example gradient" does not exist. BackPACK still returns numbers, but they are
-not per-example gradients (and its curvature rules refuse BatchNorm in train mode), so
-every quantity that needs a BackPACK extension would be silently wrong; the others
-describe the mini-batch loss that was minimised, batch statistics included.
+BatchNorm mixes the examples of a batch, so a per-example gradient does not exist: every
+quantity that needs a BackPACK extension would be silently wrong (BackPACK's curvature rules
+refuse it); the others describe the mini-batch loss that was minimised, statistics included.
 
 | quantity | with BatchNorm (train mode) | what it measures |
 |---|---|---|
 """
 _BATCHNORM_TAIL = """
 
-To get all instruments back honestly, train a model whose examples do not interact:
-**GroupNorm** normalises each image with its own statistics
-(`build_cnn(..., norm="group")`; `enable_groupnorm_support()` adds GroupNorm to BackPACK,
-checked against plain autograd). Its instruments then describe that model, not the
-BatchNorm one. Switching BatchNorm to eval mode just for the tracked steps is *not*
-offered: the optimizer would then take a different step on those steps than on all others.
+All instruments come back with **GroupNorm** (each image normalised with its own statistics;
+`build_cnn(..., norm="group")`, whose BackPACK rules are checked against plain autograd); they
+then describe that model. BatchNorm in eval mode for the tracked steps only is *not* offered:
+the optimizer would take a different step on those steps than on all others.
 """
 
 
