@@ -127,7 +127,7 @@ def test_import_cockpit_sets_version_and_patches_write(tmp_path, monkeypatch):
 
 
 def test_write_log_keeps_nan_and_infinity(tmp_path):
-    from nbhelpers.cockpit_tools import load_log
+    from nbhelpers.cockpit_tools.logs import load_log
 
     log = {0: {"Alpha": float("nan"), "Loss": 2.3}, 1: {"Alpha": float("inf"), "Loss": 2.2}}
     path = cockpit_compat.write_log(log, tmp_path / "log", quiet=True)

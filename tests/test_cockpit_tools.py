@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from nbhelpers import cockpit_tools as ct
-from nbhelpers.cockpit_tools import QuantitySpec
+from nbhelpers.cockpit_tools import QuantitySpec, compat, logs
 from nbhelpers.cockpit_tools.lanczos import HessMaxEV
 from nbhelpers.cockpit_tools.logs import total_norm
 from nbhelpers.cockpit_tools.memory import Term
@@ -164,7 +164,7 @@ def test_lanczos_max_eigenvalue_matches_dense_hessian():
 @pytest.fixture
 def made_up_quantity():
     """A quantity added by one registry entry (and removed again after the test)."""
-    cockpit = ct.import_cockpit()
+    cockpit = compat.import_cockpit()
 
     class MadeUpNorm(cockpit.quantities.GradNorm):
         """GradNorm under another name, standing in for a new Cockpit quantity."""
@@ -407,7 +407,7 @@ def test_cockpit_norm_test_on_groupnorm_matches_autograd_per_example_gradients()
 def test_failed_tracked_backward_shows_the_real_error():
     from backpack import extend
 
-    cockpit = ct.import_cockpit()
+    cockpit = compat.import_cockpit()
     model = extend(nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.SiLU(), nn.Linear(6, 3)))
     loss_fn = extend(nn.CrossEntropyLoss())
     quantities = ct.make_quantities([QuantitySpec("HessTrace", 1, {"curvature": "diag_ggn_mc"})])
@@ -498,8 +498,8 @@ def test_shipped_logs_show_the_growing_learning_rate():
     )
     assert fixed["learning_rate"].dropna().nunique() == 1
     assert handover["Alpha"].notna().sum() >= 5 and fixed["Alpha"].notna().sum() >= 5
-    assert ct.shipped_log_info("handover")["config"]["zero_grad"] is False
+    assert logs.shipped_log_info("handover")["config"]["zero_grad"] is False
     for name in ct.SHIPPED_LOGS:
-        assert ct.shipped_log_path(name).stat().st_size < 1_000_000
+        assert logs.shipped_log_path(name).stat().st_size < 1_000_000
     with pytest.raises(ValueError, match="unknown shipped"):
         ct.load_shipped_log("nope")

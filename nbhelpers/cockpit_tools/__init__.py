@@ -21,22 +21,10 @@ shows what happens inside a training run: step sizes, gradient noise, curvature.
 """
 
 from nbhelpers.cockpit_tools.catalog import BATCHNORM_NOTE
-from nbhelpers.cockpit_tools.compat import (
-    CockpitBackwardError,
-    cockpit_version,
-    import_cockpit,
-    write_log,
-)
+from nbhelpers.cockpit_tools.compat import CockpitBackwardError, cockpit_version, write_log
 from nbhelpers.cockpit_tools.groupnorm import enable_groupnorm_support
 from nbhelpers.cockpit_tools.hook import CockpitHook, make_cockpit, quantities_for
-from nbhelpers.cockpit_tools.logs import (
-    SHIPPED_LOGS,
-    load_log,
-    load_shipped_log,
-    log_frame,
-    shipped_log_info,
-    shipped_log_path,
-)
+from nbhelpers.cockpit_tools.logs import SHIPPED_LOGS, load_shipped_log, log_frame
 from nbhelpers.cockpit_tools.plots import (
     INSTRUMENTS,
     LiveView,
@@ -50,7 +38,7 @@ from nbhelpers.cockpit_tools.plots import (
     plot_learning_rate,
     plot_loss,
 )
-from nbhelpers.cockpit_tools.preflight import CockpitGuardError, GuardReport, guard
+from nbhelpers.cockpit_tools.preflight import CockpitGuardError, guard
 from nbhelpers.cockpit_tools.quantities import (
     DEFAULT_PRESET,
     PRESETS,
@@ -75,7 +63,6 @@ __all__ = [
     "CockpitBackwardError",
     "CockpitGuardError",
     "CockpitHook",
-    "GuardReport",
     "LiveView",
     "Quantity",
     "QuantitySpec",
@@ -84,8 +71,6 @@ __all__ = [
     "enable_groupnorm_support",
     "figure_to_png",
     "guard",
-    "import_cockpit",
-    "load_log",
     "load_shipped_log",
     "log_frame",
     "make_cockpit",
@@ -103,7 +88,5 @@ __all__ = [
     "preset_table",
     "quantities_for",
     "register",
-    "shipped_log_info",
-    "shipped_log_path",
     "write_log",
 ]

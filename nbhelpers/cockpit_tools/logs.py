@@ -67,10 +67,8 @@ def load_log(source: Any) -> dict[int, dict[str, Any]]:
             raise FileNotFoundError(f"no Cockpit log at {path}")
         with open(path) as handle:
             return _int_keys(json_tricks.load(handle))
-    raise TypeError(
-        "expected a Cockpit, a CockpitHook, a log dict or a path to a JSON log, "
-        f"got {type(source).__name__}"
-    )
+    kinds = "a Cockpit, a CockpitHook, a log dict or the path of a JSON log"
+    raise TypeError(f"expected {kinds}, got {type(source).__name__}")
 
 
 def total_norm(value: Any) -> float:
@@ -106,11 +104,8 @@ def log_frame(source: Any):
     for step, entry in load_log(source).items():
         row: dict[str, Any] = {"step": step}
         for key, value in entry.items():
-            quantity = QUANTITIES.get(key)
-            if quantity is not None:
-                reduce = quantity.column
-            else:
-                reduce = float if isinstance(value, numbers.Real) else None
+            known = QUANTITIES.get(key)
+            reduce = known.column if known else float if isinstance(value, numbers.Real) else None
             if reduce is not None and value is not None:
                 row[key] = reduce(value)
         rows.append(row)

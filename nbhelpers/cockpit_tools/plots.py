@@ -163,15 +163,6 @@ def plot_dashboard(
 # -- single instruments ----------------------------------------------------------------------
 
 
-def _ema(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
-    """Exponential moving average (weight ``alpha`` on the newest value)."""
-    out, acc = np.empty(len(values)), float(values[0])
-    for i, v in enumerate(values):
-        acc = alpha * float(v) + (1 - alpha) * acc
-        out[i] = acc
-    return out
-
-
 def _series(frame, column: str, positive: bool = False):
     """The finite (and, with ``positive``, positive) values of ``column``, or None."""
     if column not in frame.columns:
@@ -217,8 +208,11 @@ def _instrument(title: str, missing: str):
 
 
 def _dots_and_line(ax, col, color, label=None) -> None:
+    """The values as dots and their exponential moving average (weight 0.1 on the newest)."""
     ax.plot(col.index, col.values, ".", ms=3, color=color, alpha=0.35)
-    ax.plot(col.index, _ema(col.values), color=color, lw=2, label=label)
+    ax.plot(
+        col.index, col.ewm(alpha=0.1, adjust=False).mean().values, color=color, lw=2, label=label
+    )
 
 
 @_instrument("Mini-batch loss", "no Loss tracked")
