@@ -208,6 +208,15 @@ def test_a_quantity_is_one_registry_entry(made_up_quantity):
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 3  # loss, made_up, learning rate
 
 
+def test_a_preset_row_can_change_intervals(monkeypatch):
+    from nbhelpers.cockpit_tools import quantities
+
+    monkeypatch.setitem(quantities.OUR_PRESETS, "cheap", ct.Preset("less often", {"Alpha": 50}))
+    every = {s.name: s.every for s in ct.preset_specs("cheap")}
+    assert every == {"Loss": 1, "GradNorm": 1, "Distance": 1, "UpdateSize": 1, "Alpha": 50}
+    assert {s.name: s.every for s in ct.preset_specs("standard")}["Alpha"] == 10
+
+
 def test_guard_reads_backpack_and_changes_nothing(monkeypatch):
     from backpack.extensions import BatchGrad, DiagGGNMC
 

@@ -42,12 +42,25 @@ from typing import Any
 from nbhelpers.cockpit_tools.memory import SECOND_GRAPH, Term, extension_term
 from nbhelpers.validate import one_of, positive_int
 
-#: Our presets (name -> purpose), cheapest first.
-OUR_PRESETS: dict[str, str] = {
-    "basic": "valid for any model (BatchNorm too); costs ~nothing",
-    "cheap": "the tutorial's set: is the step size right? (default)",
-    "standard": "adds gradient noise: is the batch large enough?",
-    "thorough": "adds curvature (GGN) and sharpness; slow, for a few hundred steps",
+
+@dataclass(frozen=True)
+class Preset:
+    """One of our presets: what it is for, and tracking intervals other than the entries' own.
+
+    A preset tracks every registry entry whose ``preset`` is this one or one listed before it
+    in :data:`OUR_PRESETS`, at the entry's ``every`` unless ``every`` here names another.
+    """
+
+    purpose: str
+    every: Mapping[str, int] = field(default_factory=dict)
+
+
+#: Our presets, cheapest first.
+OUR_PRESETS: dict[str, Preset] = {
+    "basic": Preset("valid for any model (BatchNorm too); costs ~nothing"),
+    "cheap": Preset("the tutorial's set: is the step size right? (default)"),
+    "standard": Preset("adds gradient noise: is the batch large enough?"),
+    "thorough": Preset("adds curvature (GGN) and sharpness; slow, for a few hundred steps"),
 }
 #: Cockpit's own configurations (``cockpit.utils.configuration``), name -> purpose.
 COCKPIT_CONFIGURATIONS: dict[str, str] = {
@@ -56,7 +69,10 @@ COCKPIT_CONFIGURATIONS: dict[str, str] = {
     "full": "Cockpit's own 'full', every step, exact Hessian diagonal",
 }
 #: Every preset name accepted by :func:`preset_specs`, the guard and the hook -> its purpose.
-PRESETS: dict[str, str] = {**OUR_PRESETS, **COCKPIT_CONFIGURATIONS}
+PRESETS: dict[str, str] = {
+    **{n: p.purpose for n, p in OUR_PRESETS.items()},
+    **COCKPIT_CONFIGURATIONS,
+}
 #: The preset used when none is given: the handover's (and the tutorial's) instruments.
 DEFAULT_PRESET = "cheap"
 
@@ -186,8 +202,9 @@ def _preset(name: str) -> list[QuantitySpec]:
         from cockpit.utils.configuration import quantities_cls_for_configuration
 
         return [QuantitySpec(cls.__name__) for cls in quantities_cls_for_configuration(name)]
-    rank = list(OUR_PRESETS).index
-    return [q.spec for q in QUANTITIES.values() if q.preset and rank(q.preset) <= rank(name)]
+    rank, every = list(OUR_PRESETS).index, OUR_PRESETS[name].every
+    chosen = [q for q in QUANTITIES.values() if q.preset and rank(q.preset) <= rank(name)]
+    return [replace(q.spec, every=every.get(q.name, q.every)) for q in chosen]
 
 
 def preset_specs(
