@@ -295,11 +295,6 @@ def _patched_exit(original_exit):
     return __exit__
 
 
-def _patched_write(self, logpath):
-    """Write tracked quantities to ``logpath + '.json'`` (any path; folders are created)."""
-    return write_log(self, logpath)
-
-
 def _patch_cockpit() -> None:
     """Apply the write and backward-context patches once per process."""
     from cockpit.cockpit import Cockpit
@@ -307,6 +302,4 @@ def _patch_cockpit() -> None:
 
     if not getattr(BackwardCTX.__exit__, _PATCH_MARK, False):
         BackwardCTX.__exit__ = _patched_exit(BackwardCTX.__exit__)
-    if not getattr(Cockpit.write, _PATCH_MARK, False):
-        setattr(_patched_write, _PATCH_MARK, True)
-        Cockpit.write = _patched_write
+    Cockpit.write = write_log  # cockpit.write(logpath) is write_log(cockpit, logpath)

@@ -179,11 +179,8 @@ class GuardReport(Report):
 
     def summary(self) -> str:
         """The memory budget, and how many quantities fit."""
-        verdict = (
-            f"All {len(self.rows)} quantities fit."
-            if self.ok
-            else f"Refused {len(self.refused)} of {len(self.rows)} quantities."
-        )
+        n, refused = len(self.rows), len(self.refused)
+        verdict = f"Refused {refused} of {n} quantities." if refused else f"All {n} quantities fit."
         return (
             f"Cockpit guard: batch {self.batch_size} on {self.device}; plain training step "
             f"~{format_bytes(self.base_bytes)}; allowed {format_bytes(self.budget_bytes)} "
