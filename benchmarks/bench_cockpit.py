@@ -42,7 +42,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nbhelpers import cockpit_tools as ct  # noqa: E402
-from nbhelpers.cockpit_presets import QuantitySpec  # noqa: E402
 from nbhelpers.models import build_cnn  # noqa: E402
 from nbhelpers.train import train  # noqa: E402
 
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names
     }
     print("HessMaxEV step ... ", end="", flush=True)
-    spec = [QuantitySpec("Loss"), QuantitySpec("HessMaxEV", 1, {"method": "lanczos"})]
+    spec = [ct.QuantitySpec("Loss"), ct.QuantitySpec("HessMaxEV", 1, {"method": "lanczos"})]
     hess = _summary(*_run(spec, 2, args.batch_size))
     print(f"{hess['mean_step_cpu_s']:.2f} s CPU/step")
     for key in ("mean_step_cpu_s", "mean_step_s"):

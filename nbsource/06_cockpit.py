@@ -62,7 +62,7 @@ print(f"Cockpit {ct.cockpit_version()}; tracked steps per run: {budget.cockpit_s
 display(Markdown(ct.preset_markdown(["basic", "cheap", "standard", "thorough", "full"])))
 TUTORIAL_PRESET = "cheap"
 for spec in ct.preset_specs(TUTORIAL_PRESET):
-    print(f"{spec.name:>10} every {spec.every:>2} step(s): {ct.QUANTITY_INFO[spec.name]['meaning']}")
+    print(f"{spec.name:>10} every {spec.every:>2} step(s): {ct.QUANTITIES[spec.name].meaning}")
 
 # %% [markdown]
 # ## Before training: will it fit?
@@ -172,29 +172,14 @@ ct.plot_dashboard(current_log, title=f"Cockpit: {CURRENT} (Adam lr 1e-5, growing
 
 # %% [markdown]
 # A dashboard is dense. Let us read its instruments one at a time.
-
-
-# %%
-def for_plotting(frame):
-    """The frame with the distance of step 0 (exactly 0) left out, so norms can use a log scale."""
-    return frame.assign(**{key: frame[key].where(frame[key] > 0) for key in ("Distance", "UpdateSize")})
-
-
-def show_instrument(name, frame):
-    """Show one instrument of a run (a `ct.log_frame`) as its own figure (names: ct.INSTRUMENTS)."""
-    fig = ct.INSTRUMENTS[name](for_plotting(frame))
-    fig.tight_layout()
-    display(fig)
-
-
-# %% [markdown]
+#
 # ### 1. Loss
 # The mini-batch training loss of every step (dots) and a smoothed line. It is the first thing
 # to look at and the least specific: it tells you *that* something is wrong, rarely *what*. Ten
 # classes guessed at random give ln 10 ≈ 2.30. Does the line move away from it?
 
 # %%
-show_instrument("loss", current)
+ct.plot_loss(current)
 
 # %% [markdown]
 # ### 2. Gradient norm
@@ -206,7 +191,7 @@ show_instrument("loss", current)
 # with `TRAIN_LIVE = False`, still lacks `zero_grad`: there it grows.)
 
 # %%
-show_instrument("grad_norm", current)
+ct.plot_grad_norm(current)
 
 # %% [markdown]
 # ### 3. Distance and update size
@@ -217,7 +202,7 @@ show_instrument("grad_norm", current)
 # optimizer barely moves.
 
 # %%
-show_instrument("distance", current)
+display(ct.plot_distance(current))
 initial_weights = torch.cat([p.detach().flatten() for p in build_cnn("tanh", "none").parameters()])
 print(f"norm of the initial weights: {initial_weights.norm():.1f}")
 print(f"median update size: {current['UpdateSize'].median():.2g}")
@@ -245,7 +230,7 @@ print(f"distance after the last step: {current['Distance'].iloc[-1]:.2g}")
 # per-example gradients, so it is tracked only every 10th step.
 
 # %%
-show_instrument("alpha", current)
+ct.plot_alpha(current)
 
 # %% [markdown]
 # ### 5. Learning rate
@@ -254,7 +239,7 @@ show_instrument("alpha", current)
 # meant. This plot shows what it really does.
 
 # %%
-show_instrument("learning_rate", current)
+ct.plot_learning_rate(current)
 
 # %% [markdown]
 # In our short run the learning rate has only crept up. But `ExponentialLR` multiplies it by
@@ -373,7 +358,7 @@ fig_side, axes = plt.subplots(
 for col, (label, frame) in enumerate(zip(["BEFORE", "AFTER"], runs.values(), strict=True)):
     for row, name in enumerate(names):
         ax = axes[row, col]
-        ct.INSTRUMENTS[name](for_plotting(frame), ax=ax)
+        ct.INSTRUMENTS[name](frame, ax=ax)
         title = f"{label}: {ax.get_title(loc='left')}"
         ax.set_title(title, loc="left", fontsize=9.5, fontweight="bold")
 for row in (names.index("distance"), names.index("learning_rate")):

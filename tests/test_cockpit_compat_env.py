@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from nbhelpers import cockpit_compat
+from nbhelpers.cockpit_tools import compat as cockpit_compat
 
 # Runs in a fresh interpreter where ``import pkg_resources`` is impossible (as on Python
 # 3.12 without setuptools): nbhelpers must still make ``import cockpit`` work, a Cockpit
@@ -127,7 +127,7 @@ def test_import_cockpit_sets_version_and_patches_write(tmp_path, monkeypatch):
 
 
 def test_write_log_keeps_nan_and_infinity(tmp_path):
-    from nbhelpers.cockpit_plots import load_log
+    from nbhelpers.cockpit_tools.logs import load_log
 
     log = {0: {"Alpha": float("nan"), "Loss": 2.3}, 1: {"Alpha": float("inf"), "Loss": 2.2}}
     path = cockpit_compat.write_log(log, tmp_path / "log", quiet=True)

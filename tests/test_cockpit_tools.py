@@ -15,7 +15,10 @@ from PIL import Image
 from torch import nn
 
 from nbhelpers import cockpit_tools as ct
-from nbhelpers.cockpit_presets import QuantitySpec, lanczos_hess_max_ev
+from nbhelpers.cockpit_tools import QuantitySpec, compat, logs
+from nbhelpers.cockpit_tools.lanczos import HessMaxEV
+from nbhelpers.cockpit_tools.logs import total_norm
+from nbhelpers.cockpit_tools.memory import Term
 from nbhelpers.models import build_cnn
 from nbhelpers.train import train
 
@@ -91,17 +94,28 @@ def test_preset_table_lists_quantities_intervals_and_batchnorm_validity():
 
 
 def test_our_presets_never_use_the_exact_hessian_diagonal():
-    for name in ("basic", "cheap", "standard", "thorough"):
-        assert all(spec.curvature in (None, "diag_ggn_mc") for spec in ct.PRESETS[name])
+    from backpack.extensions import DiagGGNMC, DiagHessian
+
+    ours = [
+        spec
+        for name in ("basic", "cheap", "standard", "thorough")
+        for spec in ct.preset_specs(name)
+    ]
+    extensions = [type(ext) for spec in ours for ext in spec.extensions()]
+    assert DiagGGNMC in extensions and DiagHessian not in extensions
+    full = [type(ext) for spec in ct.preset_specs("full") for ext in spec.extensions()]
+    assert DiagHessian in full  # Cockpit's own configuration keeps Cockpit's default
 
 
 def test_bad_names_raise_clear_errors():
-    with pytest.raises(ValueError, match="unknown Cockpit preset 'fast'.*cheap"):
+    with pytest.raises(ValueError, match="preset='fast' is invalid; valid: .*'cheap'"):
         ct.preset_specs("fast")
-    with pytest.raises(ValueError, match="unknown Cockpit quantity 'Alfa'"):
+    with pytest.raises(ValueError, match="quantity='Alfa' is invalid; valid: .*'Alpha'"):
         ct.preset_specs("cheap", every={"Alfa": 3})
-    with pytest.raises(ValueError, match="every must be a positive int"):
+    with pytest.raises(ValueError, match="every of Loss=0 is invalid"):
         QuantitySpec("Loss", 0)
+    with pytest.raises(TypeError, match="QuantitySpec objects"):
+        ct.preset_specs(["Loss"])
     with pytest.raises(ValueError, match="on_refusal"):
         ct.CockpitHook(on_refusal="ignore")
 
@@ -142,9 +156,84 @@ def test_lanczos_max_eigenvalue_matches_dense_hessian():
     dense = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))[-1].item()
     loss = F.cross_entropy(model(x), y)
     loss.backward(create_graph=True)
-    quantity = lanczos_hess_max_ev()(track_schedule=lambda step: True, tol=1e-4, maxiter=50)
+    quantity = HessMaxEV(lambda step: True, method="lanczos", tol=1e-4, maxiter=50)
     value = quantity._compute(0, list(model.parameters()), loss)
     assert value == pytest.approx(dense, rel=1e-3)
+
+
+@pytest.fixture
+def made_up_quantity():
+    """A quantity added by one registry entry (and removed again after the test)."""
+    cockpit = compat.import_cockpit()
+
+    class MadeUpNorm(cockpit.quantities.GradNorm):
+        """GradNorm under another name, standing in for a new Cockpit quantity."""
+
+    def plot_made_up(source, ax=None):
+        return ct.plot_grad_norm(ct.log_frame(source).rename(columns={"MadeUpNorm": "GradNorm"}))
+
+    entry = ct.register(
+        ct.Quantity(
+            MadeUpNorm,
+            "a made-up norm",
+            "standard",
+            every=5,
+            memory=Term("a made-up buffer", lambda sh, n: 7 * n),
+            plot=plot_made_up,
+            column=total_norm,
+        )
+    )
+    yield entry
+    del ct.QUANTITIES["MadeUpNorm"]
+
+
+def test_a_quantity_is_one_registry_entry(made_up_quantity):
+    name = made_up_quantity.name
+    assert QuantitySpec(name, 5) in ct.preset_specs("standard") + ct.preset_specs("thorough")
+    assert name not in {s.name for s in ct.preset_specs("cheap")}
+    row = ct.preset_table(["standard"]).set_index("quantity").loc[name]
+    assert row.every == 5 and row.needs == "a made-up buffer" and row.valid_with_batchnorm
+    assert f"| {name} | valid | a made-up norm |" in ct.batchnorm_note()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    report = ct.guard(model, 10, "standard", input_shape=(3, 2, 2), available_bytes=GiB)
+    rows = {r.quantity: r.estimate_bytes for r in report.rows}
+    assert rows[name] == rows["Loss"] + 70  # its own memory term, nothing else
+    assert ct.INSTRUMENTS["made_up"] is made_up_quantity.plot
+    hook = _run(
+        build_cnn("tanh", "none", width=4), [QuantitySpec("Loss"), QuantitySpec(name)], steps=2
+    )
+    frame = hook.frame()
+    assert len(frame) == 2 and (frame[name] > 0).all()  # tracked by Cockpit, one column
+    fig = ct.plot_instruments(hook)  # the default: every instrument with data
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3  # loss, made_up, learning rate
+
+
+def test_a_preset_row_can_change_intervals(monkeypatch):
+    from nbhelpers.cockpit_tools import quantities
+
+    monkeypatch.setitem(quantities.OUR_PRESETS, "cheap", ct.Preset("less often", {"Alpha": 50}))
+    every = {s.name: s.every for s in ct.preset_specs("cheap")}
+    assert every == {"Loss": 1, "GradNorm": 1, "Distance": 1, "UpdateSize": 1, "Alpha": 50}
+    assert {s.name: s.every for s in ct.preset_specs("standard")}["Alpha"] == 10
+
+
+def test_guard_reads_backpack_and_changes_nothing(monkeypatch):
+    from backpack.extensions import BatchGrad, DiagGGNMC
+
+    from nbhelpers.cockpit_tools import groupnorm
+
+    def refuse(*args):
+        raise AssertionError("the guard must not change BackPACK")
+
+    monkeypatch.setattr(groupnorm, "_wrap_init", refuse)
+    monkeypatch.setattr(groupnorm, "enable_groupnorm_support", refuse)
+    inits = (BatchGrad.__init__, DiagGGNMC.__init__)
+    report = ct.guard(build_cnn("relu", "group", width=4), 8, "thorough", available_bytes=GiB)
+    assert report.ok  # GroupNorm counts as covered by the package's rules
+    assert (BatchGrad.__init__, DiagGGNMC.__init__) == inits
+    assert {r.kind for r in ct.guard(_tiny_cnn(), 8, "full", available_bytes=GiB).refused} <= {
+        "memory"
+    }
 
 
 # -- guard -----------------------------------------------------------------------------------
@@ -198,16 +287,19 @@ def test_guard_refuses_what_does_not_fit_and_names_a_batch_that_does():
     assert smaller.ok
 
 
-def test_layer_shapes_by_arithmetic_agree_with_a_forward_pass():
-    from nbhelpers.cockpit_guard import _shapes_by_arithmetic, _shapes_by_forward
+def test_layer_shapes_come_from_one_forward_pass_that_changes_nothing():
+    from nbhelpers.cockpit_tools.memory import layer_shapes
 
-    for norm in ("none", "batch", "group"):
-        model = build_cnn("relu", norm, width=8)
-        model.train()
-        assert _shapes_by_arithmetic(model, (3, 32, 32)) == _shapes_by_forward(
-            model, (3, 32, 32), torch.float32, "cpu"
-        )
-        assert model.training  # the forward pass restored the mode
+    model = build_cnn("tanh", "batch", width=8)
+    model.train()
+    stats = [b.clone() for b in model.buffers()]
+    layers, itemsize = layer_shapes(model, (3, 32, 32))
+    assert itemsize == 4 and model.training
+    assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers(), strict=True))
+    conv = next(layer for layer in layers if layer.kind == "Conv2d")
+    assert conv.out_numel == 8 * 32 * 32 and conv.params == 3 * 8 * 9 + 8
+    assert conv.unfold_numel == 3 * 9 * 32 * 32 and not conv.curved
+    assert layers[-1].out_numel == 10 and all(x.curved for x in layers if x.kind == "Tanh")
 
 
 def test_guard_refuses_layers_backpack_cannot_handle():
@@ -324,7 +416,7 @@ def test_cockpit_norm_test_on_groupnorm_matches_autograd_per_example_gradients()
 def test_failed_tracked_backward_shows_the_real_error():
     from backpack import extend
 
-    cockpit = ct.import_cockpit()
+    cockpit = compat.import_cockpit()
     model = extend(nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.SiLU(), nn.Linear(6, 3)))
     loss_fn = extend(nn.CrossEntropyLoss())
     quantities = ct.make_quantities([QuantitySpec("HessTrace", 1, {"curvature": "diag_ggn_mc"})])
@@ -378,7 +470,7 @@ def test_single_instruments_render_from_a_saved_log(standard_log, tmp_path):
     assert _png_pixels(fig).std() > 20
     for plot in (ct.plot_alpha, ct.plot_gradient_tests, ct.plot_distance, ct.plot_loss):
         assert _png_pixels(plot(path)).std() > 10
-    with pytest.raises(ValueError, match="unknown instrument"):
+    with pytest.raises(ValueError, match="instrument='speedometer' is invalid"):
         ct.plot_instruments(path, ["speedometer"])
 
 
@@ -415,8 +507,8 @@ def test_shipped_logs_show_the_growing_learning_rate():
     )
     assert fixed["learning_rate"].dropna().nunique() == 1
     assert handover["Alpha"].notna().sum() >= 5 and fixed["Alpha"].notna().sum() >= 5
-    assert ct.shipped_log_info("handover")["config"]["zero_grad"] is False
+    assert logs.shipped_log_info("handover")["config"]["zero_grad"] is False
     for name in ct.SHIPPED_LOGS:
-        assert ct.shipped_log_path(name).stat().st_size < 1_000_000
+        assert logs.shipped_log_path(name).stat().st_size < 1_000_000
     with pytest.raises(ValueError, match="unknown shipped"):
         ct.load_shipped_log("nope")

@@ -35,10 +35,6 @@ import torch.nn.functional as F
 from backpack.core.derivatives.basederivatives import BaseParameterDerivatives
 from torch import Tensor, nn
 
-__all__ = ["GroupNormDerivatives", "enable_groupnorm_support", "groupnorm_support_enabled"]
-
-_ENABLED = False
-
 
 def _x_hat(module: nn.GroupNorm, subsampling: list[int] | None = None) -> Tensor:
     """Normalised input (before weight and bias), shape ``[N, C, *spatial]``."""
@@ -56,7 +52,8 @@ class GroupNormDerivatives(BaseParameterDerivatives):
 
     Shapes: ``mat`` is ``[V, N, C, *spatial]`` (V stacked vectors shaped like the
     layer output); results are ``[V, N, C, *spatial]`` (input),
-    ``[V, (N,) C]`` (weight and bias; N kept when ``sum_batch=False``).
+    ``[V, (N,) C]`` (weight and bias; N kept when ``sum_batch=False``). The methods override
+    BackPACK's ``BaseParameterDerivatives`` (arguments as documented there).
     """
 
     def hessian_is_zero(self, module: nn.GroupNorm) -> bool:
@@ -67,14 +64,7 @@ class GroupNormDerivatives(BaseParameterDerivatives):
         """The second derivative couples all values of a group."""
         return False
 
-    def _jac_t_mat_prod(
-        self,
-        module: nn.GroupNorm,
-        g_inp: tuple[Tensor, ...],
-        g_out: tuple[Tensor, ...],
-        mat: Tensor,
-        subsampling: list[int] | None = None,
-    ) -> Tensor:
+    def _jac_t_mat_prod(self, module, g_inp, g_out, mat, subsampling=None) -> Tensor:
         x = module.input0 if subsampling is None else module.input0[subsampling]
         n, groups = x.shape[0], module.num_groups
         grouped = x.reshape(n, groups, -1)
@@ -87,28 +77,12 @@ class GroupNormDerivatives(BaseParameterDerivatives):
         mean_dx = (d * x_hat).mean(dim=-1, keepdim=True)
         return ((d - mean_d - x_hat * mean_dx) * inv_std).reshape(mat.shape)
 
-    def _weight_jac_t_mat_prod(
-        self,
-        module: nn.GroupNorm,
-        g_inp: tuple[Tensor, ...],
-        g_out: tuple[Tensor, ...],
-        mat: Tensor,
-        sum_batch: bool = True,
-        subsampling: list[int] | None = None,
-    ) -> Tensor:
+    def _weight_jac_t_mat_prod(self, module, g_inp, g_out, mat, sum_batch=True, subsampling=None):
         x_hat = _x_hat(module, subsampling)
         equation = f"vnc...,nc...->v{'' if sum_batch else 'n'}c"
         return torch.einsum(equation, mat, x_hat)
 
-    def _bias_jac_t_mat_prod(
-        self,
-        module: nn.GroupNorm,
-        g_inp: tuple[Tensor, ...],
-        g_out: tuple[Tensor, ...],
-        mat: Tensor,
-        sum_batch: bool = True,
-        subsampling: list[int] | None = None,
-    ) -> Tensor:
+    def _bias_jac_t_mat_prod(self, module, g_inp, g_out, mat, sum_batch=True, subsampling=None):
         axes = tuple(range(3, mat.dim()))
         if sum_batch:
             axes = (1, *axes)
@@ -121,15 +95,18 @@ def _module_extensions():
     from backpack.extensions.firstorder.batch_grad.batch_grad_base import BatchGradBase
     from backpack.extensions.secondorder.diag_ggn.diag_ggn_base import DiagGGNBaseModule
 
-    derivatives = GroupNormDerivatives
-
     def batch_grad():
-        return BatchGradBase(derivatives=derivatives(), params=["bias", "weight"])
+        return BatchGradBase(derivatives=GroupNormDerivatives(), params=["bias", "weight"])
 
     def diag_ggn():
-        return DiagGGNBaseModule(derivatives(), ["weight", "bias"], sum_batch=True)
+        return DiagGGNBaseModule(GroupNormDerivatives(), ["weight", "bias"], sum_batch=True)
 
     return ((BatchGrad, batch_grad), (DiagGGNExact, diag_ggn), (DiagGGNMC, diag_ggn))
+
+
+def covers(extension) -> bool:
+    """Whether :func:`enable_groupnorm_support` gives ``extension`` (an instance) a GroupNorm rule."""
+    return isinstance(extension, tuple(cls for cls, _ in _module_extensions()))
 
 
 def _wrap_init(ext_cls, factory) -> None:
@@ -151,17 +128,11 @@ def enable_groupnorm_support() -> None:
 
     Every extension object created afterwards (Cockpit creates new ones at every
     tracked step) knows the GroupNorm rules of :class:`GroupNormDerivatives`.
-    Idempotent; affects this Python process only.
+    Idempotent; affects this Python process only. The memory guard does not call it:
+    it counts GroupNorm as supported by the extensions this covers (:func:`covers`).
 
     Raises:
         ImportError: backpack-for-pytorch is not installed.
     """
-    global _ENABLED
     for ext_cls, factory in _module_extensions():
         _wrap_init(ext_cls, factory)
-    _ENABLED = True
-
-
-def groupnorm_support_enabled() -> bool:
-    """Whether :func:`enable_groupnorm_support` has run in this process."""
-    return _ENABLED

@@ -35,19 +35,10 @@ import os
 import sys
 import types
 import warnings
+from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-__all__ = [
-    "CockpitBackwardError",
-    "KNOWN_HARMLESS_WARNINGS",
-    "cockpit_version",
-    "explain_cockpit_error",
-    "import_cockpit",
-    "install_pkg_resources_shim",
-    "silence_known_warnings",
-    "write_log",
-]
 
 #: Distribution name of Cockpit on PyPI (the import name is ``cockpit``).
 COCKPIT_DISTRIBUTION = "cockpit-for-pytorch"
@@ -55,10 +46,7 @@ COCKPIT_DISTRIBUTION = "cockpit-for-pytorch"
 #: (message regex, category) of warnings known to be harmless with Cockpit.
 KNOWN_HARMLESS_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     # BackPACK's module hooks fire on outputs when the input image needs no gradient.
-    (
-        r"Full backward hook is firing when gradients are computed with respect to module outputs",
-        UserWarning,
-    ),
+    (r"Full backward hook is firing when gradients are computed", UserWarning),
     # Cockpit's scatter plots ask for marker ',' (one pixel); matplotlib draws a small square.
     (r"The pixel maker ',' is not supported on scatter\(\)", UserWarning),
 )
@@ -89,20 +77,12 @@ def _make_pkg_resources_shim() -> types.ModuleType:
     class DistributionNotFound(Exception):
         """No installed distribution has the requested name."""
 
-    class _Distribution:
-        def __init__(self, name: str, version: str):
-            self.project_name = name
-            self.key = name.lower()
-            self.version = version
-
-        def __repr__(self) -> str:
-            return f"{self.project_name} {self.version}"
-
-    def get_distribution(name: str) -> _Distribution:
+    def get_distribution(name: str) -> types.SimpleNamespace:
         try:
-            return _Distribution(name, importlib.metadata.version(name))
+            version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError as err:
             raise DistributionNotFound(name) from err
+        return types.SimpleNamespace(project_name=name, key=name.lower(), version=version)
 
     shim.DistributionNotFound = DistributionNotFound
     shim.get_distribution = get_distribution
@@ -144,23 +124,28 @@ def cockpit_version() -> str:
         return "unknown"
 
 
-def silence_known_warnings() -> None:
-    """Hide the warnings in :data:`KNOWN_HARMLESS_WARNINGS` (targeted filters, idempotent)."""
-    for message, category in KNOWN_HARMLESS_WARNINGS:
+def silence_known_warnings(*extra: tuple[str, type[Warning]]) -> None:
+    """Hide the warnings in :data:`KNOWN_HARMLESS_WARNINGS` and ``extra`` (targeted filters)."""
+    for message, category in (*KNOWN_HARMLESS_WARNINGS, *extra):
         warnings.filterwarnings("ignore", message=message, category=category)
 
 
-def import_cockpit(patch: bool = True) -> types.ModuleType:
+@contextmanager
+def known_warnings_silenced(*extra: tuple[str, type[Warning]]):
+    """Silence the known-harmless warnings (and ``extra``) in the body, whatever filters are set."""
+    with warnings.catch_warnings():
+        silence_known_warnings(*extra)
+        yield
+
+
+def import_cockpit() -> types.ModuleType:
     """Import and return the ``cockpit`` package, working on today's stack.
 
     Installs the ``pkg_resources`` stand-in when needed, sets
     ``cockpit.__version__`` from the package metadata, silences the known-harmless
-    warnings, and (``patch=True``) patches ``Cockpit.write`` (any path works) and
-    the backward context (failures show their real cause, see
-    :class:`CockpitBackwardError`). Safe to call many times.
-
-    Args:
-        patch: apply the two patches (default True).
+    warnings, and patches ``Cockpit.write`` (any path works) and the backward context
+    (failures show their real cause, see :class:`CockpitBackwardError`). Safe to call many
+    times.
 
     Returns:
         The ``cockpit`` module.
@@ -182,19 +167,11 @@ def import_cockpit(patch: bool = True) -> types.ModuleType:
         raise
     if getattr(cockpit, "__version__", "unknown") in ("unknown", None, ""):
         cockpit.__version__ = cockpit_version()
-    if patch:
-        _patch_cockpit()
+    _patch_cockpit()
     return cockpit
 
 
 # -- writing logs ----------------------------------------------------------------------------
-
-
-def _json_path(path: str | os.PathLike) -> Path:
-    text = os.fspath(path)
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"log path must be a non-empty str or Path, got {path!r}")
-    return Path(text if text.endswith(".json") else text + ".json")
 
 
 def write_log(
@@ -223,15 +200,14 @@ def write_log(
     """
     import json_tricks
 
-    target = _json_path(path)
-    if hasattr(source, "get_output"):
-        data = source.get_output()
-    elif isinstance(source, dict):
-        data = source
-    else:
+    text = os.fspath(path)
+    if not text:
+        raise ValueError("log path must be a non-empty str or Path, got ''")
+    target = Path(text if text.endswith(".json") else text + ".json")
+    data = source.get_output() if hasattr(source, "get_output") else source
+    if not isinstance(data, Mapping):
         raise TypeError(f"write_log expects a Cockpit or a log dict, got {type(source).__name__}")
-    if target.parent != Path(""):
-        target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if not quiet:
         print(f"[cockpit] writing output to {target}")
     with open(target, "w") as handle:
@@ -319,11 +295,6 @@ def _patched_exit(original_exit):
     return __exit__
 
 
-def _patched_write(self, logpath):
-    """Write tracked quantities to ``logpath + '.json'`` (any path; folders are created)."""
-    return write_log(self, logpath)
-
-
 def _patch_cockpit() -> None:
     """Apply the write and backward-context patches once per process."""
     from cockpit.cockpit import Cockpit
@@ -331,6 +302,4 @@ def _patch_cockpit() -> None:
 
     if not getattr(BackwardCTX.__exit__, _PATCH_MARK, False):
         BackwardCTX.__exit__ = _patched_exit(BackwardCTX.__exit__)
-    if not getattr(Cockpit.write, _PATCH_MARK, False):
-        setattr(_patched_write, _PATCH_MARK, True)
-        Cockpit.write = _patched_write
+    Cockpit.write = write_log  # cockpit.write(logpath) is write_log(cockpit, logpath)
