@@ -12,7 +12,7 @@ the one table of sizes: the notebooks read every size from it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -58,10 +58,6 @@ class Budget:
     sweep_n_train: int | None
     sweep_batch_size: int
     sweep_lrs: tuple[float, ...]
-
-    def as_dict(self) -> dict:
-        """The budget as a plain dict (for run records)."""
-        return asdict(self)
 
 
 _CPU_LRS = (1e-3, 3e-3, 1e-2)
