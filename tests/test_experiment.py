@@ -372,3 +372,15 @@ def test_run_records_are_readable_by_others_as_the_umask_allows(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(record.path).st_mode) == 0o644
+
+
+def test_adding_an_optimizer_is_one_registry_entry(monkeypatch):
+    """One entry in OPTIMIZERS: RunConfig accepts the name and build_run builds it."""
+    with pytest.raises(ValueError, match="optimizer='rmsprop' is invalid"):
+        _config(optimizer="rmsprop")
+    monkeypatch.setitem(
+        experiment.OPTIMIZERS, "rmsprop", lambda c, params: torch.optim.RMSprop(params, lr=c.lr)
+    )
+    cfg = _config(optimizer="rmsprop", lr=0.02)
+    opt = experiment.build_optimizer(cfg, torch.nn.Linear(2, 2).parameters())
+    assert type(opt) is torch.optim.RMSprop and opt.param_groups[0]["lr"] == 0.02
