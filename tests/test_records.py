@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -80,11 +81,25 @@ def test_find_cached_serves_complete_records_only(tmp_path):
     rec = _record()
     assert find_cached("demo", rec.config_hash, tmp_path) is None
     save_record(rec, tmp_path)
+    complete = rec.path
     hit = find_cached("demo", rec.config_hash, tmp_path)
     assert hit is not None and hit.from_cache and hit.history == load_record(rec.path).history
+    before = Path(complete).read_bytes()
     interrupted = _record(status="interrupted")
-    save_record(interrupted, tmp_path)  # same config: replaces the complete one
-    assert find_cached("demo", interrupted.config_hash, tmp_path) is None
+    save_record(interrupted, tmp_path)  # same config: saved beside, never over the complete one
+    assert interrupted.path != complete and ".interrupted-" in interrupted.path
+    assert Path(complete).read_bytes() == before
+    assert load_record(interrupted.path).status == "interrupted"
+    again = find_cached("demo", rec.config_hash, tmp_path)
+    assert again is not None and again.status == "complete" and again.path == complete
+
+
+def test_interrupted_records_never_replace_each_other(tmp_path):
+    first, second = _record(status="interrupted"), _record(status="interrupted")
+    second.created = first.created  # the same second: the name must still be new
+    paths = {save_record(first, tmp_path), save_record(second, tmp_path)}
+    assert len(paths) == 2 and all(load_record(p).status == "interrupted" for p in paths)
+    assert find_cached("demo", first.config_hash, tmp_path) is None  # never served
 
 
 def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):
@@ -129,11 +144,11 @@ def test_code_version_moves_with_what_a_record_holds():
 
     snapshot = (records.CODE_VERSION, [f.name for f in fields(RunRecord)], records.STATUSES)
     assert snapshot == (
-        "nbhelpers-train-2",
+        "nbhelpers-train-3",
         ["name", "config", "config_hash", "history", "step_losses", "step_lrs", "timings",
          "seed", "device", "versions", "status", "created", "extra", "path", "from_cache"],
         ("complete", "interrupted", "diverged"),
     )  # fmt: skip
     config = {"lr": 0.1}
-    assert config_hash(config) == config_hash(config, salt="nbhelpers-train-2")
-    assert config_hash(config) != config_hash(config, salt="nbhelpers-train-1")
+    assert config_hash(config) == config_hash(config, salt="nbhelpers-train-3")
+    assert config_hash(config) != config_hash(config, salt="nbhelpers-train-2")
