@@ -127,11 +127,11 @@ def test_exports(tmp_path, figure, monkeypatch):
     assert md_path == tmp_path / "logbook.md"
     assert md.startswith("# My logbook")
     assert "*Ada*" in md
-    assert "## 05 data <inspection>" in md
+    assert "## 05 data &lt;inspection&gt;" in md  # HTML is shown, never run
     assert "**Observation.** Train and test share images." in md
     assert "**Hypothesis.** Eval data is loaded from the train split." in md
     assert "**Result.** Test accuracy fell from 99% to 88% after the fix." in md
-    assert "![05 data <inspection>](figures/05.png)" in md
+    assert "![05 data &lt;inspection&gt;](figures/05.png)" in md
     assert "`runs/r1.json`, `runs/r2.json`" in md
     assert (tmp_path / "figures" / "05.png").is_file()
 
