@@ -379,7 +379,8 @@ class Logbook:
         on one line; the texts may hold Markdown."""
         author = author or self.author
         blocks = [f"# {_md(self.title, True)}", *([f"*{_md(author, True)}*"] if author else [])]
-        blocks += [b for entry in self.entries() for b in _markdown_blocks(entry)] or [
+        entries = self.entries()
+        blocks += [b for e in entries for b in _markdown_blocks(e, self._figure_file(e))] or [
             "_No entries yet._"
         ]
         return "\n\n".join(blocks) + "\n"
@@ -455,17 +456,18 @@ def _md(text: str, one_line: bool = False) -> str:
     return " ".join(text.split()) if one_line else text
 
 
-def _markdown_blocks(entry: Entry) -> list[str]:
-    """The Markdown paragraphs of one entry (stage, meta line, texts, figure link, runs)."""
+def _markdown_blocks(entry: Entry, figure_file: Path | None) -> list[str]:
+    """The Markdown paragraphs of one entry (stage, meta line, texts, figure link, runs);
+    the figure is linked only when it is the logbook's own (``figure_file`` not None)."""
     stage = _md(entry.stage, True)
     blocks = [f"## {stage}", f"*{_md(entry.meta, True)}*"]
     blocks += [f"**{label}.** {_md(text)}" for label, text in _texts(entry)]
-    if entry.figure and FIGURE_NAME.fullmatch(entry.figure):
+    if figure_file is not None:
         alt = stage.replace("[", "\\[").replace("]", "\\]")
         blocks.append(f"![{alt}]({entry.figure})")
     elif entry.figure:
         blocks.append(
-            f"(figure {_md(entry.figure, True)} is not a file of this logbook: not shown)"
+            f"(figure {_md(entry.figure, True)} is missing or not a PNG file of this logbook: not shown)"
         )
     runs = [
         " ".join(r.replace("`", "'").split()) for r in entry.runs

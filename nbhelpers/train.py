@@ -315,12 +315,10 @@ def _divergence(losses: list[float], first: int) -> tuple[int, str] | None:
     start = min(early) if early else 0.0  # a start <= 0 (a custom loss): NaN/inf only
     for i in range(first, len(losses)):
         if not math.isfinite(losses[i]):
-            return i, f"the loss became {losses[i]}"
+            return i, f"the loss became {losses[i]} at step {i}"
         if start > 0 and losses[i] > DIVERGENCE_FACTOR * start:
-            return (
-                i,
-                f"the loss reached {losses[i]:.3g}, over {DIVERGENCE_FACTOR:g}x its start ({start:.3g})",
-            )
+            factor = f"{DIVERGENCE_FACTOR:g}x its start ({start:.3g})"
+            return i, f"the loss reached {losses[i]:.3g} at step {i}, over {factor}"
     return None
 
 
@@ -336,7 +334,7 @@ def _check_divergence(history: History, row: dict[str, Any]) -> None:
     history.status = "diverged"
     row["diverged_at_step"] = bad
     warnings.warn(
-        f"Training diverged: {what} at step {bad} "
+        f"Training diverged: {what} "
         f"(learning rate {history.step_lrs[bad]:g}). Every later result of this run is "
         "meaningless: lower the learning rate (or look at the schedule and the inputs), "
         "then train again.",
