@@ -339,10 +339,12 @@ class Logbook:
                 try:
                     data = json.loads(line)
                     if isinstance(data, dict) and data.get("removed"):
-                        by_slot.pop(("key", str(data["key"])), None)
+                        if not isinstance(data.get("key"), str):
+                            raise invalid("key", data.get("key"), "the key of the entry removed")
+                        by_slot.pop(("key", data["key"]), None)
                         continue
                     entry = Entry.from_json(data)
-                except (ValueError, TypeError, KeyError, RecursionError) as err:
+                except (ValueError, TypeError, RecursionError) as err:
                     warnings.warn(
                         f"{self.path}: skipped unreadable line {number} ({err})", stacklevel=2
                     )
