@@ -576,9 +576,9 @@ def _save(record: RunRecord, runs_dir: Any, progress: bool) -> None:
         path = save_record(record, runs_dir)
     except OSError as err:
         warnings.warn(
-            f"Run {record.name} finished ({record.status}) but was not saved: {err}. The "
-            "result is all in the record run() returned: save it with record.save(folder), "
-            "e.g. record.save('runs-elsewhere'), or it is gone with this kernel.",
+            f"Run {record.name} finished ({record.status}) but was not saved: {err}. Nothing "
+            "is lost yet: run() returns the record; save it with record.save(folder), e.g. "
+            "record.save('runs-elsewhere'), before this kernel stops.",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -213,11 +213,18 @@ def check_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
         fd, probe = tempfile.mkstemp(prefix=".write-check.tmp-", dir=folder)
         os.close(fd)
         os.remove(probe)
-        free = shutil.disk_usage(folder).free
-        if free < MIN_FREE_BYTES:
-            raise OSError(errno.ENOSPC, f"only {free:,} bytes free on its disk; a record needs "
-                          f"up to {MIN_FREE_BYTES:,}")  # fmt: skip
+        if _free_bytes(folder) < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, f"only {_free_bytes(folder):,} bytes free on its disk; "
+                          f"a record needs up to {MIN_FREE_BYTES:,}")  # fmt: skip
     return folder
+
+
+def _free_bytes(folder: Path) -> float:
+    """Free bytes on the disk of ``folder``; infinite where the file system cannot say."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:  # e.g. a network mount without statvfs: let the save itself find out
+        return math.inf
 
 
 HASH_EXCLUDES = ("device",)
@@ -329,7 +336,7 @@ SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "step_losses": ("a list of numbers", _list_of(_real)),
     "step_lrs": ("a list of numbers", _list_of(_real)),
     "timings": ("an object of numbers", _dict_of(_real)),
-    "seed": ("an integer or null", lambda v: v is None or (_real(v) and isinstance(v, int))),
+    "seed": ("an integer or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))),
     "device": ("a string", lambda v: isinstance(v, str)),
     "versions": ("an object of strings", _dict_of(lambda v: isinstance(v, str) or v is None)),
     "status": (f"one of {', '.join(STATUSES)}", lambda v: v in STATUSES),

@@ -215,3 +215,14 @@ def test_stage_records_refuse_nan_and_infinity(tmp_path, value):
     with pytest.raises(ValueError, match="run_time_s=nan is invalid"):
         record_stage("03", "zero_grad fixed", run_time_s=math.nan, stages_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_runs_dir_makes_the_folder_and_tolerates_an_unknown_free_space(tmp_path, monkeypatch):
+    folder = tmp_path / "new" / "runs"
+    assert records.check_runs_dir(folder) == folder and list(folder.iterdir()) == []
+
+    def no_statvfs(path):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(records.shutil, "disk_usage", no_statvfs)  # some network mounts
+    assert records.check_runs_dir(folder) == folder
