@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from nbhelpers.validate import invalid
-
 __all__ = ["BUDGETS", "Budget", "resolve_budget"]
 
 
@@ -97,8 +95,7 @@ def resolve_budget(
         device: the training device (only used when ``name`` is None).
 
     Raises:
-        ValueError: anything else, e.g. an unknown name or a list (the message lists the
-            valid ones).
+        ValueError: unknown budget name (the message lists the valid ones).
     """
     if isinstance(name, Budget):
         return name
@@ -106,6 +103,6 @@ def resolve_budget(
         kind = torch.device(device).type if device is not None else "cpu"
         name = "full" if kind == "cuda" else "quick"
     if not isinstance(name, str) or name not in BUDGETS:
-        valid = f"{', '.join(BUDGETS)}, a Budget, or None (full on a GPU, quick elsewhere)"
-        raise invalid("budget", name, valid)
+        valid = ", ".join(BUDGETS)
+        raise ValueError(f"Unknown budget {name!r}; valid: {valid} (or None for automatic).")
     return BUDGETS[name]

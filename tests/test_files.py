@@ -45,7 +45,7 @@ def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path, error):
 def test_leftovers_of_killed_writes_are_cleared_and_nothing_else(tmp_path):
     old = time.time() - STALE_AFTER_S - 60
     names = {
-        ".record.json.abcdefgh.tmp": True,  # an older temp name, a day old: cleared
+        ".record.json.abcdefgh.tmp": True,  # the older temp name: cleared
         ".record.json.tmp-abcdefgh.png": True,
         ".record.json.tmp-ijklmnop.tmp": False,  # young: maybe a write going on right now
         "notes.tmp": False,  # not ours
