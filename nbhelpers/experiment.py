@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from torch.optim import lr_scheduler
 from nbhelpers import data as data_mod
 from nbhelpers import env, models
 from nbhelpers.budget import Budget, resolve_budget
-from nbhelpers.records import RunRecord, config_hash, find_cached, save_record
+from nbhelpers.records import RunRecord, check_runs_dir, config_hash, find_cached, save_record
 from nbhelpers.train import SCHEDULER_STEPS, History, TrainOptions, train
 from nbhelpers.validate import boolean, integer, invalid, number, one_of, positive_int, seed
 
@@ -163,8 +164,9 @@ class RunConfig:
         momentum: SGD momentum in [0, 1).
         weight_decay: L2 weight decay (>= 0).
         schedule: a name of :data:`SCHEDULES`, "none", "exponential" or "cosine".
-        gamma: factor of the exponential schedule (the handover's 1.001 per batch makes
-            the learning rate grow: 1.001**2870 is about 17.6 after 10 SVHN epochs).
+        gamma: factor of the exponential schedule, in (0, 2] (the handover's 1.001 per batch
+            makes the learning rate grow: 1.001**2870 is about 17.6 after 10 SVHN epochs; a
+            factor above 2 would multiply it by over 1000 within 10 steps).
         schedule_step: "batch" (t counts optimizer steps) or "epoch" (t counts epochs).
         zero_grad: reset gradients before every step (False is the handover's bug).
         batch_size, epochs: training batch size and epochs.
@@ -201,7 +203,7 @@ class RunConfig:
     momentum: float = _checked(0.0, lambda name, value: number(name, value, 0, 1, high_open=True))
     weight_decay: float = _checked(0.0, lambda name, value: number(name, value, 0, high_open=True))
     schedule: str = _checked("none", _choice(SCHEDULES))
-    gamma: float = _checked(1.0, _positive)
+    gamma: float = _checked(1.0, lambda name, value: number(name, value, 0, 2, low_open=True))
     schedule_step: str = _checked("batch", _choice(SCHEDULER_STEPS))
     zero_grad: bool = _checked(True, boolean)
     batch_size: int = _checked(256, positive_int)
@@ -503,11 +505,18 @@ def run(
     First "auto" source and device are resolved (the resolved values are what the
     record stores and the cache key covers). With ``cache=True`` and no ``hooks``, a
     complete record of the same configuration in ``runs_dir`` is returned instead of
-    retraining, with a message saying so. Otherwise the data are loaded (or taken from
-    ``data``), seeds set (:func:`nbhelpers.env.seed_everything` with ``config.seed``),
-    the model, optimizer and schedule built, the model trained, and the record written
-    to ``runs_dir/<name>-<hash>.json``. A run stopped with KeyboardInterrupt is saved
-    with status "interrupted" (never served from the cache) and returned.
+    retraining, with a message saying so (a record that fails its checks is moved aside
+    with a warning, see :func:`nbhelpers.records.find_cached`). Otherwise the runs folder
+    is checked to be writable (:func:`nbhelpers.records.check_runs_dir`), the data are
+    loaded (or taken from ``data``), seeds set (:func:`nbhelpers.env.seed_everything`
+    with ``config.seed``), the model, optimizer and schedule built, the model trained,
+    and the record written to ``runs_dir/<name>-<hash>.json``.
+
+    Nothing trained is lost: a run stopped with KeyboardInterrupt is saved with status
+    "interrupted" in a file of its own beside that one (never served from the cache, and
+    never replacing a complete record) and returned; if saving fails after training
+    (e.g. the disk filled up), a ``RuntimeWarning`` says where it could not be saved and
+    the record is returned all the same (``record.save(folder)`` saves it elsewhere).
 
     Args:
         config: the :class:`RunConfig` (validated when it was made).
@@ -525,6 +534,9 @@ def run(
 
     Raises:
         TypeError: ``config`` is not a RunConfig, or ``data`` is not a DataBundle.
+        OSError: before training, the runs folder cannot be written (``PermissionError``,
+            ``NotADirectoryError``, a full disk); the message names the folder and
+            ``$NBHELPERS_RUNS_DIR``.
     """
     if not isinstance(config, RunConfig):
         raise TypeError(f"run() expects a RunConfig, got {type(config).__name__}")
@@ -541,13 +553,9 @@ def run(
     key = config_hash(resolved.to_dict())
     cached = find_cached(resolved.name, key, runs_dir) if cache and not hooks else None
     if cached is not None:
-        diverged = " (this run DIVERGED: its loss became NaN or infinite)"
-        print(
-            f"Loaded cached run {cached.name} ({cached.short_hash}, trained on {cached.device}) "
-            f"from {cached.path}; pass cache=False to retrain"
-            + (diverged if cached.status == "diverged" else "")
-        )
+        print(_cached_message(cached))
         return cached
+    check_runs_dir(runs_dir)
     bundle = data if data is not None else get_data(resolved)
     history, extra = _train_config(resolved, bundle, device, hooks, progress, profile)
     timings = {**history.timings, "wall_s": time.perf_counter() - t_wall}
@@ -558,10 +566,34 @@ def run(
         seed=resolved.seed, device=env.device_name(device), versions=env.versions(),
         status=history.status, extra=extra,
     )  # fmt: skip
-    path = save_record(record, runs_dir)
+    _save(record, runs_dir, progress)
+    return record
+
+
+def _save(record: RunRecord, runs_dir: Any, progress: bool) -> None:
+    """Save ``record`` and say so; if that fails, warn where and how to save it instead."""
+    try:
+        path = save_record(record, runs_dir)
+    except OSError as err:
+        warnings.warn(
+            f"Run {record.name} finished ({record.status}) but was not saved: {err}. Nothing "
+            "is lost yet: run() returns the record; save it with record.save(folder), e.g. "
+            "record.save('runs-elsewhere'), before this kernel stops.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
     if progress or record.status != "complete":  # a diverged or interrupted run always says so
         print(_finished_message(record, path))
-    return record
+
+
+def _cached_message(cached: RunRecord) -> str:
+    diverged = " (this run DIVERGED: its loss became NaN, infinite or far above its start)"
+    return (
+        f"Loaded cached run {cached.name} ({cached.short_hash}, trained on {cached.device}) "
+        f"from {cached.path}; pass cache=False to retrain"
+        + (diverged if cached.status == "diverged" else "")
+    )
 
 
 def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[History, dict]:
@@ -594,7 +626,10 @@ def _finished_message(record: RunRecord, path) -> str:
     acc_text = f"test accuracy {acc:.1%}, " if acc is not None else ""
     states = {"complete": "Saved", "diverged": "Saved DIVERGED", "interrupted": "Saved INTERRUPTED"}
     seconds = record.timings["wall_s"]
-    return f"{states[record.status]} run {record.name} to {path}: {acc_text}{seconds:.1f} s"
+    text = f"{states[record.status]} run {record.name} to {path}: {acc_text}{seconds:.1f} s"
+    if record.status == "interrupted":  # its own file: the cache file is left as it was
+        text += "; interrupted runs are kept beside the cache and never replayed"
+    return text
 
 
 # --------------------------------------------------------------------------- comparison

@@ -22,6 +22,12 @@ figures in ``figures/`` next to it. Each entry is appended with write + flush +
 process died mid-write) is skipped with a warning and loses nothing written before.
 An entry added again with the same ``key`` replaces the earlier one in place (the file
 keeps both lines; the newer wins when read; :meth:`Logbook.compact` drops the old ones).
+
+A logbook may come from someone else's folder (a shared Drive), so it is read as plain
+data: a line whose fields have the wrong type is skipped with a warning naming the line;
+the exports embed or link a figure only when it is a PNG file the logbook itself wrote,
+inside its ``figures/`` folder; every text is escaped in the HTML export, and in the
+Markdown export HTML is escaped and a stage name stays on one line.
 """
 
 from __future__ import annotations
@@ -34,13 +40,12 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nbhelpers.files import atomic_path
+from nbhelpers.files import atomic_path, explained_os_error
 from nbhelpers.validate import invalid
 
 __all__ = ["ENV_VAR", "Entry", "Logbook", "default_dir"]
@@ -49,6 +54,15 @@ ENV_VAR = "NBHELPERS_LOGBOOK_DIR"
 FILE_NAME = "logbook.jsonl"
 FIGURE_DIR = "figures"
 TEXT_FIELDS = ("observation", "hypothesis", "result")
+#: The figures a logbook writes itself (:meth:`Logbook.add`): ``figures/<slug>.png``.
+FIGURE_NAME = re.compile(r"figures/[A-Za-z0-9][A-Za-z0-9_.-]*\.png")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_STRING, _OPTIONAL = (str,), (str, type(None))
+#: The JSON type each field of a ``logbook.jsonl`` line must have.
+FIELD_TYPES = {
+    "stage": _STRING, **dict.fromkeys(TEXT_FIELDS, _STRING), "notebook": _OPTIONAL,
+    "timestamp": _STRING, "figure": _OPTIONAL, "runs": (list,), "key": _OPTIONAL,
+}  # fmt: skip
 
 
 def default_dir() -> Path:
@@ -88,16 +102,26 @@ class Entry:
         return {**asdict(self), "runs": list(self.runs)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Entry:
-        """The entry of one line of ``logbook.jsonl``; unknown keys are ignored.
+    def from_json(cls, data: Any) -> Entry:
+        """The entry of one line of ``logbook.jsonl`` (parsed JSON); unknown keys are ignored.
 
         Raises:
-            ValueError: the line has no stage.
+            ValueError: not an object, no stage, or a field of the wrong type
+                (:data:`FIELD_TYPES`; ``runs`` must be a list of strings), naming the field.
         """
+        if not isinstance(data, dict):
+            raise ValueError(f"not a JSON object but {type(data).__name__}")
+        if not isinstance(data.get("stage"), str):
+            raise ValueError(f"entry without a stage: {data!r:.200}")
+        for name, kinds in FIELD_TYPES.items():
+            if name in data and not isinstance(data[name], kinds):
+                valid = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise invalid(name, data[name], f"a JSON {valid}")
+        runs = data.get("runs", [])
+        if not all(isinstance(r, str) for r in runs):
+            raise invalid("runs", runs, "a list of strings (paths of run files)")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        if not isinstance(known.get("stage"), str):
-            raise ValueError(f"entry without a stage: {data!r}")
-        return cls(**{**known, "runs": tuple(str(r) for r in known.get("runs") or ())})
+        return cls(**{**known, "runs": tuple(runs)})
 
     @property
     def meta(self) -> str:
@@ -188,18 +212,9 @@ class Logbook:
             f"{self._env_value!r}: fix or unset it (on Colab: mount Google Drive first)"
         )
 
-    @contextmanager
     def _writing(self):
         """Re-raise a failed write (same OSError kind) naming the logbook folder."""
-        try:
-            yield
-        except OSError as err:
-            message = f"cannot write the logbook in {self.directory}: {err}{self._env_hint()}"
-            try:
-                new = type(err)(message)
-            except Exception:  # an OSError subclass with another signature
-                new = OSError(message)
-            raise new from err
+        return explained_os_error(f"cannot write the logbook in {self.directory}", self._env_hint())
 
     @property
     def path(self) -> Path:
@@ -311,8 +326,8 @@ class Logbook:
     def entries(self) -> list[Entry]:
         """The current entries, oldest first; a replaced entry keeps its first position.
 
-        Lines that are not valid JSON (e.g. cut off by a crash) are skipped with a
-        ``UserWarning`` naming the line number.
+        Lines that are not valid JSON (e.g. cut off by a crash) or not a valid entry
+        (:meth:`Entry.from_json`) are skipped with a ``UserWarning`` naming the line number.
         """
         if not self.path.exists():
             return []
@@ -323,11 +338,13 @@ class Logbook:
                     continue
                 try:
                     data = json.loads(line)
-                    if data.get("removed"):
+                    if isinstance(data, dict) and data.get("removed"):
+                        if not isinstance(data.get("key"), str):
+                            raise invalid("key", data.get("key"), "the key of the entry removed")
                         by_slot.pop(("key", data["key"]), None)
                         continue
                     entry = Entry.from_json(data)
-                except (ValueError, TypeError, KeyError, AttributeError) as err:
+                except (ValueError, TypeError, RecursionError) as err:
                     warnings.warn(
                         f"{self.path}: skipped unreadable line {number} ({err})", stacklevel=2
                     )
@@ -343,16 +360,29 @@ class Logbook:
         return f"Logbook({str(self.directory)!r}, {len(self)} entries)"
 
     def _figure_file(self, entry: Entry) -> Path | None:
-        """The PNG file of ``entry``'s figure in the logbook folder (None: no figure)."""
-        return None if entry.figure is None else self.directory / entry.figure
+        """The PNG file of ``entry``'s figure if it is one this logbook wrote: named like
+        :data:`FIGURE_NAME`, a plain file (no link) right inside ``figures/``, starting with
+        the PNG signature. None otherwise (no figure, missing, or not the logbook's own)."""
+        if entry.figure is None or not FIGURE_NAME.fullmatch(entry.figure):
+            return None
+        folder, file = self.directory / FIGURE_DIR, self.directory / entry.figure
+        try:
+            if file.is_symlink() or not file.is_file() or file.resolve().parent != folder.resolve():
+                return None
+            with open(file, "rb") as f:
+                return file if f.read(len(_PNG_SIGNATURE)) == _PNG_SIGNATURE else None
+        except OSError:
+            return None
 
     # -- export -------------------------------------------------------------
     def to_markdown(self, *, author: str | None = None) -> str:
-        """The whole logbook as Markdown; figures linked as ``figures/...png``
-        (relative to the logbook folder)."""
+        """The whole logbook as Markdown; figures linked as ``figures/...png`` (relative to
+        the logbook folder). HTML in any text is escaped (shown, never run) and headings stay
+        on one line; the texts may hold Markdown."""
         author = author or self.author
-        blocks = [f"# {self.title}", *([f"*{author}*"] if author else [])]
-        blocks += [b for entry in self.entries() for b in _markdown_blocks(entry)] or [
+        blocks = [f"# {_md(self.title, True)}", *([f"*{_md(author, True)}*"] if author else [])]
+        entries = self.entries()
+        blocks += [b for e in entries for b in _markdown_blocks(e, self._figure_file(e))] or [
             "_No entries yet._"
         ]
         return "\n\n".join(blocks) + "\n"
@@ -366,10 +396,13 @@ class Logbook:
 
     def _figure_html(self, entry: Entry, embed: bool) -> str:
         alt, file = html.escape(entry.stage, quote=True), self._figure_file(entry)
+        if file is None:
+            return (
+                f'<p class="missing">(figure {html.escape(entry.figure)} is missing or not a '
+                f"PNG file of this logbook's {FIGURE_DIR}/ folder: not shown)</p>"
+            )
         if not embed:
             return f'<img src="{html.escape(entry.figure, quote=True)}" alt="{alt}">'
-        if not file.is_file():
-            return f'<p class="missing">(figure {html.escape(entry.figure)} is missing)</p>'
         return f'<img src="data:image/png;base64,{base64.b64encode(file.read_bytes()).decode()}" alt="{alt}">'
 
     def to_html(self, *, author: str | None = None, embed_figures: bool = True) -> str:
@@ -418,12 +451,30 @@ def _texts(entry: Entry) -> list[tuple[str, str]]:
     ]
 
 
-def _markdown_blocks(entry: Entry) -> list[str]:
-    """The Markdown paragraphs of one entry (stage, meta line, texts, figure link, runs)."""
-    blocks = [f"## {entry.stage}", f"*{entry.meta}*"]
-    blocks += [f"**{label}.** {text}" for label, text in _texts(entry)]
-    blocks += [f"![{entry.stage}]({entry.figure})"] if entry.figure else []
-    return blocks + (["Runs: " + ", ".join(f"`{r}`" for r in entry.runs)] if entry.runs else [])
+def _md(text: str, one_line: bool = False) -> str:
+    """``text`` for the Markdown export: ``&``, ``<``, ``>`` as entities (HTML is shown, never
+    run); with ``one_line``, every run of white space (newlines too) as one space."""
+    text = html.escape(text, quote=False)
+    return " ".join(text.split()) if one_line else text
+
+
+def _markdown_blocks(entry: Entry, figure_file: Path | None) -> list[str]:
+    """The Markdown paragraphs of one entry (stage, meta line, texts, figure link, runs);
+    the figure is linked only when it is the logbook's own (``figure_file`` not None)."""
+    stage = _md(entry.stage, True)
+    blocks = [f"## {stage}", f"*{_md(entry.meta, True)}*"]
+    blocks += [f"**{label}.** {_md(text)}" for label, text in _texts(entry)]
+    if figure_file is not None:
+        alt = stage.replace("[", "\\[").replace("]", "\\]")
+        blocks.append(f"![{alt}]({entry.figure})")
+    elif entry.figure:
+        blocks.append(
+            f"(figure {_md(entry.figure, True)} is missing or not a PNG file of this logbook: not shown)"
+        )
+    runs = [
+        " ".join(r.replace("`", "'").split()) for r in entry.runs
+    ]  # code spans show HTML as text
+    return blocks + (["Runs: " + ", ".join(f"`{r}`" for r in runs)] if runs else [])
 
 
 def _html_section(entry: Entry, figure_html: str) -> str:

@@ -165,7 +165,7 @@ def record_stage(
 
     Raises:
         ValueError: bad ``stage``, empty ``label``, accuracy outside [0, 1], a negative or
-            non-finite time.
+            non-finite time, a NaN or infinite number in ``extra`` (JSON has none).
         TypeError: ``extra`` holds values JSON cannot encode (raised by ``json``, naming the
             type).
     """
@@ -184,7 +184,10 @@ def record_stage(
         "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
-    text = json.dumps(entry, indent=2)  # TypeError for extra values JSON cannot encode
+    try:  # TypeError for extra values JSON cannot encode
+        text = json.dumps(entry, indent=2, allow_nan=False)
+    except ValueError as err:
+        raise validate.invalid("extra", extra, "JSON values with finite numbers only") from err
     with atomic_path(stage_path(stage, stages_dir)) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     acc = "" if entry["test_accuracy"] is None else f", test accuracy {entry['test_accuracy']:.1%}"

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -275,6 +276,37 @@ def _storage(storage: str | optuna.storages.BaseStorage | None):
     return storage
 
 
+def _without_password(url: str) -> str:
+    """``url`` with the password of ``user:password@host`` hidden (for error messages)."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+@contextmanager
+def _storage_errors(storage: Any):
+    """Re-raise a storage that Optuna cannot open (SQLAlchemy's errors, a missing database
+    driver) as ValueError naming it: an unknown URL scheme, or an SQLite file that is damaged."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
+        cause = getattr(err, "orig", None) or str(err).splitlines()[0]
+        if not isinstance(storage, str):
+            raise ValueError(f"the Optuna storage {storage!r} cannot be opened: {cause}") from err
+        file = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else ""
+        if file and Path(file).is_file():
+            raise ValueError(
+                f"the study database {Path(file).absolute()} cannot be read ({cause}); it may "
+                f"be damaged: move it aside (e.g. rename it to {Path(file).name}.damaged) to start "
+                "new studies there, or pass another storage"
+            ) from err
+        valid = (
+            f"a URL like {DEFAULT_STORAGE!r} or 'postgresql://user:password@host/db' (with its "
+            f"database driver installed), an Optuna storage, or None; the error: {cause}"
+        )
+        raise invalid("storage", _without_password(storage), valid) from err
+
+
 @contextmanager
 def _optuna_verbosity(level: int):
     old = optuna.logging.get_verbosity()
@@ -304,16 +336,19 @@ def open_study(
             study already holds, so that a resumed study does not repeat its draws.
 
     Raises:
-        ValueError: bad storage URL or ``direction``, or the existing study optimises
-            in the other direction.
+        ValueError: bad storage URL (also an unknown scheme or a missing database driver)
+            or ``direction``, a damaged SQLite file (named), or the existing study
+            optimises in the other direction.
         FileNotFoundError: an SQLite file whose folder is missing together with its
             parent (only one missing level is created, and the runs folder).
         FileExistsError: the SQLite file's folder is a file.
     """
     one_of("direction", direction, DIRECTIONS)
-    study = optuna.create_study(
-        storage=_storage(storage), study_name=study_name, direction=direction, load_if_exists=True
-    )
+    with _storage_errors(storage):
+        study = optuna.create_study(
+            storage=_storage(storage), study_name=study_name, direction=direction,
+            load_if_exists=True,
+        )  # fmt: skip
     if study.direction.name.lower() != direction:
         raise ValueError(
             f"study {study_name!r} already exists and was made to {study.direction.name.lower()}; "

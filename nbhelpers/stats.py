@@ -204,14 +204,17 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     normal; with 3-5 seeds it is wide, which is honest.
 
     Returns:
-        ``(low, high)``; ``(nan, nan)`` for fewer than 2 values (no spread to estimate);
-        ``(mean, mean)`` if all values are equal.
+        ``(low, high)``; ``(nan, nan)`` for a single value (no spread to estimate) or when
+        a value is NaN; ``(mean, mean)`` if all values are equal.
 
     Raises:
-        ValueError: ``confidence`` not strictly between 0 and 1.
+        ValueError: no values, values that are not numbers (naming them), ``confidence``
+            not strictly between 0 and 1.
     """
     _check_level("confidence", confidence)
-    x = np.asarray(values, dtype=float)
+    x = _floats(values, "values")
+    if x.size == 0:
+        raise invalid("values", values, "at least one number (two or more for an interval)")
     if x.size < 2:
         return (math.nan, math.nan)
     sem = float(stats.sem(x))
@@ -286,8 +289,16 @@ def values_at_epoch(curves: pd.DataFrame, epoch: int, metric: str | None = None)
 # ---------------------------------------------------------------------------
 # significance tests
 # ---------------------------------------------------------------------------
+def _floats(values: Any, name: str) -> np.ndarray:
+    """``values`` as a flat float array; ValueError naming ``name`` if they are not numbers."""
+    try:
+        return np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError) as err:
+        raise invalid(name, values, f"a list of numbers, one per seed ({err})") from err
+
+
 def _as_sample(values, name: str) -> np.ndarray:
-    x = np.asarray(values, dtype=float).ravel()
+    x = _floats(values, name)
     if x.size < 2:
         raise ValueError(
             f"{name} has {x.size} seed(s); a significance test needs at least 2 per "

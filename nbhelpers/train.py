@@ -68,7 +68,8 @@ class History:
             ``eval_s``, ``diagnostics_s`` (hooks), ``total_s``; plus ``images``,
             ``images_per_s`` (training images / (data_s + compute_s)).
         status: "complete", "interrupted" (KeyboardInterrupt, e.g. the stop button) or
-            "diverged" (a training loss became NaN or infinite; training went on, but every
+            "diverged" (a training loss became NaN or infinite, or more than
+            :data:`DIVERGENCE_FACTOR` (100) times its start; training went on, but every
             later metric is meaningless; the epoch row where it happened holds
             ``diverged_at_step``, the 0-based step).
         steps: optimizer steps done.
@@ -299,19 +300,41 @@ def _progress_bar(train_loader: Iterable, epochs: int, opts: TrainOptions):
     return tqdm(total=total, disable=not opts.progress, unit="step", desc="training", leave=True)
 
 
+#: A training loss more than this many times its start counts as diverged ...
+DIVERGENCE_FACTOR = 100.0
+#: ... where its start is the smallest of the run's first this many losses (a blow-up within
+#: them does not raise it). Cross-entropy over 10 classes starts near ln 10 = 2.3, so a loss
+#: above about 230 is flagged: no run that learns gets there.
+START_STEPS = 5
+
+
+def _divergence(losses: list[float], first: int) -> tuple[int, str] | None:
+    """The first step from ``first`` on whose loss is non-finite or over
+    :data:`DIVERGENCE_FACTOR` times its start, with what happened; None if there is none."""
+    early = [v for v in losses[:START_STEPS] if math.isfinite(v)]
+    start = min(early) if early else 0.0  # a start <= 0 (a custom loss): NaN/inf only
+    for i in range(first, len(losses)):
+        if not math.isfinite(losses[i]):
+            return i, f"the loss became {losses[i]} at step {i}"
+        if start > 0 and losses[i] > DIVERGENCE_FACTOR * start:
+            factor = f"{DIVERGENCE_FACTOR:g}x its start ({start:.3g})"
+            return i, f"the loss reached {losses[i]:.3g} at step {i}, over {factor}"
+    return None
+
+
 def _check_divergence(history: History, row: dict[str, Any]) -> None:
-    """Mark the run "diverged" (and warn once) at the first non-finite training loss."""
+    """Mark the run "diverged" (and warn once) at the first training loss that is NaN or
+    infinite or more than :data:`DIVERGENCE_FACTOR` times its start (:data:`START_STEPS`)."""
     if history.status == "diverged":
         return
-    losses = history.step_losses
-    first = len(losses) - row["steps"]  # this epoch's losses only
-    bad = next((i for i in range(first, len(losses)) if not math.isfinite(losses[i])), None)
-    if bad is None:
+    found = _divergence(history.step_losses, len(history.step_losses) - row["steps"])
+    if found is None:
         return
+    bad, what = found
     history.status = "diverged"
     row["diverged_at_step"] = bad
     warnings.warn(
-        f"Training diverged: the loss became {losses[bad]} at step {bad} "
+        f"Training diverged: {what} "
         f"(learning rate {history.step_lrs[bad]:g}). Every later result of this run is "
         "meaningless: lower the learning rate (or look at the schedule and the inputs), "
         "then train again.",

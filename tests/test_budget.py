@@ -30,3 +30,10 @@ def test_many_run_sizes_shrink_the_work_on_the_cpu_budgets_only():
 def test_unknown_budget_is_clear():
     with pytest.raises(ValueError, match="'huge'.*tiny, quick, full"):
         resolve_budget("huge")
+
+
+@pytest.mark.parametrize("name", [["tiny"], {"tiny": 1}, 3, "TINY", ""])
+def test_anything_but_a_budget_name_is_refused_clearly(name):
+    with pytest.raises(ValueError) as err:
+        resolve_budget(name)
+    assert f"Unknown budget {name!r}; valid: tiny, quick, full (or None" in str(err.value)

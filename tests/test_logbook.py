@@ -127,11 +127,11 @@ def test_exports(tmp_path, figure, monkeypatch):
     assert md_path == tmp_path / "logbook.md"
     assert md.startswith("# My logbook")
     assert "*Ada*" in md
-    assert "## 05 data <inspection>" in md
+    assert "## 05 data &lt;inspection&gt;" in md  # HTML is shown, never run
     assert "**Observation.** Train and test share images." in md
     assert "**Hypothesis.** Eval data is loaded from the train split." in md
     assert "**Result.** Test accuracy fell from 99% to 88% after the fix." in md
-    assert "![05 data <inspection>](figures/05.png)" in md
+    assert "![05 data &lt;inspection&gt;](figures/05.png)" in md
     assert "`runs/r1.json`, `runs/r2.json`" in md
     assert (tmp_path / "figures" / "05.png").is_file()
 
@@ -201,3 +201,56 @@ def test_runs_are_checked_before_anything_is_written(tmp_path, figure):
     assert book.add("03", observation="x", runs=run_file).runs == (str(run_file),)
     assert book.add("04", observation="x", runs=Record()).runs == (str(run_file),)
     assert [e.stage for e in book.entries()] == ["01", "03", "04"]
+
+
+GOOD = {"stage": "01", "observation": "kept", "timestamp": "2025-01-01T10:00:00+01:00"}
+BAD_LINES = {  # a line of a shared logbook.jsonl -> the field the warning must name
+    "observation a number": ({**GOOD, "observation": 5}, "observation=5"),
+    "timestamp an integer": ({**GOOD, "timestamp": 1735722000}, "timestamp=1735722000"),
+    "figure an integer": ({**GOOD, "figure": 7}, "figure=7"),
+    "notebook a list": ({**GOOD, "notebook": ["x"]}, "notebook=['x']"),
+    "key a number": ({**GOOD, "key": 3}, "key=3"),
+    "runs a string": ({**GOOD, "runs": "abc"}, "runs='abc'"),
+    "runs of numbers": ({**GOOD, "runs": [1, 2]}, "runs=[1, 2]"),
+    "stage a number": ({**GOOD, "stage": 3}, "without a stage"),
+    "not an object": (5, "not a JSON object"),
+    "a list": ([GOOD], "not a JSON object"),
+    "removal without a key": ({"removed": True}, "key=None is invalid"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LINES))
+def test_a_line_of_the_wrong_type_is_skipped_with_a_warning(tmp_path, kind):
+    line, fragment = BAD_LINES[kind]
+    rows = [GOOD, line, {**GOOD, "observation": "also kept"}]
+    (tmp_path / "logbook.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    book = Logbook(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        entries = book.entries()
+    assert [e.observation for e in entries] == ["kept", "also kept"]
+    message = str(caught[0].message)
+    assert "line 2" in message and fragment in message
+    with pytest.warns(UserWarning, match="line 2"):  # both exports work
+        assert "also kept" in book.to_markdown() and "also kept" in book.to_html()
+
+
+def test_a_deeply_nested_line_is_skipped(tmp_path):
+    (tmp_path / "logbook.jsonl").write_text(
+        json.dumps(GOOD) + "\n" + '{"stage": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    )
+    with pytest.warns(UserWarning, match="line 2"):
+        assert [e.observation for e in Logbook(tmp_path).entries()] == ["kept"]
+
+
+def test_markdown_export_shows_html_and_keeps_the_stage_on_one_line(tmp_path):
+    book = Logbook(tmp_path)
+    book.add(
+        "<script>alert(1)</script>\n# injected heading",
+        observation='<img src=x onerror="alert(2)"> & more',
+        notebook="<b>nb</b>",
+    )
+    md = book.to_markdown()
+    assert "<script" not in md and "<img" not in md and "<b>" not in md
+    assert "## &lt;script&gt;alert(1)&lt;/script&gt; # injected heading\n" in md
+    assert not any(line.startswith("# injected") for line in md.splitlines())
+    assert '**Observation.** &lt;img src=x onerror="alert(2)"&gt; &amp; more' in md

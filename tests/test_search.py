@@ -273,3 +273,27 @@ def test_a_study_in_an_optuna_journal_file_is_shared(tmp_path):
     )
     assert len(complete_trials(second)) == 5  # the first machine's trials count
     assert len({t.params["lr"] for t in second.trials}) == 5  # and are not drawn again
+
+
+@pytest.mark.parametrize(
+    ("storage", "fragments"),
+    [
+        ("foo://bar", ["storage='foo://bar' is invalid; valid: a URL like", "foo"]),
+        ("postgresql://me:secret@localhost:1/db", ["storage='postgresql://me:***@localhost:1/db'"]),
+        ("not a url", ["storage='not a url' is invalid"]),
+        (42, ["storage=42 is invalid"]),
+    ],
+)
+def test_a_storage_optuna_cannot_open_is_named(storage, fragments):
+    with pytest.raises(ValueError) as err:
+        search.open_study("x", storage)
+    assert all(f in str(err.value) for f in fragments) and "secret" not in str(err.value)
+
+
+def test_a_damaged_study_database_is_named_and_left_alone(tmp_path):
+    damaged = tmp_path / "optuna.db"
+    damaged.write_bytes(b"this is not SQLite " * 200)
+    with pytest.raises(ValueError) as err:
+        search.open_study("x", search.sqlite_url(damaged))
+    assert str(damaged) in str(err.value) and "damaged" in str(err.value)
+    assert damaged.read_bytes() == b"this is not SQLite " * 200  # the learner's file is kept

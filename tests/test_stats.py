@@ -227,3 +227,21 @@ def test_run_seeds_names_a_bad_seed_before_training():
         stats.run_seeds(fn, 3, progress=False)
     assert calls == []
     assert set(stats.run_seeds(fn, np.arange(2), progress=False)["seed"]) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (lambda: stats.compare(["a", "b"], [0.7, 0.8]), "A=['a', 'b'] is invalid"),
+        (lambda: stats.compare([0.9, 0.8], [[0.7], [0.8, 0.9]], names=("x", "y")), "y=[[0.7]"),
+        (lambda: stats.compare([0.9, 0.8], {"a": 1}), "B={'a': 1} is invalid"),
+        (lambda: stats.welch_interval(["a", "b"], [0.7, 0.8]), "a=['a', 'b'] is invalid"),
+        (lambda: stats.t_interval([]), "values=[] is invalid"),
+        (lambda: stats.t_interval(["a", "b"]), "values=['a', 'b'] is invalid"),
+    ],
+)
+def test_samples_that_are_not_numbers_are_named(call, fragment):
+    with pytest.raises(ValueError) as err:
+        call()
+    assert fragment in str(err.value) and "valid:" in str(err.value)
+    assert "could not convert" not in str(err.value).split("valid:")[0]
