@@ -15,7 +15,7 @@ DOWNLOAD ?= no
 
 help:
 	@echo "make run          run the series end to end (quick budget, offline default data;"
-	@echo "                  BUDGET=tiny|quick|full SOURCE=auto|svhn|synthetic DOWNLOAD=yes|no)"
+	@echo "                  BUDGET=tiny|quick|colab|full SOURCE=auto|svhn|synthetic DOWNLOAD=yes|no)"
 	@echo "make test         run the tests (tiny budget, CPU)"
 	@echo "make test-slow    run the slow tests (quick budget notebooks)"
 	@echo "make notebooks    regenerate notebooks/ and solutions/ from nbsource/"

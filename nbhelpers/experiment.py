@@ -249,9 +249,11 @@ class RunConfig:
 
 
 def _config_at_budget(budget: Budget | str | None, source: str, fields: dict, changes: dict):
-    """A RunConfig of ``fields`` sized by ``budget`` (data sizes, batch size, epochs), then ``changes``."""
+    """A RunConfig of ``fields`` sized by ``budget`` (data sizes, batch size, epochs, width,
+    evaluation interval), then ``changes``."""
     b = resolve_budget(budget, _pick_device(changes.get("device")) if budget is None else None)
-    sizes = {k: getattr(b, k) for k in ("n_train", "n_valid", "n_test", "batch_size", "epochs")}
+    keys = ("n_train", "n_valid", "n_test", "batch_size", "epochs", "width", "eval_every")
+    sizes = {k: getattr(b, k) for k in keys}
     return RunConfig(**{"source": source, **fields, **sizes, **changes})
 
 
@@ -267,9 +269,9 @@ def handover_config(
     all three splits are evaluated after every epoch, as in the original.
 
     Args:
-        budget: a :class:`nbhelpers.budget.Budget` or its name ("tiny", "quick", "full");
-            None picks "full" on a GPU and "quick" otherwise. Sizes, epochs and batch size
-            come from it.
+        budget: a :class:`nbhelpers.budget.Budget` or its name ("tiny", "quick", "colab",
+            "full"); None picks "colab" on a GPU and "quick" otherwise. Sizes, epochs, batch
+            size, width and evaluation interval come from it.
         source: data source ("auto", "svhn", "synthetic").
         **changes: any other :class:`RunConfig` field to override.
 

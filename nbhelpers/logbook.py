@@ -353,6 +353,21 @@ class Logbook:
                 by_slot[slot] = entry  # dicts keep first insertion position
         return list(by_slot.values())
 
+    def to_frame(self, width: int = 90):
+        """The logbook in brief, one row per entry: a pandas DataFrame with columns ``stage``,
+        ``observation``, ``hypothesis``, ``result`` (each cut to ``width`` characters).
+
+        The last line of a notebook cell, ``Logbook().to_frame()``, shows it as a table; the
+        full text and figures are in :meth:`export_html` / :meth:`export_markdown`.
+        """
+        import pandas as pd
+
+        def cut(text: str) -> str:
+            return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+        rows = [{f: cut(getattr(e, f)) for f in ("stage", *TEXT_FIELDS)} for e in self.entries()]
+        return pd.DataFrame(rows, columns=["stage", *TEXT_FIELDS])
+
     def __len__(self) -> int:
         return len(self.entries())
 

@@ -76,7 +76,7 @@ def start(
     class counts); the synthetic stand-in is announced loudly.
 
     Args:
-        budget: ``"tiny"``, ``"quick"``, ``"full"``, a :class:`Budget` or ``None`` (full on a
+        budget: ``"tiny"``, ``"quick"``, ``"colab"``, ``"full"``, a :class:`Budget` or ``None`` (colab on a
             GPU, quick elsewhere).
         data_source: ``"svhn"``, ``"synthetic"`` or ``"auto"``.
         download: allow downloading SVHN (about 240 MB): True or False, or one of the
@@ -113,16 +113,8 @@ def start(
     ctx = NotebookContext(dev, chosen, bundle, int(seed))
     _current = ctx
     if verbose:
-        print(f"{banner(dev, bundle.source)}\n{_budget_line(chosen)}\n{bundle.summary()}")
+        print(f"{banner(dev, bundle.source)}\n{chosen.describe()}\n{bundle.summary()}")
     return ctx
-
-
-def _budget_line(budget: Budget) -> str:
-    n_train, n_test = ("all" if n is None else n for n in (budget.n_train, budget.n_test))
-    return (
-        f"budget {budget.name}: {n_train} train / {budget.n_valid} valid / {n_test} test images, "
-        f"{budget.epochs} epochs, batch size {budget.batch_size}"
-    )
 
 
 def default_stages_dir() -> Path:

@@ -21,7 +21,7 @@
 # SETUP
 
 # %% tags=["parameters"]
-BUDGET = None  # "tiny" (tests), "quick" (CPU laptop), "full" (GPU); None: full on a GPU, quick on CPU
+BUDGET = None  # "tiny" (tests), "quick" (CPU), "colab" (GPU, minutes), "full" (GPU, the handover's sizes); None: colab on a GPU, quick on CPU
 DATA_SOURCE = "auto"  # "svhn", "synthetic" (offline stand-in) or "auto"
 DOWNLOAD = True  # allow downloading SVHN (about 240 MB) when DATA_SOURCE is "auto" or "svhn"
 SEED = 0

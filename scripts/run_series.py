@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", default="quick", choices=["tiny", "quick", "full"])
+    parser.add_argument("--budget", default="quick", choices=["tiny", "quick", "colab", "full"])
     parser.add_argument("--source", default="auto", choices=["auto", "svhn", "synthetic"])
     parser.add_argument(
         "--download",

@@ -254,3 +254,16 @@ def test_markdown_export_shows_html_and_keeps_the_stage_on_one_line(tmp_path):
     assert "## &lt;script&gt;alert(1)&lt;/script&gt; # injected heading\n" in md
     assert not any(line.startswith("# injected") for line in md.splitlines())
     assert '**Observation.** &lt;img src=x onerror="alert(2)"&gt; &amp; more' in md
+
+
+def test_to_frame_shows_one_short_row_per_entry(tmp_path):
+    book = Logbook(tmp_path)
+    book.add("03 code review", observation="o" * 200, hypothesis="h", result="r", key="03")
+    book.add("04 extras", observation="short", key="04")
+    book.add("03 code review", observation="replaced", key="03")
+    frame = book.to_frame(width=20)
+    assert list(frame.columns) == ["stage", "observation", "hypothesis", "result"]
+    assert list(frame["stage"]) == ["03 code review", "04 extras"]
+    assert frame["observation"].tolist() == ["replaced", "short"]
+    book.add("05 data", observation="x" * 50, key="05")
+    assert book.to_frame(width=20)["observation"].iloc[-1] == "x" * 19 + "…"
