@@ -612,7 +612,7 @@ def plot_comparison(table, *, per: str = "epoch", ax=None, title: str | None = N
         times = [
             t * (table["epochs"].iloc[y] if per == "run" else 1) for t in rounds.get(label, [])
         ]
-        if len(times) > 1:
+        if len(times) > 1 and max(times) > min(times):
             ax.plot([min(times), max(times)], [y, y], color="black", linewidth=1.2)
     for y, (total, speed) in enumerate(zip(left, table[f"speed-up per {per}"], strict=True)):
         ax.text(total, y, f" {total:.1f} s  (x{speed:.1f})", va="center", fontsize=9)
