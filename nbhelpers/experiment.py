@@ -689,6 +689,10 @@ def describe_config(config: RunConfig | dict[str, Any]) -> str:
         parts.append(str(c["augmentation"]))
     if c.get("eval_from_train"):
         parts.append("eval=train")
+    if c.get("threads", "auto") != "auto":
+        parts.append(f"threads={c['threads']}")
+    if c.get("memory_format") == "channels_last":
+        parts.append("channels_last")
     parts.append(f"bs={c.get('batch_size')} ep={c.get('epochs')}")
     return ", ".join(parts)
 

@@ -51,7 +51,7 @@ from nbhelpers.validate import integer, one_of, positive_int
 
 __all__ = [
     "MEMORY_FORMATS", "PHASES", "Autocast", "ProfileOptions", "TimingProfile", "batch_size_sweep",
-    "compare_profiles", "fastest_memory_format", "median_profile", "plot_comparison",
+    "compare_profiles", "count_operations", "fastest_memory_format", "median_profile", "plot_comparison",
     "profile_training", "repeat_profiles", "time_raw_steps",
 ]  # fmt: skip
 
@@ -825,6 +825,28 @@ def _sweep_one(make_model, make_optimizer, batch, device, steps, channels_last):
     if cuda:
         row["peak memory (MB)"] = peak / 2**20
     return row, peak
+
+
+def count_operations(step: Callable[[], Any]) -> int:
+    """How many tensor operations (calls into torch's ATen kernels) one call of ``step`` runs,
+    e.g. a training step: forward, backward and the optimizer together.
+
+    Counted with a ``TorchDispatchMode`` (the operations still run). On a CPU each operation
+    that is large enough runs as one parallel region of the thread team, whose threads all
+    wait at its end: the number says how often a step waits.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Counter(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            _Counter.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Counter():
+        step()
+    return _Counter.calls
 
 
 # --------------------------------------------------------------------------- memory format

@@ -21,6 +21,7 @@ from nbhelpers.profiling import (
     TimingProfile,
     batch_size_sweep,
     compare_profiles,
+    count_operations,
     fastest_memory_format,
     median_profile,
     plot_comparison,
@@ -448,3 +449,22 @@ def test_fastest_memory_format_names_a_layout_and_keeps_the_default_within_the_m
     assert fastest_memory_format(make, 8, device="cpu", rounds=1, min_gain=0.99)[0] == "contiguous"
     with pytest.raises(ValueError, match="min_gain=1.5"):
         fastest_memory_format(make, 8, device="cpu", min_gain=1.5)
+
+
+def test_count_operations_counts_forward_backward_and_step():
+    model = build_cnn("relu", "batch", 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+
+    def forward():
+        model(x)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    n_forward, n_step = count_operations(forward), count_operations(step)
+    assert n_forward >= 6 * 3  # six convolutions, their norms and activations at least
+    assert n_step > 2 * n_forward  # backward and Adam add more than the forward pass
+    assert count_operations(lambda: None) == 0
