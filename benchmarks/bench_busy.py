@@ -178,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-passive", action="store_true", help="leave out the passive variant")
     p.add_argument("--out", type=Path, default=RESULTS / "busy.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    return p  # fmt: skip
+    return p
 
 
 def main(argv: list[str] | None = None) -> dict:

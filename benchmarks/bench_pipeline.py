@@ -290,7 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-cockpit", action="store_true", help="skip the Cockpit measurements")
     p.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
-    return p  # fmt: skip
+    return p
 
 
 def _arguments(argv):

@@ -607,18 +607,18 @@ def plot_comparison(table, *, per: str = "epoch", ax=None, title: str | None = N
         widths = list(table[phase] * factor)
         ax.barh(labels, widths, left=left, color=colour, label=phase)
         left = [a + b for a, b in zip(left, widths, strict=True)]
-    rounds = table.attrs.get("round_epoch_s", {})
+    rounds, ends = table.attrs.get("round_epoch_s", {}), list(left)
     for y, label in enumerate(labels):
-        times = [
-            t * (table["epochs"].iloc[y] if per == "run" else 1) for t in rounds.get(label, [])
-        ]
+        scale = table["epochs"].iloc[y] if per == "run" else 1
+        times = [t * scale for t in rounds.get(label, [])]
         if len(times) > 1 and max(times) > min(times):
             ax.plot([min(times), max(times)], [y, y], color="black", linewidth=1.2)
+            ends[y] = max(ends[y], max(times))
     for y, (total, speed) in enumerate(zip(left, table[f"speed-up per {per}"], strict=True)):
-        ax.text(total, y, f" {total:.1f} s  (x{speed:.1f})", va="center", fontsize=9)
+        ax.text(ends[y], y, f" {total:.1f} s  (x{speed:.1f})", va="center", fontsize=9)
     ax.invert_yaxis()
     ax.set(
-        xlim=(0, max(left + [1e-9]) * 1.3), xlabel=f"seconds per {per} (projected)", ylabel="setup"
+        xlim=(0, max(ends + [1e-9]) * 1.3), xlabel=f"seconds per {per} (projected)", ylabel="setup"
     )
     baseline = table.attrs.get("baseline", labels[0])
     ax.set_title(title or f"Time per {per} by phase; (xN) = speed-up vs {baseline}")
@@ -871,7 +871,8 @@ def fastest_memory_format(
     ``rounds`` interleaved rounds (one warm-up step each first; one timed step per round, or
     more when a step is short, so that a round lasts about 20 ms). channels_last is chosen only
     when its median step is at least ``min_gain`` faster: a layout within the noise keeps
-    torch's default. Uses the global random generator (model initialisation): seed afterwards.
+    torch's default, and so does a device that cannot train in channels_last (an error while
+    timing it). Uses the global random generator (model initialisation): seed afterwards.
 
     Args:
         make_model: builds a fresh model (e.g. ``lambda: build_cnn("relu", "batch", 8)``).
@@ -904,10 +905,15 @@ def fastest_memory_format(
         policy.begin(setups["contiguous"][0], batch_size)
         for r in range(rounds):
             for name, (model, optimizer) in setups.items():
-                timing = time_raw_steps(
-                    model, optimizer, batch_size, steps=steps, warmup_steps=int(r == 0),
-                    device=device, channels_last=name == "channels_last", threads=None,
-                )  # fmt: skip
+                try:
+                    timing = time_raw_steps(
+                        model, optimizer, batch_size, steps=steps, warmup_steps=int(r == 0),
+                        device=device, channels_last=name == "channels_last", threads=None,
+                    )  # fmt: skip
+                except RuntimeError:  # a layout this device cannot train in: never the fastest
+                    if name == "contiguous":
+                        raise
+                    timing = {"step_s": math.inf}
                 seconds[name].append(timing["step_s"])
             shortest = min(seconds[name][-1] for name in setups)
             steps = max(steps, min(10, int(0.02 / max(shortest, 1e-6))))

@@ -68,10 +68,12 @@ from nbhelpers.threads import busy_neighbour, choose_threads, cpu_limit, idle_co
 
 ctx = start(BUDGET, DATA_SOURCE, DOWNLOAD, SEED)
 device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
-STEPS = budget.profile_steps  # training steps timed per measurement
+STEPS = budget.profile_steps  # training steps timed per measurement with Cockpit (Alpha: every 10th)
+PLAIN_STEPS = max(3, STEPS // 2)  # ... and without Cockpit (every step costs the same)
 EVAL_BATCHES = max(1, STEPS // 3)  # evaluation batches timed per split (scaled up to the split)
 ROUNDS = 3  # every measurement is repeated; we keep the median round and show the spread
-print(f"Each measurement times {STEPS} training steps (after one warm-up step), {ROUNDS} times.")
+print(f"Each measurement times {STEPS} training steps with Cockpit, {PLAIN_STEPS} without "
+      f"(after one warm-up step), {ROUNDS} times.")
 
 # %% [markdown]
 # ## The handover, with its speed levers as switches
@@ -162,9 +164,10 @@ def make_setup(levers):
 PROFILES = {}  # label -> TimingProfile, for the final comparison
 
 
-def measure_once(label, steps=STEPS, **levers):
+def measure_once(label, steps=None, **levers):
     """Time `steps` training steps (and a part of the evaluation) of the handover with `levers`."""
     lv, model, optimizer, scheduler, train_loader, eval_loaders, hooks = make_setup(levers)
+    steps = steps or (STEPS if lv["cockpit"] else PLAIN_STEPS)
     return profile_training(
         model, optimizer, train_loader, steps=steps, eval_loaders=eval_loaders,
         eval_every=lv["eval_every"], eval_max_batches=EVAL_BATCHES, hooks=hooks, scheduler=scheduler,
@@ -172,7 +175,7 @@ def measure_once(label, steps=STEPS, **levers):
     )  # fmt: skip
 
 
-def measure(label, steps=STEPS, **levers):
+def measure(label, steps=None, **levers):
     """`measure_once` ROUNDS times; keep the median round (with all rounds, for the spread)."""
     prof = repeat_profiles({label: lambda: measure_once(label, steps, **levers)}, ROUNDS)[label]
     PROFILES[label] = prof
@@ -469,11 +472,13 @@ print("a run records the counts it used; RunConfig(threads=N) fixes the count fo
 #
 # Each row changes **one** thing against the handover (the "fast" rows are the exception:
 # they combine the loader, evaluation and Cockpit levers). The speed-up is the handover's time divided by the row's time; *per run*
-# also counts the epochs.
+# also counts the epochs. "spread (%)" is how far the slowest and the fastest round lay apart
+# (the black line at the end of each bar in the chart): a speed-up smaller than the spreads
+# of the two rows it compares is not a measured gain.
 
 # %%
 table = compare_profiles(PROFILES, baseline="handover")
-display(table[[*PHASES, "epoch (s)", "speed-up per epoch"]].round(2))
+display(table[[*PHASES, "epoch (s)", "spread (%)", "speed-up per epoch"]].round(2))
 fig_levers = plot_comparison(table, per="epoch")
 plt.show()
 
@@ -566,7 +571,7 @@ print("RunConfig fields of the debug configuration:", DEBUG_RUN_FIELDS)
 print("e.g. the handover with them:", describe_config(handover_config(budget, **DEBUG_RUN_FIELDS)))
 
 table = compare_profiles(PROFILES, baseline="handover")
-columns = ["epoch (s)", "images/s", "speed-up per epoch", "epochs", "run (s)", "speed-up per run"]
+columns = ["epoch (s)", "spread (%)", "images/s", "speed-up per epoch", "epochs", "run (s)", "speed-up per run"]
 display(table[columns].round(2))
 fig_runs = plot_comparison(table, per="run", title="Time per run by phase; (xN) = speed-up vs the handover")
 plt.show()

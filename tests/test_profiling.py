@@ -468,3 +468,18 @@ def test_count_operations_counts_forward_backward_and_step():
     assert n_forward >= 6 * 3  # six convolutions, their norms and activations at least
     assert n_step > 2 * n_forward  # backward and Adam add more than the forward pass
     assert count_operations(lambda: None) == 0
+
+
+def test_fastest_memory_format_keeps_the_default_where_channels_last_fails(monkeypatch):
+    from nbhelpers import profiling
+
+    real = profiling.time_raw_steps
+
+    def no_channels_last(*args, channels_last=False, **kwargs):
+        if channels_last:
+            raise RuntimeError("channels_last is not supported on this device")
+        return real(*args, channels_last=channels_last, **kwargs)
+
+    monkeypatch.setattr(profiling, "time_raw_steps", no_channels_last)
+    name, seconds = fastest_memory_format(lambda: build_cnn("relu", "batch", 4), 8, device="cpu")
+    assert name == "contiguous" and seconds["channels_last"] == float("inf")
