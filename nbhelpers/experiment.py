@@ -645,7 +645,7 @@ def replay_note(record: RunRecord) -> str:
     A CPU run with ``threads="auto"`` (or None) used the thread counts its record names
     (``extra["cpu_threads"]``), and ``memory_format="auto"`` the layout in
     ``extra["memory_format"]``; a retrain that chooses other ones gives numbers that differ by
-    rounding, which training amplifies. Returns "" when nothing was chosen automatically.
+    rounding, which training amplifies. Returns "" when the config fixes both.
     """
     config, extra = record.config, record.extra
     counts = extra.get("cpu_threads")
@@ -657,9 +657,9 @@ def replay_note(record: RunRecord) -> str:
     if not chosen:
         return ""
     return (
-        f"; it was trained with {' and '.join(chosen)}, chosen automatically: a retrain may "
-        "choose others and then differ by rounding (amplified by training); set threads=N and "
-        "memory_format in the config for bit-identical reruns"
+        f"; it was trained with {' and '.join(chosen)}, which its config does not fix: a "
+        "retrain may use others and then differ by rounding (amplified by training); set "
+        "threads=N and memory_format in the config for bit-identical reruns"
     )
 
 

@@ -236,10 +236,10 @@ class ThreadPolicy:
     Args:
         threads: ``"auto"`` (:func:`choose_threads` at :meth:`begin` and again after every
             epoch), an int >= 1 (exactly that many) or None (leave torch's setting alone).
-        device: the training device; off the CPU nothing is changed.
+        device: the training device; off the CPU nothing is changed or noted.
 
     Attributes:
-        used: the count of every epoch so far (empty when nothing is set: a GPU run or None).
+        used: the count of every epoch so far on the CPU (also with None); empty on a GPU.
 
     Raises:
         ValueError: ``threads`` is none of those.
@@ -248,7 +248,8 @@ class ThreadPolicy:
     def __init__(self, threads: int | str | None, device: torch.device):
         check_threads("threads", threads)
         self.threads, self.device = threads, torch.device(device)
-        self.active = self.device.type == "cpu" and threads is not None
+        self.active = self.device.type == "cpu"  # notes the counts
+        self.sets = self.active and threads is not None  # and changes them
         self.previous = torch.get_num_threads()
         self.limit = min(self.previous, cpu_limit())
         self.used: list[int] = []
@@ -257,7 +258,7 @@ class ThreadPolicy:
 
     def begin(self, model: nn.Module, batch_size: int | None, image_shape=(3, 32, 32)) -> None:
         """Choose and set the count before the first step (reads the load for 50 ms)."""
-        if not self.active:
+        if not self.sets:
             return
         if self.threads != "auto":
             torch.set_num_threads(int(self.threads))
@@ -286,7 +287,7 @@ class ThreadPolicy:
 
     def close(self) -> None:
         """Put the learner's setting back."""
-        if self.active and torch.get_num_threads() != self.previous:
+        if self.sets and torch.get_num_threads() != self.previous:
             torch.set_num_threads(self.previous)
 
 

@@ -79,7 +79,7 @@ class History:
         steps: optimizer steps done.
         device: the training device as a string.
         threads: CPU intra-op threads of every epoch (also in each epoch's row as
-            ``threads``); empty when the loop set none (a GPU run, or ``threads=None``).
+            ``threads``); empty for a run off the CPU.
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)

@@ -445,10 +445,20 @@ def test_fastest_memory_format_names_a_layout_and_keeps_the_default_within_the_m
     assert all(s > 0 for s in seconds.values())
     expected = "channels_last" if seconds["channels_last"] * 1.05 <= seconds["contiguous"] else None
     assert name == (expected or "contiguous")
-    # channels_last would have to be 100x faster to win against a 99% margin
-    assert fastest_memory_format(make, 8, device="cpu", rounds=1, min_gain=0.99)[0] == "contiguous"
     with pytest.raises(ValueError, match="min_gain=1.5"):
         fastest_memory_format(make, 8, device="cpu", min_gain=1.5)
+
+
+def test_fastest_memory_format_needs_channels_last_to_win_by_the_margin(monkeypatch):
+    from nbhelpers import profiling
+
+    def timed(*args, channels_last=False, **kwargs):  # channels_last 10% faster, every round
+        return {"step_s": 0.009 if channels_last else 0.010}
+
+    monkeypatch.setattr(profiling, "time_raw_steps", timed)
+    make = lambda: build_cnn("relu", "batch", 4)  # noqa: E731
+    assert fastest_memory_format(make, 8, device="cpu", min_gain=0.05)[0] == "channels_last"
+    assert fastest_memory_format(make, 8, device="cpu", min_gain=0.2)[0] == "contiguous"
 
 
 def test_count_operations_counts_forward_backward_and_step():

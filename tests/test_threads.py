@@ -166,12 +166,15 @@ def test_policy_auto_follows_the_load_and_the_step(monkeypatch, learner_threads)
     policy.close()
 
 
-def test_policy_is_inactive_off_the_cpu_and_for_none(learner_threads):
-    for threads_, device in ((2, "cuda"), (None, "cpu")):
-        policy = ThreadPolicy(threads_, torch.device(device))
-        policy.begin(build_cnn("relu", "batch", 4), 8)
-        assert torch.get_num_threads() == learner_threads
-        assert policy.epoch_end() is None and policy.used == []
+def test_policy_changes_nothing_off_the_cpu_and_for_none(learner_threads):
+    policy = ThreadPolicy(2, torch.device("cuda"))
+    policy.begin(build_cnn("relu", "batch", 4), 8)
+    assert torch.get_num_threads() == learner_threads
+    assert policy.epoch_end() is None and policy.used == []
+    policy = ThreadPolicy(None, torch.device("cpu"))  # torch's setting as it is, but noted
+    policy.begin(build_cnn("relu", "batch", 4), 8)
+    assert torch.get_num_threads() == learner_threads
+    assert policy.epoch_end() == learner_threads and policy.used == [learner_threads]
 
 
 def _loader(n=64, batch=16):
