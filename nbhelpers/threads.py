@@ -22,8 +22,8 @@ What :func:`choose_threads` does, per run (:func:`nbhelpers.train.train` calls i
   (:func:`step_flops`), since a step that small gains nothing from a team.
 
 ``torch.get_num_interop_threads()`` (the pool for running independent operations side by side)
-is left alone: eager training steps do not use it. :func:`using_threads` sets a count for a
-block and puts the learner's setting back afterwards.
+is left alone: eager training steps do not use it. :class:`ThreadPolicy` sets the count for a
+run and puts the learner's setting back afterwards.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ from nbhelpers import validate
 
 __all__ = [
     "MIN_FLOP_PER_THREAD", "LoadMeter", "ThreadPolicy", "busy_neighbour", "check_threads",
-    "choose_threads", "describe_threads", "cpu_limit", "idle_cores", "step_flops", "using_threads",
+    "choose_threads", "describe_threads", "cpu_limit", "idle_cores", "step_flops",
 ]  # fmt: skip
 
 #: Floating-point operations of one training step below which one more thread does not pay.
-#: Measured here: a step of the notebook CNN is about 380 operations (forward, backward and
-#: Adam), and at width 4, batch 16 (0.07 GFLOP per step) each takes about 40 microseconds on
-#: one thread, the order of what waking and joining a thread team costs. A rule of thumb,
-#: checked by ``benchmarks/bench_busy.py``.
+#: Measured here: a step of the notebook CNN is a few hundred operations (forward, backward
+#: and Adam: 380-470 counted), and at width 4, batch 16 (0.07 GFLOP per step) each takes about
+#: 40 microseconds on one thread, the order of what waking and joining a thread team costs. A
+#: rule of thumb, to be checked on a quiet machine with ``benchmarks/bench_busy.py``.
 MIN_FLOP_PER_THREAD = 1e8
 _STAT = Path("/proc/stat")
 _CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -212,24 +212,6 @@ def choose_threads(limit: int, idle: float | None = None, flops: float | None = 
     return max(1, count)
 
 
-@contextmanager
-def using_threads(count: int | None) -> Iterator[int]:
-    """Run the block with ``torch.set_num_threads(count)``; put the previous setting back after
-    (also on errors and interrupts). ``None`` changes nothing. Yields the count in effect.
-
-    Raises:
-        ValueError: ``count`` not None and not an int >= 1.
-    """
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(validate.positive_int("threads", count))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
 class ThreadPolicy:
     """The thread count of one training run: what ``threads`` asks for, applied and undone.
 
@@ -264,10 +246,8 @@ class ThreadPolicy:
             torch.set_num_threads(int(self.threads))
             return
         if self.limit > 1:
-            idle = idle_cores()
-            if batch_size and choose_threads(self.limit, idle) > 1:
-                self.flops = step_flops(model, batch_size, image_shape)
-            torch.set_num_threads(choose_threads(self.limit, idle, self.flops))
+            self.flops = step_flops(model, batch_size, image_shape) if batch_size else None
+            torch.set_num_threads(choose_threads(self.limit, idle_cores(), self.flops))
         else:
             torch.set_num_threads(1)
         self.meter = LoadMeter()

@@ -24,7 +24,6 @@ from nbhelpers.threads import (
     choose_threads,
     describe_threads,
     step_flops,
-    using_threads,
 )
 from nbhelpers.train import train
 
@@ -125,16 +124,6 @@ def test_step_flops_of_a_model_that_does_not_take_the_shape_is_none():
     assert step_flops(torch.nn.Linear(5, 2), 32) is None
 
 
-def test_using_threads_restores_also_after_an_error(learner_threads):
-    torch.set_num_threads(1)
-    with pytest.raises(RuntimeError, match="boom"), using_threads(2) as count:
-        assert count == torch.get_num_threads() == 2
-        raise RuntimeError("boom")
-    assert torch.get_num_threads() == 1
-    with using_threads(None) as count:
-        assert count == 1
-
-
 @pytest.mark.parametrize("bad", ["two", 0, 2000, True, 1.5])
 def test_bad_thread_settings_are_refused_naming_the_choices(bad):
     with pytest.raises(ValueError, match=r"threads=.* is invalid; valid: .*"):
@@ -221,6 +210,21 @@ def test_train_auto_chooses_again_after_every_epoch(monkeypatch, learner_threads
     )  # fmt: skip
     assert history.threads == [2, 1, 2]
     assert torch.get_num_threads() == 2
+
+
+def test_train_auto_keeps_a_small_step_on_one_thread_when_the_machine_frees_up(
+    monkeypatch, learner_threads
+):
+    torch.set_num_threads(2)
+    monkeypatch.setattr(threads, "cpu_limit", lambda: 2)
+    monkeypatch.setattr(threads, "idle_cores", lambda window_s=0.05: 1.0)  # busy at the start
+    monkeypatch.setattr(LoadMeter, "others", lambda self: 0.0)  # then quiet
+    model = build_cnn("relu", "batch", 4)
+    history = train(
+        model, torch.optim.Adam(model.parameters()), _loader(n=8, batch=2), epochs=3,
+        progress=False, eval_every=0,
+    )  # fmt: skip
+    assert history.threads == [1, 1, 1]  # its step is too small for two threads anyway
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a busy core needs a second core")
