@@ -1,62 +1,88 @@
 """Per-epoch cost of the handover pipeline against the tuned one, on one device (run by hand).
 
-Measures, in one run and on the same device, with :func:`nbhelpers.profiling.profile_training`
-(warm-up excluded; on a GPU the device is synchronised at every phase boundary):
+Measures, in one run, on one device, in ``--rounds`` interleaved rounds (every setup once per
+round, so a change in the machine's load hits all of them alike), with
+:func:`nbhelpers.profiling.profile_training` (warm-up excluded; on a GPU the device is
+synchronised at every phase boundary):
 
 1. ``handover``: the handover CNN (Tanh), Adam, the per-batch exponential schedule, no
    ``zero_grad``; a ``DataLoader`` over per-sample PIL images with ``RandomRotation(180)``
    and ``ToTensor()``; after every epoch, evaluation of the train split and of its two
    halves ("valid", "test"), as the handover does (2x the training images, every epoch);
-   Cockpit with the tutorial's tracking (preset "cheap": Loss, GradNorm,
-   Distance, UpdateSize every step, Alpha every 10 steps) when Cockpit can run here.
+   Cockpit with the tutorial's instruments (preset "cheap": Loss, GradNorm, Distance,
+   UpdateSize every step, Alpha every 10 steps) when Cockpit can run here.
 2. ``handover, no Cockpit``: the same without Cockpit (Cockpit's share of the handover).
 3. ``tuned``: the same model and optimizer on the device-resident
    :class:`nbhelpers.data.TensorLoader`, no augmentation, evaluation of the validation split
-   only (a tenth of the training images, batch 1024), no Cockpit.
-4. ``tuned + Cockpit (default preset)``: the tuned pipeline with the notebooks' default
-   Cockpit preset (``nbhelpers.cockpit_tools.DEFAULT_PRESET``).
-5. ``raw``: forward + backward + optimizer step on one fixed batch resident on the device
-   (:func:`nbhelpers.profiling.time_raw_steps`): the limit of any pipeline.
+   only (a tenth of the training images, batch 1024), no Cockpit, in the memory layout that
+   trains fastest on this device (``--memory-format auto``: measured with
+   :func:`nbhelpers.profiling.fastest_memory_format`, as ``RunConfig(memory_format="auto")``
+   does).
+4. ``tuned, contiguous``: the tuned pipeline in torch's default layout (only when the tuned
+   one is channels_last): what the layout alone gains.
+5. ``tuned + Cockpit (default preset)``: the tuned pipeline in torch's default layout (the one
+   Cockpit's BackPACK extensions expect, as ``run()`` uses with hooks) with the notebooks'
+   default preset (``nbhelpers.cockpit_tools.DEFAULT_PRESET``).
+6. ``raw``: forward + backward + optimizer step on one fixed batch resident on the device, in
+   the tuned layout (:func:`nbhelpers.profiling.time_raw_steps`): the limit of any pipeline.
 
-Prints images/s per epoch and the ratios ``tuned / handover`` (per epoch, evaluation
-included), ``tuned loop / raw`` (training loop only, no evaluation) and ``Cockpit default /
-plain`` (seconds per training step), and writes them to ``benchmarks/results/pipeline.json``.
-Images are random uint8 tensors: the time does not depend on the pixels.
+All of them run with the package's CPU thread choice (``--threads auto``, see
+:mod:`nbhelpers.threads`); the table says how many threads each used. Images are random
+uint8 tensors: the time does not depend on the pixels.
 
-Targets: tuned >= 3x handover per epoch on 2 CPU cores (>= 10x on a GPU); tuned loop >=
-0.9x raw; default Cockpit <= 1.25x plain.
+Prints, per setup, the median seconds per epoch with the spread over rounds, images/s, the
+training-step throughput (data loading + forward/backward/step + diagnostics: everything a
+training step costs, so a hook that runs the backward pass itself is counted), and how well
+the measured phases add up to the measured wall time; then the ratios, each the median of
+its per-round ratios with their range:
+
+- ``tuned_over_handover``: handover seconds per epoch / tuned (evaluation included);
+- ``tuned_loop_over_raw``: tuned training-loop images/s / raw images/s;
+- ``cockpit_default_over_plain``: seconds per training step with the default Cockpit preset /
+  without (tuned pipeline, torch's default layout);
+- ``cockpit_handover_over_plain``: the handover's seconds per epoch with / without Cockpit;
+- ``channels_last_gain``: tuned, contiguous / tuned, per epoch (when measured).
+
+Writes everything, every round included, to ``benchmarks/results/pipeline.json``.
+Targets: tuned >= 3x handover per epoch on 2 CPU cores (>= 10x on a GPU); tuned loop >= 0.9x
+raw; default Cockpit <= 1.25x plain.
 
 Usage::
 
-    python benchmarks/bench_pipeline.py                        # auto device, 20 steps
-    python benchmarks/bench_pipeline.py --device cpu --steps 30 --n-train 8192
+    python benchmarks/bench_pipeline.py                          # auto device, 5 rounds
+    python benchmarks/bench_pipeline.py --rounds 2 --steps 3 --n-train 1024   # a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
-import platform
+import statistics
 import sys
 from pathlib import Path
 
 import torch
+from _common import RESULTS, load_average, machine, summary, with_spread, write
 from torchvision import transforms
 
 from nbhelpers import env
 from nbhelpers.data import ImageSet, TensorLoader
 from nbhelpers.models import build_cnn
-from nbhelpers.profiling import TimingProfile, profile_training, time_raw_steps
+from nbhelpers.profiling import (
+    MEMORY_FORMATS,
+    TimingProfile,
+    fastest_memory_format,
+    median_profile,
+    profile_training,
+    time_raw_steps,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
 TARGETS = {
     "tuned_over_handover_cpu": 3.0,
     "tuned_over_handover_gpu": 10.0,
     "tuned_loop_over_raw": 0.9,
     "cockpit_default_over_plain": 1.25,
 }
+TRAIN_PHASES = ("data loading", "forward/backward/step", "diagnostics")
 
 
 def _images(n: int, seed: int, name: str) -> ImageSet:
@@ -66,267 +92,286 @@ def _images(n: int, seed: int, name: str) -> ImageSet:
     return ImageSet(images, labels, name, "synthetic")
 
 
-def _model(device: torch.device, channels_last: bool = False):
+def _model(device: torch.device, layout: str = "contiguous"):
     env.seed_everything(0, deterministic=False)
-    model = build_cnn("tanh", "none").to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
-    return model, optimizer
+    model = build_cnn("tanh", "none").to(device, memory_format=MEMORY_FORMATS[layout])
+    return model, torch.optim.Adam(model.parameters(), lr=1e-5)
 
 
-def _pil_loader(imageset: ImageSet, batch_size: int, *, shuffle: bool, rotate: bool, workers: int):
+def _pil_loader(imageset: ImageSet, batch_size: int, *, shuffle: bool, rotate: bool):
     steps = [transforms.RandomRotation(180)] if rotate else []
     dataset = imageset.to_dataset(transforms.Compose([*steps, transforms.ToTensor()]))
     return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        persistent_workers=workers > 0,
+        dataset, batch_size=batch_size, shuffle=shuffle,
         generator=torch.Generator().manual_seed(0),
-    )
+    )  # fmt: skip
 
 
 def cockpit_hook(preset: str | None = None):
-    """A training hook running Cockpit with ``preset`` (default: the notebooks' default),
-    or ``(None, reason)`` when Cockpit cannot run here."""
+    """A fresh training hook running Cockpit with ``preset`` (default: the notebooks'
+    default), or ``(None, reason)`` when Cockpit cannot run here."""
     try:
         from nbhelpers import cockpit_tools
     except ImportError as err:
         return None, f"nbhelpers.cockpit_tools is not available ({err})"
-    factory = getattr(cockpit_tools, "CockpitHook", None)
-    if factory is None:
-        return None, "nbhelpers.cockpit_tools has no CockpitHook"
     try:
-        return factory(preset or cockpit_tools.DEFAULT_PRESET), None
+        return cockpit_tools.CockpitHook(preset or cockpit_tools.DEFAULT_PRESET), None
     except Exception as err:  # noqa: BLE001 - report, do not crash the benchmark
         return None, f"Cockpit could not start: {type(err).__name__}: {err}"
 
 
-def _handover(device, train_set, steps, warmup, batch_size, eval_batches, hooks, label):
-    model, optimizer = _model(device)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=1.001)
-    gen = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(train_set), generator=gen)
-    half = len(train_set) // 2
-    eval_sets = {
-        "train": train_set,
-        "valid": train_set.subset(perm[:half], "valid"),
-        "test": train_set.subset(perm[half:], "test"),
-    }
-    loader = _pil_loader(train_set, batch_size, shuffle=True, rotate=True, workers=0)
-    eval_loaders = {
-        name: _pil_loader(s, batch_size, shuffle=False, rotate=False, workers=0)
-        for name, s in eval_sets.items()
-    }
-    return profile_training(
-        model, optimizer, loader, steps=steps, warmup_steps=warmup, eval_loaders=eval_loaders,
-        eval_max_batches=eval_batches, scheduler=scheduler, zero_grad=False, hooks=hooks,
-        label=label,
-    )  # fmt: skip
+class Setups:
+    """The setups of the benchmark; each call builds its setup afresh and profiles it once."""
 
+    def __init__(self, args, device: torch.device, layout: str):
+        self.args, self.device, self.layout = args, device, layout
+        self.train_set = _images(args.n_train, 0, "train")
+        self.valid_set = _images(max(args.n_train // 10, 1), 1, "valid")
+        perm = torch.randperm(args.n_train, generator=torch.Generator().manual_seed(0))
+        half = args.n_train // 2
+        self.handover_eval = {
+            "train": self.train_set,
+            "valid": self.train_set.subset(perm[:half], "valid"),
+            "test": self.train_set.subset(perm[half:], "test"),
+        }
 
-def _tuned(
-    device, train_set, valid_set, steps, warmup, batch_size, eval_batches, hooks, label,
-    channels_last=False,
-):  # fmt: skip
-    model, optimizer = _model(device, channels_last)
-    loader = TensorLoader(
-        train_set.images, train_set.labels, batch_size, device=device, channels_last=channels_last
-    )
-    eval_loaders = {
-        "valid": TensorLoader(
-            valid_set.images,
-            valid_set.labels,
-            1024,
-            shuffle=False,
-            device=device,
-            channels_last=channels_last,
+    def _profile(self, model, optimizer, loader, eval_loaders, hooks, **options):
+        a = self.args
+        return profile_training(
+            model, optimizer, loader, steps=a.steps, warmup_steps=a.warmup,
+            eval_loaders=eval_loaders, eval_max_batches=a.eval_batches, hooks=hooks,
+            threads=a.threads, **options,
         )  # fmt: skip
-    }
-    return profile_training(
-        model, optimizer, loader, steps=steps, warmup_steps=warmup, eval_loaders=eval_loaders,
-        eval_max_batches=eval_batches, hooks=hooks, label=label,
-    )  # fmt: skip
+
+    def handover(self, cockpit: bool) -> TimingProfile:
+        model, optimizer = _model(self.device)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=1.001)
+        b = self.args.batch_size
+        loader = _pil_loader(self.train_set, b, shuffle=True, rotate=True)
+        evals = {
+            name: _pil_loader(s, b, shuffle=False, rotate=False)
+            for name, s in self.handover_eval.items()
+        }
+        hooks = [cockpit_hook("cheap")[0]] if cockpit else []
+        return self._profile(
+            model, optimizer, loader, evals, hooks, scheduler=scheduler, zero_grad=False
+        )
+
+    def tuned(self, layout: str, cockpit: bool = False) -> TimingProfile:
+        model, optimizer = _model(self.device, layout)
+        cl = layout == "channels_last"
+        t, v, b = self.train_set, self.valid_set, self.args.tuned_batch_size
+        loader = TensorLoader(t.images, t.labels, b, device=self.device, channels_last=cl)
+        evals = {
+            "valid": TensorLoader(
+                v.images, v.labels, 1024, shuffle=False, device=self.device, channels_last=cl
+            )
+        }
+        return self._profile(
+            model, optimizer, loader, evals, [cockpit_hook()[0]] if cockpit else []
+        )
+
+    def raw(self) -> dict:
+        model, optimizer = _model(self.device, self.layout)
+        return time_raw_steps(
+            model, optimizer, self.args.tuned_batch_size, steps=self.args.steps,
+            warmup_steps=self.args.warmup, channels_last=self.layout == "channels_last",
+            threads=self.args.threads,
+        )  # fmt: skip
+
+
+def _measurements(setups: Setups, cockpit_ok: bool) -> dict:
+    """label -> a function measuring that setup once (in table order)."""
+    out = {}
+    if cockpit_ok:
+        out["handover"] = lambda: setups.handover(cockpit=True)
+    out["handover, no Cockpit"] = lambda: setups.handover(cockpit=False)
+    out["tuned"] = lambda: setups.tuned(setups.layout)
+    if setups.layout != "contiguous":
+        out["tuned, contiguous"] = lambda: setups.tuned("contiguous")
+    if cockpit_ok:
+        out["tuned + Cockpit (default preset)"] = lambda: setups.tuned("contiguous", cockpit=True)
+    return out
+
+
+def _step_s(prof: TimingProfile) -> float:
+    """Seconds per training step: everything a step costs, hooks included."""
+    return sum(prof.measured_s[p] for p in TRAIN_PHASES) / prof.steps
+
+
+def _round_ratios(rounds: dict[str, list], raw: list[dict]) -> dict[str, list[float]]:
+    """Each ratio of the module docstring, once per round."""
+    handover = rounds.get("handover", rounds["handover, no Cockpit"])
+    plain = rounds.get("tuned, contiguous", rounds["tuned"])
+    pairs = {
+        "tuned_over_handover": [h.time_per_epoch_s / t.time_per_epoch_s
+                                for h, t in zip(handover, rounds["tuned"], strict=True)],
+        "tuned_loop_over_raw": [t.train_images_per_s / r["images_per_s"]
+                                for t, r in zip(rounds["tuned"], raw, strict=True)],
+    }  # fmt: skip
+    if "tuned + Cockpit (default preset)" in rounds:
+        cockpit = rounds["tuned + Cockpit (default preset)"]
+        pairs["cockpit_default_over_plain"] = [
+            _step_s(c) / _step_s(p) for c, p in zip(cockpit, plain, strict=True)
+        ]
+        pairs["cockpit_handover_over_plain"] = [
+            h.time_per_epoch_s / n.time_per_epoch_s
+            for h, n in zip(rounds["handover"], rounds["handover, no Cockpit"], strict=True)
+        ]
+    if "tuned, contiguous" in rounds:
+        pairs["channels_last_gain"] = [
+            c.time_per_epoch_s / t.time_per_epoch_s
+            for c, t in zip(rounds["tuned, contiguous"], rounds["tuned"], strict=True)
+        ]
+    return pairs
 
 
 def _row(prof: TimingProfile) -> dict:
+    wall = prof.total_s
     return {
-        "label": prof.label,
         "epoch_s": prof.time_per_epoch_s,
+        "epoch_s_rounds": prof.round_epoch_s,
         "images_per_s_epoch": prof.images_per_s,
-        "train_images_per_s": prof.train_images_per_s,
-        "train_step_s": sum(
-            prof.measured_s[p] for p in ("data loading", "forward/backward/step", "diagnostics")
-        )
-        / prof.steps,
+        "train_step_images_per_s": prof.images / (_step_s(prof) * prof.steps),
+        "train_loop_images_per_s": prof.train_images_per_s,
         "epoch_s_by_phase": prof.epoch_s,
+        "phases_over_wall": sum(prof.measured_s.values()) / wall if wall > 0 else None,
+        "threads": prof.threads,
         "steps_measured": prof.steps,
         "notes": prof.notes,
     }
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
+def _print_table(profiles: dict[str, TimingProfile], raw: list[dict]) -> None:
+    head = f"{'setup':<34}{'s/epoch (spread)':>22}{'images/s':>10}{'step img/s':>12}"
+    print(f"{head}{'phases/wall':>13}{'threads':>9}")
+    for label, prof in profiles.items():
+        row = _row(prof)
+        print(
+            f"{label:<34}{with_spread(prof.round_epoch_s):>22}{prof.images_per_s:>10.0f}"
+            f"{row['train_step_images_per_s']:>12.0f}{row['phases_over_wall']:>13.0%}"
+            f"{prof.threads if prof.threads is not None else '-':>9}"
+        )
+    raw_ips = [r["images_per_s"] for r in raw]
+    print(f"{'raw forward+backward+step':<34}{'':>22}{'':>10}{with_spread(raw_ips, 0):>12}")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=20,
-        help="timed training steps per setup (>= 10 samples Alpha fairly)",
-    )
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--batch-size", type=int, default=256, help="the handover's 256")
-    parser.add_argument(
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every setup")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per setup and round (>= 10 "
+                   "samples Cockpit's Alpha, every 10th step, fairly)")  # fmt: skip
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--batch-size", type=int, default=256, help="the handover's 256")
+    p.add_argument(
         "--tuned-batch-size",
         type=int,
         default=None,
-        help="batch size of the tuned pipeline and the raw step (default: --batch-size); on a "
-        "CPU the fastest is often smaller (notebook 02's batch-size sweep finds it)",
+        help="batch size of the tuned pipeline and the raw step (default: --batch-size)",
     )
-    parser.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="tuned pipeline and raw step in the channels_last memory format (model and batches)",
+    p.add_argument(
+        "--memory-format",
+        default="auto",
+        choices=["auto", *MEMORY_FORMATS],
+        help="layout of the tuned pipeline and the raw step (auto: the faster, measured)",
     )
-    parser.add_argument("--n-train", type=int, default=8192, help="training images per epoch")
-    parser.add_argument(
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="CPU threads of every setup: auto (the package's choice), N, or none",
+    )
+    p.add_argument("--n-train", type=int, default=8192, help="training images per epoch")
+    p.add_argument(
         "--eval-batches",
         type=int,
-        default=None,
-        help="timed batches per evaluation split (default: all)",
+        default=8,
+        help="timed batches per evaluation split, scaled to the split (0: all)",
     )
-    parser.add_argument("--no-cockpit", action="store_true", help="skip the Cockpit measurements")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    tuned_bs = args.tuned_batch_size or args.batch_size
-    if args.steps < 1 or args.n_train < max(args.batch_size, tuned_bs) or tuned_bs < 1:
-        parser.error("--steps must be >= 1 and --n-train >= both batch sizes >= 1")
+    p.add_argument("--no-cockpit", action="store_true", help="skip the Cockpit measurements")
+    p.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
+    return p
 
+
+def _arguments(argv):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.tuned_batch_size = args.tuned_batch_size or args.batch_size
+    args.eval_batches = args.eval_batches or None
+    args.threads = None if args.threads == "none" else args.threads
+    args.threads = int(args.threads) if str(args.threads).isdigit() else args.threads
+    small = min(args.steps, args.rounds, args.tuned_batch_size)
+    if small < 1 or args.n_train < max(args.batch_size, args.tuned_batch_size):
+        parser.error("--steps, --rounds >= 1 and --n-train >= both batch sizes >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _arguments(argv)
     device = env.pick_device(args.device)
-    train_set = _images(args.n_train, 0, "train")
-    valid_set = _images(max(args.n_train // 10, 1), 1, "valid")
-    common = dict(
-        steps=args.steps,
-        warmup=args.warmup,
-        batch_size=args.batch_size,
-        eval_batches=args.eval_batches,
-    )
-    print(f"{env.banner(device)} | load average {_load()}")
+    layout, layout_s = args.memory_format, None
+    if layout == "auto":
+        make = lambda: build_cnn("tanh", "none")  # noqa: E731
+        layout, layout_s = fastest_memory_format(
+            make, args.tuned_batch_size, device=device, threads=args.threads
+        )
+    setups = Setups(args, device, layout)
+    hook, why_not = (None, "skipped (--no-cockpit)") if args.no_cockpit else cockpit_hook()
+    measure = _measurements(setups, hook is not None)
+    print(f"{env.banner(device)} | load average {load_average()}")
     print(
         f"{args.n_train} training images per epoch, batch {args.batch_size} (tuned and raw: "
-        f"{tuned_bs}{', channels_last' if args.channels_last else ''}), "
-        f"{args.steps} timed steps per setup\n"
+        f"{args.tuned_batch_size}, {layout}{' (measured: auto)' if layout_s else ''}), "
+        f"{args.rounds} rounds of {args.steps} timed steps per setup, threads {args.threads}"
     )
-    tuned_common = {**common, "batch_size": tuned_bs, "channels_last": args.channels_last}
-
-    hook, why_not = (None, "skipped (--no-cockpit)") if args.no_cockpit else cockpit_hook("cheap")
-    profiles = {}
-    if hook is not None:
-        profiles["handover"] = _handover(
-            device, train_set, hooks=[hook], label="handover", **common
-        )
-        profiles["handover, no Cockpit"] = _handover(
-            device, train_set, hooks=[], label="handover, no Cockpit", **common
-        )
-    else:
+    if hook is None:
         print(f"Cockpit not measured: {why_not}")
-        profiles["handover, no Cockpit"] = _handover(
-            device, train_set, hooks=[], label="handover, no Cockpit", **common
-        )
-    profiles["tuned"] = _tuned(
-        device, train_set, valid_set, hooks=[], label="tuned", **tuned_common
-    )
-    default_hook, why_default = (None, why_not) if args.no_cockpit else cockpit_hook(None)
-    if default_hook is not None:
-        profiles["tuned + Cockpit (default preset)"] = _tuned(
-            device,
-            train_set,
-            valid_set,
-            hooks=[default_hook],
-            label="tuned + Cockpit (default preset)",
-            **tuned_common,
-        )
-    model, optimizer = _model(device, args.channels_last)
-    raw = time_raw_steps(
-        model, optimizer, tuned_bs, steps=args.steps, warmup_steps=args.warmup,
-        channels_last=args.channels_last,
-    )  # fmt: skip
-
-    handover = profiles.get("handover", profiles["handover, no Cockpit"])
-    tuned = profiles["tuned"]
-    ratios = {
-        "tuned_over_handover": handover.time_per_epoch_s / tuned.time_per_epoch_s,
-        "tuned_over_handover_no_cockpit": profiles["handover, no Cockpit"].time_per_epoch_s
-        / tuned.time_per_epoch_s,
-        "tuned_loop_over_raw": tuned.train_images_per_s / raw["images_per_s"],
-        "cockpit_default_over_plain": None,
-        "cockpit_handover_over_plain": None,
-    }
-    step_s = {k: _row(p)["train_step_s"] for k, p in profiles.items()}
-    if "tuned + Cockpit (default preset)" in profiles:
-        ratios["cockpit_default_over_plain"] = (
-            step_s["tuned + Cockpit (default preset)"] / step_s["tuned"]
-        )
-    if "handover" in profiles:
-        ratios["cockpit_handover_over_plain"] = (
-            handover.time_per_epoch_s / profiles["handover, no Cockpit"].time_per_epoch_s
-        )
-
-    print(f"{'setup':<34}{'s/epoch':>10}{'images/s':>10}{'loop img/s':>12}  largest phase")
-    for label, prof in profiles.items():
-        top = max(prof.epoch_s, key=prof.epoch_s.get)
-        print(
-            f"{label:<34}{prof.time_per_epoch_s:>10.2f}{prof.images_per_s:>10.0f}{prof.train_images_per_s:>12.0f}  {top}"
-        )
-    print(f"{'raw forward+backward+step':<34}{'':>10}{'':>10}{raw['images_per_s']:>12.0f}")
+    rounds: dict[str, list[TimingProfile]] = {label: [] for label in measure}
+    raw: list[dict] = []
+    for r in range(args.rounds):
+        print(f"round {r + 1}/{args.rounds}: ", end="", flush=True)
+        for label, fn in measure.items():
+            rounds[label].append(fn())
+            print(".", end="", flush=True)
+        raw.append(setups.raw())
+        print(f" load {load_average()}", flush=True)
+    profiles = {label: median_profile(profs) for label, profs in rounds.items()}
     print()
-    gpu = device.type == "cuda"
-    target = TARGETS["tuned_over_handover_gpu" if gpu else "tuned_over_handover_cpu"]
-    print(
-        f"tuned / handover (per epoch):        {ratios['tuned_over_handover']:.2f}x   (target >= {target:g}x)"
-    )
-    print(
-        f"tuned loop / raw fwd+bwd+step:       {ratios['tuned_loop_over_raw']:.2f}x   (target >= {TARGETS['tuned_loop_over_raw']:g}x)"
-    )
-    if ratios["cockpit_default_over_plain"] is not None:
-        print(
-            f"Cockpit default preset / plain step: {ratios['cockpit_default_over_plain']:.2f}x   (target <= {TARGETS['cockpit_default_over_plain']:g}x)"
-        )
-    else:
-        print(f"Cockpit default preset / plain step: not measured ({why_default})")
-    if ratios["cockpit_handover_over_plain"] is not None:
-        print(
-            f"handover with / without Cockpit:     {ratios['cockpit_handover_over_plain']:.2f}x (per epoch)"
-        )
-
+    _print_table(profiles, raw)
+    ratios = _round_ratios(rounds, raw)
+    _print_ratios(ratios, device, why_not)
     result = {
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "device": env.device_name(device),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": _load(),
-        "platform": platform.platform(),
-        "versions": env.versions(),
+        **machine(device),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "memory_format": {"tuned": layout, "measured_step_s": layout_s},
         "cockpit": "measured" if hook is not None else f"not measured: {why_not}",
         "setups": {k: _row(p) for k, p in profiles.items()},
-        "raw": raw,
-        "ratios": ratios,
+        "raw": {"rounds": raw, **summary([r["images_per_s"] for r in raw])},
+        "ratios": {k: statistics.median(v) for k, v in ratios.items()},
+        "ratio_rounds": ratios,
         "targets": TARGETS,
+        "load_average_after": load_average(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out}")
+    write(args.out, result)
     return result
+
+
+def _print_ratios(ratios: dict[str, list[float]], device: torch.device, why_not) -> None:
+    gpu = device.type == "cuda"
+    target = TARGETS["tuned_over_handover_gpu" if gpu else "tuned_over_handover_cpu"]
+    lines = {
+        "tuned_over_handover": ("tuned / handover (per epoch)", f"target >= {target:g}x"),
+        "tuned_loop_over_raw": ("tuned loop / raw fwd+bwd+step", "target >= 0.9x"),
+        "cockpit_default_over_plain": ("Cockpit default preset / plain step", "target <= 1.25x"),
+        "cockpit_handover_over_plain": ("handover with / without Cockpit", "per epoch"),
+        "channels_last_gain": ("tuned contiguous / channels_last", "what the layout gains"),
+    }
+    print("\nratios: median of the rounds (fastest-slowest round)")
+    for key, (name, note) in lines.items():
+        if key in ratios:
+            print(f"  {name:<38}{with_spread(ratios[key], unit='x'):>22}   ({note})")
+        elif key.startswith("cockpit"):
+            print(f"  {name:<38}{'not measured':>22}   ({why_not})")
 
 
 if __name__ == "__main__":

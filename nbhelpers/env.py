@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from nbhelpers import validate
+from nbhelpers.threads import describe_threads
 
 
 def default_data_dir() -> Path:
@@ -147,13 +148,18 @@ def versions() -> dict[str, str]:
     }
 
 
-def device_name(device: torch.device | str | None = None) -> str:
-    """A short human name of ``device``, e.g. ``"cuda (NVIDIA H200)"`` or ``"cpu (2 threads)"``."""
+def device_name(device: torch.device | str | None = None, threads=None) -> str:
+    """A short human name of ``device``, e.g. ``"cuda (NVIDIA H200)"`` or ``"cpu (2 threads)"``.
+
+    ``threads``: the CPU thread counts a run used (e.g. ``History.threads``, ``[1, 2]`` gives
+    ``"cpu (1-2 threads)"``); default (None or empty) torch's current setting.
+    """
     device = pick_device(None if device is None else str(device))
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        text = describe_threads(threads or [torch.get_num_threads()])
+        return f"cpu ({text.replace(' CPU', '')})"
     return device.type
 
 

@@ -34,17 +34,18 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from nbhelpers import data as data_mod
-from nbhelpers import env, models
+from nbhelpers import env, models, profiling
 from nbhelpers.budget import Budget, resolve_budget
 from nbhelpers.records import RunRecord, check_runs_dir, config_hash, find_cached, save_record
+from nbhelpers.threads import check_threads, describe_threads
 from nbhelpers.train import SCHEDULER_STEPS, History, TrainOptions, train
 from nbhelpers.validate import boolean, integer, invalid, number, one_of, positive_int, seed
 
 __all__ = [
     "AUGMENTATIONS", "EVAL_SPLITS", "OPTIMIZERS", "SCHEDULES", "RandomRotationBatch", "RunConfig",
     "RunParts", "RunRecord", "build_optimizer", "build_run", "build_scheduler", "clear_data_cache",
-    "compare_table", "describe_config", "get_data", "handover_config", "reference_fix_config",
-    "run",
+    "compare_table", "describe_config", "get_data", "handover_config", "memory_format_of",
+    "reference_fix_config", "run",
 ]  # fmt: skip
 
 EVAL_SPLITS = data_mod.SPLITS
@@ -177,6 +178,17 @@ class RunConfig:
         seed: seed of the model's initialisation, shuffling and augmentation.
         device: "auto" / None (pick the fastest), "cpu", "cuda", "cuda:N" or "mps".
         max_steps: stop after this many optimizer steps (None: no limit).
+        memory_format: layout of the model's weights and the batches: "contiguous" (torch's
+            default), "channels_last", or "auto": whichever trains faster on this device,
+            measured (:func:`nbhelpers.profiling.fastest_memory_format`, once per process for
+            each model, batch size and thread setting; torch's default with training hooks
+            such as Cockpit, whose BackPACK extensions expect it). The layout changes how the
+            arithmetic is done, not what is computed: results differ only by rounding.
+        threads: CPU intra-op threads: "auto" (chosen per run and epoch from the step's work and
+            the idle cores, see :mod:`nbhelpers.threads`), an int >= 1 (exactly that many), or
+            None (torch's setting as it is). Results on the CPU differ by rounding between
+            thread counts, and training amplifies that; an int keeps reruns bit-identical and
+            is part of the cache key, while "auto" records the counts it used.
 
     Raises:
         ValueError: on construction, for any value outside its valid range or set, naming
@@ -214,6 +226,8 @@ class RunConfig:
     seed: int = _checked(0, seed)
     device: str | None = _checked(None, _device)
     max_steps: int | None = _checked(None, functools.partial(integer, minimum=0, allow_none=True))
+    memory_format: str = _checked("auto", _choice(("auto", *profiling.MEMORY_FORMATS)))
+    threads: int | str | None = _checked("auto", check_threads)
 
     def __post_init__(self) -> None:
         if isinstance(self.eval_splits, (str, list)):  # one name or a list: as a tuple
@@ -265,8 +279,9 @@ def handover_config(
     Faults, each a config field: ``eval_from_train=True`` (valid/test are the train
     split again), ``augmentation="rotate180"``, ``zero_grad=False``, ``lr=1e-5`` with
     Adam, ``schedule="exponential"``, ``gamma=1.001`` stepped every batch, Tanh and no
-    normalisation. The loader is the handover's per-sample PIL pipeline ("pil"), and
-    all three splits are evaluated after every epoch, as in the original.
+    normalisation. The loader is the handover's per-sample PIL pipeline ("pil") with torch's
+    default memory layout ("contiguous"), and all three splits are evaluated after every
+    epoch, as in the original.
 
     Args:
         budget: a :class:`nbhelpers.budget.Budget` or its name ("tiny", "quick", "colab",
@@ -281,7 +296,7 @@ def handover_config(
     fields = dict(
         name="handover", eval_from_train=True, augmentation="rotate180", loader="pil",
         activation="tanh", norm="none", optimizer="adam", lr=1e-5, schedule="exponential",
-        gamma=1.001, schedule_step="batch", zero_grad=False,
+        gamma=1.001, schedule_step="batch", zero_grad=False, memory_format="contiguous",
     )  # fmt: skip
     return _config_at_budget(budget, source, fields, changes)
 
@@ -294,8 +309,9 @@ def reference_fix_config(
     To-tensor only (no augmentation), evaluation data from the test split, gradients
     zeroed every step, no schedule, Adam with lr 2e-3, ReLU then BatchNorm after every
     convolution. It reached 93.2% test accuracy on real SVHN in 10 epochs (tutorial).
-    Uses the fast device-resident "tensor" loader; pass ``loader="pil"`` for the
-    handover's pipeline. Arguments as in :func:`handover_config`.
+    Uses the fast device-resident "tensor" loader and the faster memory layout on this device
+    (``memory_format="auto"``); pass ``loader="pil"`` for the handover's pipeline. Arguments as
+    in :func:`handover_config`.
     """
     fields = dict(
         name="reference-fix", eval_from_train=False, augmentation="none", loader="tensor",
@@ -400,27 +416,50 @@ class RandomRotationBatch:
         return f"RandomRotationBatch(degrees={self.degrees})"
 
 
-def _train_loader(config: RunConfig, train_set: data_mod.ImageSet, device: torch.device):
+def _train_loader(config: RunConfig, train_set: data_mod.ImageSet, device, channels_last: bool):
     transform, augment = AUGMENTATIONS[config.augmentation](config.seed)
-    if config.loader == "pil":
+    if config.loader == "pil":  # the model's first convolution takes its batches in any layout
         extra = dict(transform=transform, num_workers=config.num_workers)
     else:
-        extra = dict(augment=augment)
+        extra = dict(augment=augment, channels_last=channels_last)
     return data_mod.make_loader(
         train_set, config.batch_size, shuffle=True, device=device, kind=config.loader,
         seed=config.seed, **extra,
     )  # fmt: skip
 
 
-def _eval_loaders(config: RunConfig, sets: dict[str, data_mod.ImageSet], device: torch.device):
-    workers = config.num_workers if config.loader == "pil" else 0
+def _eval_loaders(config: RunConfig, sets: dict, device: torch.device, channels_last: bool):
+    pil = config.loader == "pil"
+    extra = dict(num_workers=config.num_workers) if pil else dict(channels_last=channels_last)
     return {
         split: data_mod.make_loader(
             sets[split], config.eval_batch_size, shuffle=False, device=device,
-            kind=config.loader, num_workers=workers,
+            kind=config.loader, **extra,
         )
         for split in config.eval_splits
     }  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def _fastest_format(device: str, activation: str, norm: str, width: int, batch_size: int,
+                    threads: Any, learner_threads: int) -> str:  # fmt: skip
+    def make_model() -> nn.Module:
+        return models.build_cnn(activation, norm, width)
+
+    fastest, _ = profiling.fastest_memory_format(
+        make_model, batch_size, device=device, threads=threads
+    )
+    return fastest
+
+
+def memory_format_of(config: RunConfig, device: torch.device | str) -> str:
+    """The memory layout a run of ``config`` trains in on ``device``: ``config.memory_format``,
+    with "auto" measured (:func:`nbhelpers.profiling.fastest_memory_format`; once per process
+    for each model, batch size and thread setting, before any seeding)."""
+    if config.memory_format != "auto":
+        return config.memory_format
+    key = (config.activation, config.norm, config.width, config.batch_size, config.threads)
+    return _fastest_format(str(torch.device(device)), *key, torch.get_num_threads())
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -452,6 +491,8 @@ class RunParts:
         eval_sets: ``{"train", "valid", "test": ImageSet}`` (with ``eval_from_train`` the
             handover's shared data).
         device: the training device.
+        memory_format: the layout of the model and the "tensor" batches, "contiguous" or
+            "channels_last" (:func:`memory_format_of`).
     """
 
     model: nn.Module
@@ -461,6 +502,7 @@ class RunParts:
     eval_loaders: dict[str, Any]
     eval_sets: dict[str, data_mod.ImageSet]
     device: torch.device
+    memory_format: str = "contiguous"
 
 
 def build_run(
@@ -469,8 +511,9 @@ def build_run(
     """Build the model, optimizer, schedule and loaders of ``config`` without training.
 
     Seeds everything with ``config.seed`` first (as :func:`run` does), so the model's
-    initial weights are the ones a run of this configuration starts from. Useful to
-    inspect a configuration (e.g. with :mod:`nbhelpers.checks`).
+    initial weights are the ones a run of this configuration starts from (in either memory
+    layout: the weights are made first, then laid out). Useful to inspect a configuration
+    (e.g. with :mod:`nbhelpers.checks`).
 
     Args:
         config: the configuration.
@@ -481,15 +524,16 @@ def build_run(
     device = torch.device(_pick_device(config.device) if device is None else device)
     bundle = data if data is not None else get_data(config)
     sets = _eval_sets(config, bundle)
+    layout = memory_format_of(config, device)  # measures with "auto": before seeding
+    channels_last = layout == "channels_last"
     env.seed_everything(config.seed)
-    model = models.build_cnn(config.activation, config.norm, config.width, init=config.init).to(
-        device
-    )
+    model = models.build_cnn(config.activation, config.norm, config.width, init=config.init)
+    model = model.to(device, memory_format=profiling.MEMORY_FORMATS[layout])
     optimizer = build_optimizer(config, model.parameters())
-    train_loader = _train_loader(config, bundle.train, device)
+    train_loader = _train_loader(config, bundle.train, device, channels_last)
     scheduler = build_scheduler(config, optimizer, len(train_loader))
-    eval_loaders = _eval_loaders(config, sets, device)
-    return RunParts(model, optimizer, scheduler, train_loader, eval_loaders, sets, device)
+    eval_loaders = _eval_loaders(config, sets, device, channels_last)
+    return RunParts(model, optimizer, scheduler, train_loader, eval_loaders, sets, device, layout)
 
 
 def run(
@@ -565,7 +609,8 @@ def run(
     record = RunRecord(
         name=resolved.name, config=resolved.to_dict(), config_hash=key, history=history.epochs,
         step_losses=history.step_losses, step_lrs=history.step_lrs, timings=timings,
-        seed=resolved.seed, device=env.device_name(device), versions=env.versions(),
+        seed=resolved.seed, device=env.device_name(device, history.threads),
+        versions=env.versions(),
         status=history.status, extra=extra,
     )  # fmt: skip
     _save(record, runs_dir, progress)
@@ -595,17 +640,21 @@ def _cached_message(cached: RunRecord) -> str:
         f"Loaded cached run {cached.name} ({cached.short_hash}, trained on {cached.device}) "
         f"from {cached.path}; pass cache=False to retrain"
         + (diverged if cached.status == "diverged" else "")
+        + replay_note(cached)
     )
 
 
 def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[History, dict]:
     t0 = time.perf_counter()
+    if hooks and config.memory_format == "auto":  # BackPACK (Cockpit) expects torch's layout
+        config = config.replace(memory_format="contiguous")
     parts = build_run(config, bundle, device)
     extra = {
         "is_stand_in": bundle.is_stand_in,
         "split_sizes": {name: len(s) for name, s in parts.eval_sets.items()},
         "n_parameters": models.count_parameters(parts.model),
         "setup_s": time.perf_counter() - t0,
+        "memory_format": parts.memory_format,
     }
     if progress:
         stand_in = " (offline stand-in)" if bundle.is_stand_in else ""
@@ -613,14 +662,39 @@ def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[His
     options = TrainOptions(
         scheduler_step=config.schedule_step, zero_grad=config.zero_grad,
         eval_every=config.eval_every, progress=progress, device=device,
-        max_steps=config.max_steps, profile=profile,
+        max_steps=config.max_steps, profile=profile, threads=config.threads,
     )  # fmt: skip
     history = train(
         parts.model, parts.optimizer, parts.train_loader, epochs=config.epochs,
         scheduler=parts.scheduler, eval_loaders=parts.eval_loaders if config.eval_every else {},
         hooks=hooks, options=options,
     )  # fmt: skip
+    extra["cpu_threads"] = history.threads  # what changes CPU results by rounding: kept
     return history, extra
+
+
+def replay_note(record: RunRecord) -> str:
+    """What a served record's numbers depend on beyond its configuration, for the replay message.
+
+    A CPU run with ``threads="auto"`` (or None) used the thread counts its record names
+    (``extra["cpu_threads"]``), and ``memory_format="auto"`` the layout in
+    ``extra["memory_format"]``; a retrain that chooses other ones gives numbers that differ by
+    rounding, which training amplifies. Returns "" when the config fixes both.
+    """
+    config, extra = record.config, record.extra
+    counts = extra.get("cpu_threads")
+    chosen = []
+    if isinstance(counts, list) and counts and not isinstance(config.get("threads"), int):
+        chosen.append(describe_threads(counts))
+    if config.get("memory_format") == "auto" and isinstance(extra.get("memory_format"), str):
+        chosen.append(f"the {extra['memory_format']} memory format")
+    if not chosen:
+        return ""
+    return (
+        f"; it was trained with {' and '.join(chosen)}, which its config does not fix: a "
+        "retrain may use others and then differ by rounding (amplified by training); set "
+        "threads=N and memory_format in the config for bit-identical reruns"
+    )
 
 
 def _finished_message(record: RunRecord, path) -> str:
@@ -652,6 +726,10 @@ def describe_config(config: RunConfig | dict[str, Any]) -> str:
         parts.append(str(c["augmentation"]))
     if c.get("eval_from_train"):
         parts.append("eval=train")
+    if c.get("threads", "auto") != "auto":
+        parts.append(f"threads={c['threads']}")
+    if c.get("memory_format") == "channels_last":
+        parts.append("channels_last")
     parts.append(f"bs={c.get('batch_size')} ep={c.get('epochs')}")
     return ", ".join(parts)
 

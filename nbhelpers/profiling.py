@@ -14,10 +14,16 @@ synchronised at every phase boundary while profiling, so each phase is charged w
 work (GPU kernels run asynchronously; without this, waiting time lands in whichever phase
 happens to read a result first). :class:`ProfileOptions` holds how it measures and projects.
 
+Timings on a shared machine vary from one moment to the next, so a figure worth comparing is
+the median of several rounds: :func:`repeat_profiles` measures setups in interleaved rounds
+(A, B, A, B, ...; a change in the machine's load hits all of them alike) and keeps each one's
+median round with the others for the spread (:attr:`TimingProfile.rounds`).
+
 Also here: :func:`compare_profiles` / :func:`plot_comparison` (lever -> time per epoch ->
 speed-up), :func:`time_raw_steps` (forward+backward+step on one fixed resident batch: the
 limit any data pipeline can reach), :func:`batch_size_sweep` (throughput by batch size, on a
-GPU doubling until out of memory or a memory cap) and :class:`Autocast` (mixed precision).
+GPU doubling until out of memory or a memory cap), :func:`fastest_memory_format` (the
+memory layout that trains fastest here, measured) and :class:`Autocast` (mixed precision).
 
 The tutorial's first strategy (Numerics of ML, Tutorial 11, "Debugging Strategy I": make the
 run fast enough to iterate) is what notebook 02 measures with these tools.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,12 +45,14 @@ from torch import nn
 
 from nbhelpers import state
 from nbhelpers.display import Report
+from nbhelpers.threads import ThreadPolicy, check_threads
 from nbhelpers.train import History, TrainOptions, evaluate, synchronize, train
 from nbhelpers.validate import integer, one_of, positive_int
 
 __all__ = [
-    "PHASES", "Autocast", "ProfileOptions", "TimingProfile", "batch_size_sweep",
-    "compare_profiles", "plot_comparison", "profile_training", "time_raw_steps",
+    "MEMORY_FORMATS", "PHASES", "Autocast", "ProfileOptions", "TimingProfile", "batch_size_sweep",
+    "compare_profiles", "count_operations", "fastest_memory_format", "median_profile", "plot_comparison",
+    "profile_training", "repeat_profiles", "time_raw_steps",
 ]  # fmt: skip
 
 #: The phases of a training epoch, in table order.
@@ -78,6 +87,9 @@ class TimingProfile(Report):
         eval_split_s: split -> projected seconds of one full evaluation of that split.
         eval_split_measured_s: split -> seconds measured for that split (its timed batches).
         notes: caveats about the measurement (e.g. a hook that runs the backward pass).
+        rounds: every round of a repeated measurement (:func:`median_profile`), this one
+            among them; empty for a single measurement.
+        threads: CPU intra-op threads of the measurement (None: not on a CPU).
     """
 
     label: str
@@ -93,6 +105,20 @@ class TimingProfile(Report):
     eval_split_s: dict[str, float] = field(default_factory=dict)
     eval_split_measured_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    rounds: tuple[TimingProfile, ...] = ()
+    threads: int | None = None
+
+    @property
+    def round_epoch_s(self) -> list[float]:
+        """Projected seconds per epoch of every round (just this one's without rounds)."""
+        return [r.time_per_epoch_s for r in self.rounds] or [self.time_per_epoch_s]
+
+    @property
+    def spread(self) -> float:
+        """(slowest - fastest round) / this profile's epoch time: 0.1 means the rounds lie
+        within 10% of the median; 0 for a single measurement."""
+        epoch_s = self.round_epoch_s
+        return _ratio(max(epoch_s) - min(epoch_s), self.time_per_epoch_s, 0.0)
 
     @property
     def measured_s(self) -> dict[str, float]:
@@ -195,6 +221,10 @@ class TimingProfile(Report):
             eval_split_s={s: self.eval_split_s[s] for s in kept},
             eval_split_measured_s={s: self.eval_split_measured_s[s] for s in kept},
             notes=[*self.notes, f"projected from '{self.label}' (no new timing)"],
+            rounds=tuple(
+                r.project(label, epochs=epochs, eval_splits=splits, eval_every=every)
+                for r in self.rounds
+            ),
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -204,8 +234,14 @@ class TimingProfile(Report):
         """One line: label, epoch time, images/s and the largest phase."""
         top = max(PHASES, key=lambda p: self.epoch_s[p])
         share = _ratio(self.epoch_s[top], self.time_per_epoch_s, 0.0)
+        epoch_s = self.round_epoch_s
+        spread = (
+            f" (median of {len(epoch_s)} rounds: {min(epoch_s):.1f}-{max(epoch_s):.1f} s)"
+            if len(epoch_s) > 1
+            else ""
+        )
         return (
-            f"{self.label}: {self.time_per_epoch_s:.1f} s per epoch "
+            f"{self.label}: {self.time_per_epoch_s:.1f} s per epoch{spread} "
             f"({self.steps_per_epoch} steps), {self.images_per_s:,.0f} images/s; "
             f"largest phase: {top} ({share:.0%})"
         )
@@ -262,6 +298,9 @@ class ProfileOptions:
         restore: put the model's, optimizer's and scheduler's state back afterwards
             (:mod:`nbhelpers.state`), so profiling does not change the training that follows.
         loss_fn, scheduler_step, zero_grad, device: as in :class:`nbhelpers.train.TrainOptions`.
+        threads: CPU threads of the whole measurement (training steps and evaluation), as in
+            :class:`nbhelpers.train.TrainOptions`: "auto" (chosen once, before the warm-up),
+            an int, or None (torch's setting as it is).
 
     Raises:
         ValueError: any value outside its range (naming it).
@@ -277,8 +316,10 @@ class ProfileOptions:
     scheduler_step: str = "batch"
     zero_grad: bool = True
     device: torch.device | str | None = None
+    threads: int | str | None = "auto"
 
     def __post_init__(self) -> None:
+        check_threads("threads", self.threads)
         positive_int("eval_max_batches", self.eval_max_batches, allow_none=True)
         integer("eval_every", self.eval_every, 0)
         integer("warmup_steps", self.warmup_steps, 0)
@@ -288,7 +329,7 @@ class ProfileOptions:
         """The :class:`nbhelpers.train.TrainOptions` of the timed steps (no evaluation)."""
         return TrainOptions(
             loss_fn=self.loss_fn, scheduler_step=self.scheduler_step, zero_grad=self.zero_grad,
-            eval_every=0, progress=False, device=device, profile=True,
+            eval_every=0, progress=False, device=device, profile=True, threads=None,
         )  # fmt: skip
 
 
@@ -393,7 +434,10 @@ def profile_training(
     device = state.model_device(model) if opts.device is None else torch.device(opts.device)
     train_opts = opts.train_options(device)
     saved = state.snapshot(model, optimizer, scheduler) if opts.restore else None
+    threads = ThreadPolicy(opts.threads, device)  # one choice for all of the measurement
     try:
+        threads.begin(model, getattr(train_loader, "batch_size", None))
+        used = torch.get_num_threads() if device.type == "cpu" else None
         if opts.warmup_steps:
             train(model, optimizer, train_loader, epochs=opts.warmup_steps, scheduler=scheduler,
                   options=train_opts, max_steps=opts.warmup_steps)  # fmt: skip
@@ -405,9 +449,11 @@ def profile_training(
             model, dict(eval_loaders or {}) if opts.eval_every else {}, opts, device
         )
     finally:
+        threads.close()
         if saved is not None:
             state.restore(model, saved, optimizer, scheduler)
-    return _profile(history, evaluation, per_epoch, _loader_images(train_loader), opts, hooks)
+    profile = _profile(history, evaluation, per_epoch, _loader_images(train_loader), opts, hooks)
+    return dataclasses.replace(profile, threads=used)
 
 
 def _profile(history: History, evaluation, per_epoch, epoch_images, opts, hooks) -> TimingProfile:
@@ -429,6 +475,56 @@ def _profile(history: History, evaluation, per_epoch, epoch_images, opts, hooks)
     )  # fmt: skip
 
 
+def median_profile(profiles: Sequence[TimingProfile]) -> TimingProfile:
+    """The round with the median time per epoch (the lower one of an even count), carrying all
+    rounds in :attr:`TimingProfile.rounds` for the spread. Its phases are one real measurement,
+    so they add up to its total.
+
+    Raises:
+        ValueError: no profiles.
+        TypeError: an entry is not a :class:`TimingProfile`.
+    """
+    profiles = list(profiles)
+    if not profiles:
+        raise ValueError("median_profile needs at least one TimingProfile.")
+    if not all(isinstance(p, TimingProfile) for p in profiles):
+        raise TypeError("median_profile expects TimingProfiles")
+    ranked = sorted(profiles, key=lambda p: p.time_per_epoch_s)
+    middle = ranked[(len(ranked) - 1) // 2]
+    single = tuple(dataclasses.replace(p, rounds=()) for p in profiles)
+    return dataclasses.replace(middle, rounds=single)
+
+
+def repeat_profiles(
+    measure: Mapping[str, Callable[[], TimingProfile]], rounds: int = 3
+) -> dict[str, TimingProfile]:
+    """Measure every setup ``rounds`` times, interleaved, and keep each one's median round.
+
+    Round 1 measures every setup once in order, then round 2, and so on, so that a change in
+    the machine's load (another program starting or ending) hits all setups alike instead of
+    one of them.
+
+    Args:
+        measure: label -> a function that builds its setup afresh and returns one
+            :class:`TimingProfile` (e.g. ``lambda: profile_training(...)``).
+        rounds: rounds (int >= 1).
+
+    Returns:
+        label -> :func:`median_profile` of its rounds, labelled with the key.
+
+    Raises:
+        ValueError: ``rounds`` < 1 or no setups.
+    """
+    positive_int("rounds", rounds)
+    if not measure:
+        raise ValueError("repeat_profiles needs at least one setup to measure.")
+    results: dict[str, list[TimingProfile]] = {label: [] for label in measure}
+    for _ in range(rounds):
+        for label, fn in measure.items():
+            results[label].append(dataclasses.replace(fn(), label=label))
+    return {label: median_profile(profiles) for label, profiles in results.items()}
+
+
 # --------------------------------------------------------------------------- comparison
 def compare_profiles(
     profiles: Sequence[TimingProfile] | Mapping[str, TimingProfile], baseline: str | None = None
@@ -442,8 +538,10 @@ def compare_profiles(
 
     Returns:
         DataFrame indexed by ``lever`` with columns: one per phase (seconds per epoch),
-        ``epoch (s)``, ``images/s``, ``speed-up per epoch``, ``epochs``, ``run (s)``,
-        ``speed-up per run`` (speed-ups: baseline time / this time).
+        ``epoch (s)`` (the median round's), ``spread (%)`` (slowest minus fastest round, in %
+        of ``epoch (s)``; 0 for a single measurement), ``rounds``, ``images/s``,
+        ``speed-up per epoch``, ``epochs``, ``run (s)``, ``speed-up per run`` (speed-ups:
+        baseline time / this time, of the medians).
 
     Raises:
         ValueError: no profiles, duplicate labels, or an unknown ``baseline``.
@@ -469,7 +567,8 @@ def compare_profiles(
     rows = [
         {
             "lever": label, **{p: prof.epoch_s[p] for p in PHASES},
-            "epoch (s)": prof.time_per_epoch_s, "images/s": prof.images_per_s,
+            "epoch (s)": prof.time_per_epoch_s, "spread (%)": 100 * prof.spread,
+            "rounds": len(prof.round_epoch_s), "images/s": prof.images_per_s,
             "speed-up per epoch": _ratio(base.time_per_epoch_s, prof.time_per_epoch_s),
             "epochs": prof.epochs, "run (s)": prof.time_per_run_s,
             "speed-up per run": _ratio(base.time_per_run_s, prof.time_per_run_s),
@@ -478,11 +577,13 @@ def compare_profiles(
     ]  # fmt: skip
     df = pd.DataFrame(rows).set_index("lever")
     df.attrs["baseline"] = baseline
+    df.attrs["round_epoch_s"] = {label: prof.round_epoch_s for label, prof in items}
     return df
 
 
 def plot_comparison(table, *, per: str = "epoch", ax=None, title: str | None = None):
-    """Stacked horizontal bars of seconds per phase for each lever, speed-ups annotated.
+    """Stacked horizontal bars of seconds per phase for each lever, speed-ups annotated; a
+    black line across a bar's end spans its fastest to slowest round (repeated measurements).
 
     Args:
         table: the DataFrame of :func:`compare_profiles`.
@@ -506,11 +607,18 @@ def plot_comparison(table, *, per: str = "epoch", ax=None, title: str | None = N
         widths = list(table[phase] * factor)
         ax.barh(labels, widths, left=left, color=colour, label=phase)
         left = [a + b for a, b in zip(left, widths, strict=True)]
+    rounds, ends = table.attrs.get("round_epoch_s", {}), list(left)
+    for y, label in enumerate(labels):
+        scale = table["epochs"].iloc[y] if per == "run" else 1
+        times = [t * scale for t in rounds.get(label, [])]
+        if len(times) > 1 and max(times) > min(times):
+            ax.plot([min(times), max(times)], [y, y], color="black", linewidth=1.2)
+            ends[y] = max(ends[y], max(times))
     for y, (total, speed) in enumerate(zip(left, table[f"speed-up per {per}"], strict=True)):
-        ax.text(total, y, f" {total:.1f} s  (x{speed:.1f})", va="center", fontsize=9)
+        ax.text(ends[y], y, f" {total:.1f} s  (x{speed:.1f})", va="center", fontsize=9)
     ax.invert_yaxis()
     ax.set(
-        xlim=(0, max(left + [1e-9]) * 1.3), xlabel=f"seconds per {per} (projected)", ylabel="setup"
+        xlim=(0, max(ends + [1e-9]) * 1.3), xlabel=f"seconds per {per} (projected)", ylabel="setup"
     )
     baseline = table.attrs.get("baseline", labels[0])
     ax.set_title(title or f"Time per {per} by phase; (xN) = speed-up vs {baseline}")
@@ -561,6 +669,7 @@ def time_raw_steps(
     warmup_steps: int = 1,
     device: torch.device | str | None = None,
     channels_last: bool = False,
+    threads: int | str | None = "auto",
 ) -> dict[str, float]:
     """Forward+backward+step on one fixed batch resident on the device: the loop's limit.
 
@@ -576,12 +685,15 @@ def time_raw_steps(
         steps: timed steps (int >= 1); warmup_steps: untimed steps first (int >= 0).
         device: default the model's device.
         channels_last: put the batch in ``torch.channels_last`` memory format.
+        threads: CPU threads, as in :class:`nbhelpers.train.TrainOptions` ("auto": chosen as
+            a training run would, so that the limit is the one a run meets).
 
     Returns:
-        ``{"step_s": seconds per step, "images_per_s": images/s, "batch_size": ...}``.
+        ``{"step_s": seconds per step, "images_per_s": images/s, "batch_size": ...,
+        "threads": CPU threads used (None off the CPU)}``.
 
     Raises:
-        ValueError: ``batch_size`` or ``steps`` < 1, ``warmup_steps`` < 0.
+        ValueError: ``batch_size`` or ``steps`` < 1, ``warmup_steps`` < 0, a bad ``threads``.
         torch.OutOfMemoryError: the batch does not fit on the GPU.
     """
     positive_int("batch_size", batch_size)
@@ -599,15 +711,24 @@ def time_raw_steps(
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    for _ in range(warmup_steps):
-        one_step()
-    synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        one_step()
-    synchronize(device)
-    step_s = (time.perf_counter() - t0) / steps
-    return {"batch_size": batch_size, "step_s": step_s, "images_per_s": batch_size / step_s}
+    policy = ThreadPolicy(threads, device)
+    try:
+        policy.begin(model, batch_size)
+        used = torch.get_num_threads() if device.type == "cpu" else None
+        for _ in range(warmup_steps):
+            one_step()
+        synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            one_step()
+        synchronize(device)
+        step_s = (time.perf_counter() - t0) / steps
+    finally:
+        policy.close()
+    return {
+        "batch_size": batch_size, "step_s": step_s, "images_per_s": batch_size / step_s,
+        "threads": used,
+    }  # fmt: skip
 
 
 def batch_size_sweep(
@@ -704,3 +825,100 @@ def _sweep_one(make_model, make_optimizer, batch, device, steps, channels_last):
     if cuda:
         row["peak memory (MB)"] = peak / 2**20
     return row, peak
+
+
+def count_operations(step: Callable[[], Any]) -> int:
+    """How many tensor operations (calls into torch's ATen kernels) one call of ``step`` runs,
+    e.g. a training step: forward, backward and the optimizer together.
+
+    Counted with a ``TorchDispatchMode`` (the operations still run). On a CPU each operation
+    that is large enough runs as one parallel region of the thread team, whose threads all
+    wait at its end: the number says how often a step waits.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Counter(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            _Counter.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Counter():
+        step()
+    return _Counter.calls
+
+
+# --------------------------------------------------------------------------- memory format
+#: Memory layouts a model can train in: torch's default (NCHW) and channels_last (NHWC, each
+#: pixel's channels side by side, which many convolution kernels prefer).
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def fastest_memory_format(
+    make_model: Callable[[], nn.Module],
+    batch_size: int,
+    *,
+    device: torch.device | str,
+    rounds: int = 3,
+    min_gain: float = 0.05,
+    threads: int | str | None = "auto",
+) -> tuple[str, dict[str, float]]:
+    """The memory layout in which a model's training step is fastest on ``device``, measured.
+
+    Builds the model (``make_model()``, moved to ``device``) once per layout of
+    :data:`MEMORY_FORMATS`, with Adam, and times :func:`time_raw_steps` on each in
+    ``rounds`` interleaved rounds (one warm-up step each first; one timed step per round, or
+    more when a step is short, so that a round lasts about 20 ms). channels_last is chosen only
+    when its median step is at least ``min_gain`` faster: a layout within the noise keeps
+    torch's default, and so does a device that cannot train in channels_last (an error while
+    timing it). Uses the global random generator (model initialisation): seed afterwards.
+
+    Args:
+        make_model: builds a fresh model (e.g. ``lambda: build_cnn("relu", "batch", 8)``).
+        batch_size: images per step (int >= 1).
+        device: where to measure.
+        rounds: interleaved rounds (int >= 1).
+        min_gain: the fraction channels_last must gain, in [0, 1).
+        threads: CPU threads, as in :func:`time_raw_steps`.
+
+    Returns:
+        ``(name, seconds)``: the fastest layout's name ("contiguous" or "channels_last") and
+        layout -> median seconds per step.
+
+    Raises:
+        ValueError: ``batch_size`` or ``rounds`` < 1, ``min_gain`` outside [0, 1).
+    """
+    from nbhelpers.validate import number
+
+    positive_int("batch_size", batch_size)
+    positive_int("rounds", rounds)
+    number("min_gain", min_gain, 0, 1, high_open=True)
+    device = torch.device(device)
+    setups = {}
+    for name, fmt in MEMORY_FORMATS.items():
+        model = make_model().to(device).to(memory_format=fmt)
+        setups[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
+    seconds: dict[str, list[float]] = {name: [] for name in setups}
+    steps, policy = 1, ThreadPolicy(threads, device)  # one thread choice for all rounds
+    try:
+        policy.begin(setups["contiguous"][0], batch_size)
+        for r in range(rounds):
+            for name, (model, optimizer) in setups.items():
+                try:
+                    timing = time_raw_steps(
+                        model, optimizer, batch_size, steps=steps, warmup_steps=int(r == 0),
+                        device=device, channels_last=name == "channels_last", threads=None,
+                    )  # fmt: skip
+                except RuntimeError:  # a layout this device cannot train in: never the fastest
+                    if name == "contiguous":
+                        raise
+                    timing = {"step_s": math.inf}
+                seconds[name].append(timing["step_s"])
+            shortest = min(seconds[name][-1] for name in setups)
+            steps = max(steps, min(10, int(0.02 / max(shortest, 1e-6))))
+    finally:
+        policy.close()
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    faster = medians["channels_last"] * (1 + min_gain) <= medians["contiguous"]
+    return ("channels_last" if faster else "contiguous"), medians

@@ -23,6 +23,10 @@ optional methods; time spent in them is counted as "diagnostics":
 
 ``step`` is the 0-based index of the optimizer step over the whole run; ``epoch`` is
 1-based.
+
+CPU threads: with ``threads="auto"`` (the default) a run on the CPU chooses its intra-op
+thread count from the step's work and the cores other programs leave idle, again after every
+epoch, and puts the learner's setting back at the end (:mod:`nbhelpers.threads`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import torch
 from torch import nn
 
 from nbhelpers.state import model_device
+from nbhelpers.threads import ThreadPolicy, check_threads
 from nbhelpers.validate import integer, one_of
 
 __all__ = ["SCHEDULER_STEPS", "History", "TrainOptions", "evaluate", "synchronize", "train"]
@@ -74,6 +79,8 @@ class History:
             ``diverged_at_step``, the 0-based step).
         steps: optimizer steps done.
         device: the training device as a string.
+        threads: CPU intra-op threads of every epoch (also in each epoch's row as
+            ``threads``); empty for a run off the CPU.
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -83,6 +90,7 @@ class History:
     status: str = "complete"
     steps: int = 0
     device: str = "cpu"
+    threads: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,9 +109,13 @@ class TrainOptions:
         device: default the device of the model's parameters.
         max_steps: stop after this many optimizer steps in total (None: no limit).
         profile: synchronise the device at every phase boundary (exact phase split on a GPU).
+        threads: CPU intra-op threads: "auto" (chosen per run and epoch, see
+            :mod:`nbhelpers.threads`), an int >= 1 (exactly that many) or None (torch's setting
+            as it is). The learner's setting is put back afterwards. Ignored off the CPU.
 
     Raises:
-        ValueError: an unknown ``scheduler_step``, a negative ``eval_every`` or ``max_steps``.
+        ValueError: an unknown ``scheduler_step``, a negative ``eval_every`` or ``max_steps``,
+            a bad ``threads``.
     """
 
     loss_fn: nn.Module | None = None
@@ -114,9 +126,11 @@ class TrainOptions:
     device: torch.device | str | None = None
     max_steps: int | None = None
     profile: bool = False
+    threads: int | str | None = "auto"
 
     def __post_init__(self) -> None:
         one_of("scheduler_step", self.scheduler_step, SCHEDULER_STEPS)
+        check_threads("threads", self.threads)
         integer("eval_every", self.eval_every, 0, allow_none=True)
         integer("max_steps", self.max_steps, 0, allow_none=True)
 
@@ -265,6 +279,7 @@ def train(
         )
     loop = _Loop(model, optimizer, scheduler, tuple(hooks), opts)
     bar = _progress_bar(train_loader, epochs, opts)
+    loop.threads.begin(model, *_batch_shape(train_loader))
     t_start = loop.now(sync=True)
     try:
         loop.call_hooks("on_train_begin", model, optimizer, loop.loss_fn)
@@ -282,6 +297,7 @@ def train(
         loop.close_epoch(complete=False)
     finally:
         bar.close()
+        loop.threads.close()  # the learner's thread setting again
     loop.finish(t_start)  # hooks see the timings so far
     try:
         loop.call_hooks("on_train_end", loop.history)
@@ -289,6 +305,13 @@ def train(
         loop.history.status = "interrupted"
     loop.finish(t_start)
     return loop.history
+
+
+def _batch_shape(loader: Iterable) -> tuple[int | None, tuple[int, ...]]:
+    """The loader's batch size (None if it does not say) and image shape (default 3x32x32)."""
+    images = getattr(loader, "images", None)
+    four_d = isinstance(images, torch.Tensor) and images.ndim == 4
+    return getattr(loader, "batch_size", None), tuple(images.shape[1:]) if four_d else (3, 32, 32)
 
 
 def _progress_bar(train_loader: Iterable, epochs: int, opts: TrainOptions):
@@ -376,6 +399,7 @@ class _Loop:
         self.step = self.images = 0
         self.epoch: _Epoch | None = None
         self.history = History(device=str(self.device))
+        self.threads = ThreadPolicy(opts.threads, self.device)
 
     def now(self, sync: bool = False) -> float:
         """Host wall-clock seconds; waits for the device first when asked or when profiling."""
@@ -484,6 +508,9 @@ class _Loop:
         }  # fmt: skip
         if not complete:
             row["partial"] = True
+        threads = self.threads.epoch_end()
+        if threads is not None:
+            row["threads"] = threads
         self.history.epochs.append(row)
         self.history.step_losses.extend(losses)
         self.history.step_lrs.extend(lrs)
@@ -506,3 +533,4 @@ class _Loop:
             "images_per_s": self.images / train_s if train_s > 0 else 0.0,
         }  # fmt: skip
         self.history.steps = self.step
+        self.history.threads = list(self.threads.used)

@@ -2,11 +2,18 @@
 # # 02 · Speed up: where does the time go?
 #
 # One run of the colleague's notebook took about 25 minutes on a CPU and 10 minutes on a
-# GPU. Debugging means running the code again and again, so the first job is to make a run
-# fast enough to iterate: the tutorial's *Debugging Strategy I*. We will not guess what is
-# slow. We **measure** where the time goes, then change one thing at a time and measure
-# again, here on your machine. At the end you put together a fast *debug configuration*
-# for the next notebooks.
+# GPU (the times the course's public exercise reports: Numerics of Machine Learning,
+# exercise 11 "Optimization for Deep Learning", University of Tübingen,
+# [github.com/philipphennig/NumericsOfML](https://github.com/philipphennig/NumericsOfML),
+# `exercises/11_Deep_Learning_Optimization`). Debugging means running the code again and
+# again, so the first job is to make a run fast enough to iterate: the tutorial's
+# *Debugging Strategy I*. We will not guess what is slow. We **measure** where the time
+# goes, then change one thing at a time and measure again, here on your machine. At the end
+# you put together a fast *debug configuration* for the next notebooks.
+#
+# Your machine may be busy with other programs (a browser, a video call) while you work, so
+# every timing here is taken several times and reported as the median, with the spread
+# from the fastest to the slowest round.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers-series/debugging-a-training-run/blob/main/notebooks/02_speed_up.ipynb)
 #
@@ -14,8 +21,9 @@
 # - profile a few training steps and split their time into data loading,
 #   forward/backward/step, evaluation and diagnostics (Cockpit);
 # - try each speed lever on its own and measure what it gains: fewer epochs, less
-#   evaluation, Cockpit off or lighter, a larger batch, faster data loading, the GPU,
-#   mixed precision;
+#   evaluation, Cockpit off or lighter, a larger batch, faster data loading, the GPU, the
+#   memory layout, mixed precision, and the number of CPU threads;
+# - see why a small network can run 10x slower when one other program keeps a core busy;
 # - see why a lever only helps when it attacks the slowest phase;
 # - choose your debug configuration and check that it is several times faster.
 
@@ -31,8 +39,10 @@ SEED = 0
 # %%
 import dataclasses
 import os
+import statistics
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 from IPython.display import display
 from torchvision import transforms
@@ -48,15 +58,22 @@ from nbhelpers.profiling import (
     Autocast,
     batch_size_sweep,
     compare_profiles,
+    count_operations,
     plot_comparison,
     profile_training,
+    repeat_profiles,
+    time_raw_steps,
 )
+from nbhelpers.threads import busy_neighbour, choose_threads, cpu_limit, idle_cores, step_flops
 
 ctx = start(BUDGET, DATA_SOURCE, DOWNLOAD, SEED)
 device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
-STEPS = budget.profile_steps  # training steps timed per measurement
+STEPS = budget.profile_steps  # training steps timed per measurement with Cockpit (Alpha: every 10th)
+PLAIN_STEPS = max(3, STEPS // 2)  # ... and without Cockpit (every step costs the same)
 EVAL_BATCHES = max(1, STEPS // 3)  # evaluation batches timed per split (scaled up to the split)
-print(f"Each measurement times {STEPS} training steps (after one warm-up step).")
+ROUNDS = 3  # every measurement is repeated; we keep the median round and show the spread
+print(f"Each measurement times {STEPS} training steps with Cockpit, {PLAIN_STEPS} without "
+      f"(after one warm-up step), {ROUNDS} times.")
 
 # %% [markdown]
 # ## The handover, with its speed levers as switches
@@ -84,6 +101,7 @@ HANDOVER = dict(
     epochs=budget.epochs,  # the colleague used 10
     channels_last=False,  # memory layout of images and weights (measure it: GPU and many CPUs)
     bf16=False,  # mixed precision with bfloat16 (a GPU lever)
+    threads="auto",  # CPU threads: "auto" (nbhelpers' choice, see lever 7), a number, or None
 )
 
 half = len(bundle.train) // 2
@@ -146,14 +164,20 @@ def make_setup(levers):
 PROFILES = {}  # label -> TimingProfile, for the final comparison
 
 
-def measure(label, steps=STEPS, **levers):
+def measure_once(label, steps=None, **levers):
     """Time `steps` training steps (and a part of the evaluation) of the handover with `levers`."""
     lv, model, optimizer, scheduler, train_loader, eval_loaders, hooks = make_setup(levers)
-    prof = profile_training(
+    steps = steps or (STEPS if lv["cockpit"] else PLAIN_STEPS)
+    return profile_training(
         model, optimizer, train_loader, steps=steps, eval_loaders=eval_loaders,
         eval_every=lv["eval_every"], eval_max_batches=EVAL_BATCHES, hooks=hooks, scheduler=scheduler,
-        zero_grad=False, epochs=lv["epochs"], label=label,
+        zero_grad=False, epochs=lv["epochs"], label=label, threads=lv["threads"],
     )  # fmt: skip
+
+
+def measure(label, steps=None, **levers):
+    """`measure_once` ROUNDS times; keep the median round (with all rounds, for the spread)."""
+    prof = repeat_profiles({label: lambda: measure_once(label, steps, **levers)}, ROUNDS)[label]
     PROFILES[label] = prof
     print(prof.summary())
     return prof
@@ -177,6 +201,10 @@ for note in handover.notes:
     print("Note:", note)
 
 # %% [markdown]
+# The summary line gives the median of the rounds and, in brackets, the fastest and the
+# slowest round. When they lie far apart, something else was using the machine meanwhile;
+# the median is still a fair figure, but compare levers by more than their spread only.
+#
 # Read the chart before going on: **which phase is the largest on your machine?** That is
 # where a speed-up must come from. If a phase takes a share *p* of the time, removing it
 # entirely makes the run at most 1 / (1 − *p*) times faster (Amdahl's law): a lever that
@@ -224,13 +252,15 @@ no_eval = PROFILES["no evaluation"]
 #
 # Cockpit computes extra quantities during the backward pass. The colleague's instruments
 # (the preset `"cheap"`) need per-example gradients for Alpha every 10 steps; `"basic"`
-# keeps only the loss, gradient norm, distance and update size, which cost almost nothing.
-# Notebook 06 turns Cockpit back on when we want to read its instruments.
+# keeps only the loss, gradient norm, distance and update size, which cost little: the
+# second line below says how little on your machine. Notebook 06 turns Cockpit back on when
+# we want to read its instruments.
 
 # %%
 cockpit_off = measure("Cockpit off", cockpit=None)
 cockpit_basic = measure("Cockpit basic", cockpit="basic")
 print(f"Cockpit's net cost: {handover.time_per_epoch_s - cockpit_off.time_per_epoch_s:.1f} s per epoch")
+print(f"'basic' costs {cockpit_basic.time_per_epoch_s / cockpit_off.time_per_epoch_s:.2f}x 'off' per epoch")
 
 # %% [markdown]
 # ## Lever 4: a larger batch
@@ -314,7 +344,8 @@ if cuda:
     measure("handover on the CPU", steps=min(STEPS, 10), device="cpu")  # fewer steps: it is slow
 fast = measure("fast pipeline", **FAST)
 fast_cl = measure("fast + channels_last", **FAST, channels_last=True)
-print(f"channels_last: {fast.time_per_epoch_s / fast_cl.time_per_epoch_s:.2f}x per epoch on {device}")
+layout_gain = fast.time_per_epoch_s / fast_cl.time_per_epoch_s
+print(f"channels_last: {layout_gain:.2f}x per epoch on {device} (spreads: {fast.spread:.0%}, {fast_cl.spread:.0%})")
 if cuda and torch.cuda.is_bf16_supported():
     measure("fast + bf16", **FAST, bf16=True)
 elif cuda:
@@ -326,15 +357,128 @@ else:
     )
 
 # %% [markdown]
+# You do not have to measure this for every run: `RunConfig(memory_format="auto")` (the
+# default of `reference_fix_config`) times a few training steps in both layouts once per
+# model and batch size, and trains in the faster one
+# (`nbhelpers.profiling.fastest_memory_format`). The layout changes how the arithmetic is
+# done, not what is computed: results differ only by rounding.
+#
+# ## Lever 7: CPU threads, and a busy machine
+#
+# On a CPU, torch runs every operation of a step with a **team of threads**, by default one
+# per core, and the team waits at the end of each operation until its last member is done.
+# That is fast while the cores are free. But when another program keeps one core busy (a
+# browser tab, a video call, a second notebook), one member of the team has to wait for the
+# operating system to give it a core again, and the whole team waits with it. We measure
+# the training step of two networks: notebook 00's small one (width 8, batch 32) and the
+# colleague's, with one thread and with one per core, first as the machine is, then while a
+# small program of ours burns one core (it stops after the measurement, and after two
+# minutes at the latest).
+
+# %%
+CORES = cpu_limit()  # the cores this notebook may use; torch's default is one thread each
+NETWORKS = {  # name -> (activation, norm, width, batch size, timed steps)
+    "small (notebook 00)": ("relu", "batch", 8, 32, max(3, STEPS)),
+    "colleague's": ("tanh", "none", 32, budget.batch_size, max(2, STEPS // 3)),
+}
+
+
+def step_rate(network, threads):
+    """images/s of forward + backward + Adam step of `network`, median of ROUNDS timings."""
+    activation, norm, width, batch, steps = NETWORKS[network]
+    torch.manual_seed(SEED)
+    model = build_cnn(activation, norm, width)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rates = [
+        time_raw_steps(model, optimizer, batch, steps=steps, device="cpu", threads=threads)["images_per_s"]
+        for _ in range(ROUNDS)
+    ]
+    return statistics.median(rates)
+
+
+if CORES < 2:
+    print(f"This machine gives this notebook {CORES} core: there is no team to wait for, nothing to measure.")
+else:
+    quiet_idle = idle_cores(0.2)
+    print(f"cores other programs leave idle right now: {quiet_idle if quiet_idle is None else round(quiet_idle, 1)} of {CORES}")
+    rows = []
+    for network in NETWORKS:
+        for threads in (1, CORES):
+            rows.append(dict(network=network, threads=threads, machine="as it is", **{"images/s": step_rate(network, threads)}))
+    with busy_neighbour(cores=1, max_seconds=120):
+        busy_idle = idle_cores(0.2)
+        for threads in (1, CORES):
+            rows.append(dict(network="small (notebook 00)", threads=threads, machine="one core busy", **{"images/s": step_rate("small (notebook 00)", threads)}))
+    threads_table = pd.DataFrame(rows)
+    display(threads_table.round(0))
+
+# %% [markdown]
+# Why a busy core hurts so much: count the operations of one training step of the small
+# network, and compare the time each one takes with the time the team loses per operation
+# while a core is busy.
+
+# %%
+if CORES >= 2:
+    torch.manual_seed(SEED)
+    small = build_cnn("relu", "batch", 8)
+    small_opt = torch.optim.Adam(small.parameters(), lr=1e-3)
+    xb, yb = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
+
+    def small_step():
+        small_opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(small(xb), yb).backward()
+        small_opt.step()
+
+    n_ops = count_operations(small_step)
+    rate = {(r["machine"], r["threads"]): r["images/s"] for r in rows if r["network"].startswith("small")}
+    per_op_ms = {key: 32 / value / n_ops * 1000 for key, value in rate.items()}
+    one_ms, team_ms = per_op_ms[("one core busy", 1)], per_op_ms[("one core busy", CORES)]
+    best = max(rate[("as it is", 1)], rate[("as it is", CORES)])
+    collapse = best / rate[("one core busy", CORES)]
+    print(f"One training step of the small network runs {n_ops} operations.")
+    print(f"With one core busy, an operation takes {one_ms:.3f} ms on 1 thread and {team_ms:.3f} ms "
+          f"on a team of {CORES}: at least {team_ms - one_ms:.3f} ms of it is the team waiting.")
+    print(f"With one core busy, {CORES} threads reach {rate[('one core busy', CORES)] / best:.0%} of the "
+          f"fastest step as the machine is ({collapse:.1f}x slower), 1 thread {rate[('one core busy', 1)] / best:.0%}.")
+    print(f"Cores left idle during the busy measurement: {busy_idle if busy_idle is None else round(busy_idle, 1)} of {CORES}")
+    if quiet_idle is not None and quiet_idle < CORES - 0.5:
+        print("Note: other programs were already busy during 'as it is', so it is no quiet baseline.")
+
+# %% [markdown]
+# A team of threads should finish an operation sooner than one thread, not later: the extra
+# time is waiting. The thread that lost its core waits for the operating system's next time
+# slice, and the whole team waits with it at the end of the step's operations. A larger network has longer operations,
+# so the same waiting weighs less (and more threads pay off more on a free machine). One
+# thread has no team to wait for: on a busy machine it keeps its fair share, as the last
+# line above shows.
+#
+# That is why nbhelpers chooses the thread count **per run** (`threads="auto"`, the default
+# of `nbhelpers.train.train` and `RunConfig`): no more than your setting, no more than the
+# cores the other programs leave idle (read from the operating system just before the run
+# and again after every epoch), and fewer for a step too small to share. It puts your
+# setting back afterwards. What it would choose now, and with a busy core:
+
+# %%
+if CORES >= 2:
+    for network, (activation, norm, width, batch, _) in NETWORKS.items():
+        flops = step_flops(build_cnn(activation, norm, width), batch)
+        print(f"{network}: {flops / 1e9:.2f} GFLOP per step; threads chosen now: "
+              f"{choose_threads(CORES, idle_cores(), flops)}, with one core busy: {choose_threads(CORES, busy_idle, flops)}")
+print("Results on a CPU differ by rounding between thread counts (and training amplifies that):")
+print("a run records the counts it used; RunConfig(threads=N) fixes the count for bit-identical reruns.")
+
+# %% [markdown]
 # ## All levers side by side
 #
 # Each row changes **one** thing against the handover (the "fast" rows are the exception:
 # they combine the loader, evaluation and Cockpit levers). The speed-up is the handover's time divided by the row's time; *per run*
-# also counts the epochs.
+# also counts the epochs. "spread (%)" is how far the slowest and the fastest round lay apart
+# (the black line at the end of each bar in the chart): a speed-up smaller than the spreads
+# of the two rows it compares is not a measured gain.
 
 # %%
 table = compare_profiles(PROFILES, baseline="handover")
-display(table[[*PHASES, "epoch (s)", "speed-up per epoch"]].round(2))
+display(table[[*PHASES, "epoch (s)", "spread (%)", "speed-up per epoch"]].round(2))
 fig_levers = plot_comparison(table, per="epoch")
 plt.show()
 
@@ -367,10 +511,21 @@ MY_LEVERS = dict(
     # epochs=budget.epochs,
     # END EXERCISE
 )
-mine = measure("my debug configuration", **MY_LEVERS)
-speed_up_run = handover.time_per_run_s / mine.time_per_run_s
-speed_up_epoch = handover.time_per_epoch_s / mine.time_per_epoch_s
-print(f"speed-up vs the handover: {speed_up_run:.1f}x per run, {speed_up_epoch:.1f}x per epoch")
+# the handover and your configuration in turns (handover, yours, handover, yours, ...), so
+# that a change in the machine's load hits both alike; the speed-up is the median of the rounds
+pair = repeat_profiles(
+    {
+        "handover (again)": lambda: measure_once("handover (again)"),
+        "my debug configuration": lambda: measure_once("my debug configuration", **MY_LEVERS),
+    },
+    ROUNDS,
+)
+mine = PROFILES["my debug configuration"] = pair["my debug configuration"]
+rounds = list(zip(pair["handover (again)"].rounds, mine.rounds))
+speed_up_run = statistics.median(h.time_per_run_s / m.time_per_run_s for h, m in rounds)
+speed_up_epoch = statistics.median(h.time_per_epoch_s / m.time_per_epoch_s for h, m in rounds)
+print(mine.summary())
+print(f"speed-up vs the handover: {speed_up_run:.1f}x per run, {speed_up_epoch:.1f}x per epoch (median of {len(rounds)} rounds)")
 
 # %% tags=["exercise"]
 from nbhelpers.selfcheck import check
@@ -393,11 +548,13 @@ assert PROFILES[fewer].time_per_run_s < handover.time_per_run_s
 #
 # From here on, runs use the **fast path**: the TensorLoader (already the default of
 # `nbhelpers.experiment.RunConfig`), evaluation of the validation split, no Cockpit
-# (notebook 06 turns it on), and fewer epochs where a notebook only needs to see whether
-# the loss falls. We keep the colleague's batch size: a different batch size changes what
-# the optimizer does, and a debug run should behave like the real one. `channels_last`
-# (and bfloat16 on a GPU) can be added on top where they helped above: they change how
-# the arithmetic is done, not what is computed (bfloat16 only up to rounding).
+# (notebook 06 turns it on), the faster memory layout (`memory_format="auto"`, measured per
+# model), nbhelpers' choice of CPU threads (`threads="auto"`, the default), and fewer epochs
+# where a notebook only needs to see whether the loss falls. We keep the colleague's batch
+# size: a different batch size changes what the optimizer does, and a debug run should
+# behave like the real one. bfloat16 on a GPU can be added on top where it helped above:
+# like the layout and the threads, it changes how the arithmetic is done, not what is
+# computed (only up to rounding).
 
 # %%
 DEBUG_LEVERS = dict(loader="tensor", eval_splits=("valid",), cockpit=None, epochs=DEBUG_EPOCHS)
@@ -406,12 +563,15 @@ if MY_LEVERS == DEBUG_LEVERS:  # already measured above
     PROFILES["debug configuration"] = debug
 else:
     debug = measure("debug configuration", **DEBUG_LEVERS)
-DEBUG_RUN_FIELDS = dict(loader="tensor", num_workers=0, eval_splits=("valid",), eval_every=1, epochs=DEBUG_EPOCHS)
+DEBUG_RUN_FIELDS = dict(
+    loader="tensor", num_workers=0, eval_splits=("valid",), eval_every=1, epochs=DEBUG_EPOCHS,
+    memory_format="auto", threads="auto",
+)
 print("RunConfig fields of the debug configuration:", DEBUG_RUN_FIELDS)
 print("e.g. the handover with them:", describe_config(handover_config(budget, **DEBUG_RUN_FIELDS)))
 
 table = compare_profiles(PROFILES, baseline="handover")
-columns = ["epoch (s)", "images/s", "speed-up per epoch", "epochs", "run (s)", "speed-up per run"]
+columns = ["epoch (s)", "spread (%)", "images/s", "speed-up per epoch", "epochs", "run (s)", "speed-up per run"]
 display(table[columns].round(2))
 fig_runs = plot_comparison(table, per="run", title="Time per run by phase; (xN) = speed-up vs the handover")
 plt.show()
@@ -431,8 +591,9 @@ book.add(
     "02 speed-up",
     observation=(
         f"On {device.type}, one handover epoch takes about {handover.time_per_epoch_s:.1f} s "
-        f"({handover.images_per_s:,.0f} images/s); the largest phase is {top} "
-        f"({handover.epoch_s[top] / handover.time_per_epoch_s:.0%})."
+        f"({handover.images_per_s:,.0f} images/s, median of {ROUNDS} rounds); the largest phase "
+        f"is {top} ({handover.epoch_s[top] / handover.time_per_epoch_s:.0%})."
+        + (f" With one core busy, {CORES} CPU threads ran the small network {collapse:.1f}x slower." if CORES >= 2 else "")
     ),
     hypothesis="Evaluating the train split every epoch, Cockpit and the per-sample PIL pipeline "
     "cost time without helping debugging.",
@@ -454,6 +615,8 @@ record_stage(
     debug_epoch_s=round(debug.time_per_epoch_s, 3),
     debug_run_fields=DEBUG_RUN_FIELDS,
 )
+# the logbook so far, compactly (notebook 07 exports all of it)
+display(pd.DataFrame([dict(stage=e.stage, observation=e.observation, result=e.result) for e in book.entries()]))
 
 # %% [markdown]
 # ## Summary
@@ -464,6 +627,11 @@ record_stage(
 # - A larger batch is faster on a GPU, hardly on a CPU, and it changes the optimisation.
 # - Looking at a module **in isolation** (here the model alone, in the batch-size sweep)
 #   tells what the limit is without the rest of the pipeline.
+# - On a CPU, a team of threads waits at the end of every operation: with one core busy, a
+#   small network's step can become many times slower (lever 7 measured how much here).
+#   nbhelpers chooses the thread count per run and gives up a busy core.
+# - On a shared machine, time every lever several times and compare medians; compare two
+#   setups in turns, so a busy moment hits both.
 #
 # **Next:** 03 reads the code carefully without running it (Debugging Strategy II) and
 # finds why the network does not learn.

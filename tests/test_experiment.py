@@ -108,6 +108,9 @@ def test_reference_fix_config_and_overrides():
         ("eval_splits", (), "at least one split"),
         ("eval_splits", ("test", "test"), "distinct"),
         ("width", 3, "norm='group'"),
+        ("memory_format", "nhwc", "'channels_last'"),
+        ("threads", "many", "'auto', None"),
+        ("threads", 0, "threads=0"),
     ],
 )
 def test_bad_config_values_raise_naming_value_and_valid_choices(field, value, fragment):
@@ -384,3 +387,91 @@ def test_adding_an_optimizer_is_one_registry_entry(monkeypatch):
     cfg = _config(optimizer="rmsprop", lr=0.02)
     opt = experiment.build_optimizer(cfg, torch.nn.Linear(2, 2).parameters())
     assert type(opt) is torch.optim.RMSprop and opt.param_groups[0]["lr"] == 0.02
+
+
+# --------------------------------------------------------------------------- layout, CPU threads
+def test_memory_format_lays_out_model_and_batches_with_the_same_weights():
+    data = _bundle()
+    plain = experiment.build_run(_config(memory_format="contiguous"), data)
+    fast = experiment.build_run(_config(memory_format="channels_last"), data)
+    assert (plain.memory_format, fast.memory_format) == ("contiguous", "channels_last")
+    conv = fast.model.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x, _ = next(iter(fast.train_loader))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    x_eval, _ = next(iter(fast.eval_loaders["valid"]))
+    assert x_eval.is_contiguous(memory_format=torch.channels_last)
+    assert next(iter(plain.train_loader))[0].is_contiguous()
+    for a, b in zip(plain.model.parameters(), fast.model.parameters(), strict=True):
+        assert torch.equal(a, b)  # the same initial weights in either layout
+
+
+def test_memory_format_auto_is_measured_recorded_and_contiguous_with_hooks(tmp_path):
+    data = _bundle()
+    assert experiment.memory_format_of(_config(), "cpu") in ("contiguous", "channels_last")
+    assert handover_config("tiny").memory_format == "contiguous"  # the colleague's layout
+    assert reference_fix_config("tiny").memory_format == "auto"
+    rec = run(_config(epochs=1), data=data, runs_dir=tmp_path, progress=False)
+    assert rec.extra["memory_format"] == experiment.memory_format_of(_config(), "cpu")
+
+    class Hook:
+        def on_step_end(self, step, loss):
+            pass
+
+    hooked = run(_config(epochs=1), data=data, runs_dir=tmp_path, hooks=[Hook()], progress=False)
+    assert hooked.extra["memory_format"] == "contiguous"
+
+
+def test_pil_loader_trains_a_channels_last_model(tmp_path):
+    cfg = _config(epochs=1, loader="pil", memory_format="channels_last", name="pil-cl")
+    rec = run(cfg, data=_bundle(), runs_dir=tmp_path, progress=False)
+    assert rec.status == "complete" and rec.extra["memory_format"] == "channels_last"
+
+
+def test_thread_counts_are_recorded_fixed_counts_are_in_the_key(tmp_path, capsys):
+    data = _bundle()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run(_config(epochs=2, threads=1), data=data, runs_dir=tmp_path, progress=False)
+        two = run(_config(epochs=2, threads=2), data=data, runs_dir=tmp_path, progress=False)
+        assert one.config_hash != two.config_hash and not two.from_cache
+        assert one.extra["cpu_threads"] == [1, 1] and two.extra["cpu_threads"] == [2, 2]
+        assert one.device == "cpu (1 thread)" and two.device == "cpu (2 threads)"
+        assert [row["threads"] for row in two.history] == [2, 2]
+        assert torch.get_num_threads() == 1  # the learner's setting again
+        again = run(_config(epochs=2, threads=1), data=data, runs_dir=tmp_path, cache=False,
+                    progress=False)  # fmt: skip
+        assert again.step_losses == one.step_losses  # a fixed count reruns bit-identically
+        capsys.readouterr()
+        assert run(_config(epochs=2, threads=2), data=data, runs_dir=tmp_path).from_cache
+        assert "CPU thread" not in capsys.readouterr().out  # a fixed count needs no note
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_replaying_an_auto_run_says_what_it_was_trained_with(tmp_path, capsys):
+    data = _bundle()
+    first = run(_config(epochs=1), data=data, runs_dir=tmp_path, progress=False)
+    counts = first.extra["cpu_threads"]
+    assert counts and all(isinstance(c, int) and c >= 1 for c in counts)
+    capsys.readouterr()
+    again = run(_config(epochs=1), data=data, runs_dir=tmp_path)
+    out = capsys.readouterr().out
+    assert again.from_cache
+    layout = first.extra["memory_format"]
+    assert f"trained with {counts[0]} CPU thread" in out and f"the {layout} memory format" in out
+    assert "set threads=N and memory_format in the config for bit-identical reruns" in out
+
+
+def test_replay_note_ignores_what_a_record_does_not_hold_or_holds_wrongly():
+    from nbhelpers.records import RunRecord
+
+    def record(config, extra):
+        return RunRecord(name="x", config=config, config_hash="0" * 64, extra=extra)
+
+    assert experiment.replay_note(record({"threads": 2}, {"cpu_threads": [2]})) == ""
+    assert experiment.replay_note(record({}, {})) == ""
+    assert experiment.replay_note(record({"threads": "auto"}, {"cpu_threads": "2"})) == ""
+    note = experiment.replay_note(record({"threads": "auto"}, {"cpu_threads": [1, 2]}))
+    assert "1-2 CPU threads" in note

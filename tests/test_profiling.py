@@ -14,14 +14,19 @@ import torch
 from nbhelpers.data import TensorLoader
 from nbhelpers.models import build_cnn
 from nbhelpers.profiling import (
+    MEMORY_FORMATS,
     PHASES,
     Autocast,
     ProfileOptions,
     TimingProfile,
     batch_size_sweep,
     compare_profiles,
+    count_operations,
+    fastest_memory_format,
+    median_profile,
     plot_comparison,
     profile_training,
+    repeat_profiles,
     time_raw_steps,
 )
 
@@ -359,3 +364,132 @@ def test_options_as_an_object_or_by_name(setup):
     assert by_object.eval_every == by_name.eval_every == 2 and by_name.epochs == 3
     with pytest.raises(ValueError, match="warmup_steps=-1"):
         ProfileOptions(warmup_steps=-1)
+
+
+# --------------------------------------------------------------------------- rounds, threads, layout
+def _profile_with_epoch_s(label: str, seconds: float) -> TimingProfile:
+    """A profile whose one training phase makes its epoch take ``seconds`` (no timing)."""
+    train_s = {"data loading": 0.0, "forward/backward/step": seconds, "diagnostics": 0.0}
+    return TimingProfile(label, "cpu", 1, 16, 1, 16, 0, 2, train_s, seconds)
+
+
+def test_median_profile_keeps_the_middle_round_and_all_rounds():
+    rounds = [_profile_with_epoch_s("x", s) for s in (3.0, 1.0, 2.0)]
+    median = median_profile(rounds)
+    assert median.time_per_epoch_s == 2.0
+    assert sorted(median.round_epoch_s) == [1.0, 2.0, 3.0]
+    assert median.spread == pytest.approx((3.0 - 1.0) / 2.0)
+    assert "median of 3 rounds: 1.0-3.0 s" in median.summary()
+    assert median_profile(rounds[:2]).time_per_epoch_s == 1.0  # even count: the lower one
+    assert _profile_with_epoch_s("y", 1.0).spread == 0.0
+    projected = median.project("two epochs", epochs=4)
+    assert projected.time_per_run_s == 8.0 and len(projected.rounds) == 3
+    assert [r.epochs for r in projected.rounds] == [4, 4, 4]
+    with pytest.raises(ValueError, match="at least one"):
+        median_profile([])
+
+
+def test_repeat_profiles_interleaves_the_setups():
+    calls = []
+
+    def measure(label, seconds):
+        def fn():
+            calls.append(label)
+            return _profile_with_epoch_s("unnamed", seconds.pop(0))
+
+        return fn
+
+    result = repeat_profiles(
+        {"a": measure("a", [5.0, 1.0, 3.0]), "b": measure("b", [2.0, 2.0, 2.0])}, rounds=3
+    )
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert result["a"].label == "a" and result["a"].time_per_epoch_s == 3.0
+    table = compare_profiles(result, baseline="a")
+    assert table.loc["a", "rounds"] == 3 and table.loc["a", "spread (%)"] == pytest.approx(400 / 3)
+    assert table.loc["b", "spread (%)"] == 0.0
+    assert table.loc["b", "speed-up per epoch"] == pytest.approx(1.5)
+    fig = plot_comparison(table)
+    assert len(fig.axes[0].lines) == 1  # one whisker: "b" has no spread
+    with pytest.raises(ValueError, match="rounds=0"):
+        repeat_profiles({"a": measure("a", [1.0])}, rounds=0)
+
+
+def test_profiling_sets_its_threads_for_the_whole_measurement_and_restores(setup):
+    model, optimizer, loader, eval_loaders = setup
+    before = torch.get_num_threads()
+    seen = []
+
+    class Spy:
+        def on_step_end(self, step, loss):
+            seen.append(torch.get_num_threads())
+
+    try:
+        torch.set_num_threads(1)
+        prof = profile_training(
+            model, optimizer, loader, steps=2, eval_loaders=eval_loaders, hooks=[Spy()], threads=2
+        )
+        assert prof.threads == 2 and seen == [2, 2]
+        assert torch.get_num_threads() == 1
+        raw = time_raw_steps(model, optimizer, 8, steps=1, threads=2)
+        assert raw["threads"] == 2 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fastest_memory_format_names_a_layout_and_keeps_the_default_within_the_margin():
+    def make():
+        return build_cnn("relu", "batch", 4)
+
+    name, seconds = fastest_memory_format(make, 8, device="cpu", rounds=2)
+    assert name in MEMORY_FORMATS and set(seconds) == set(MEMORY_FORMATS)
+    assert all(s > 0 for s in seconds.values())
+    expected = "channels_last" if seconds["channels_last"] * 1.05 <= seconds["contiguous"] else None
+    assert name == (expected or "contiguous")
+    with pytest.raises(ValueError, match="min_gain=1.5"):
+        fastest_memory_format(make, 8, device="cpu", min_gain=1.5)
+
+
+def test_fastest_memory_format_needs_channels_last_to_win_by_the_margin(monkeypatch):
+    from nbhelpers import profiling
+
+    def timed(*args, channels_last=False, **kwargs):  # channels_last 10% faster, every round
+        return {"step_s": 0.009 if channels_last else 0.010}
+
+    monkeypatch.setattr(profiling, "time_raw_steps", timed)
+    make = lambda: build_cnn("relu", "batch", 4)  # noqa: E731
+    assert fastest_memory_format(make, 8, device="cpu", min_gain=0.05)[0] == "channels_last"
+    assert fastest_memory_format(make, 8, device="cpu", min_gain=0.2)[0] == "contiguous"
+
+
+def test_count_operations_counts_forward_backward_and_step():
+    model = build_cnn("relu", "batch", 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+
+    def forward():
+        model(x)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    n_forward, n_step = count_operations(forward), count_operations(step)
+    assert n_forward >= 6 * 3  # six convolutions, their norms and activations at least
+    assert n_step > 2 * n_forward  # backward and Adam add more than the forward pass
+    assert count_operations(lambda: None) == 0
+
+
+def test_fastest_memory_format_keeps_the_default_where_channels_last_fails(monkeypatch):
+    from nbhelpers import profiling
+
+    real = profiling.time_raw_steps
+
+    def no_channels_last(*args, channels_last=False, **kwargs):
+        if channels_last:
+            raise RuntimeError("channels_last is not supported on this device")
+        return real(*args, channels_last=channels_last, **kwargs)
+
+    monkeypatch.setattr(profiling, "time_raw_steps", no_channels_last)
+    name, seconds = fastest_memory_format(lambda: build_cnn("relu", "batch", 4), 8, device="cpu")
+    assert name == "contiguous" and seconds["channels_last"] == float("inf")
