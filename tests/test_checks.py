@@ -456,9 +456,9 @@ def test_lr_range_flags_a_far_too_small_learning_rate():
 # ------------------------------------------------------------------------------ 8. capacity
 def test_overfit_one_batch_fires_when_the_model_cannot_memorise():
     x, y = batch(32)
-    good = checks.check_overfit_one_batch(tiny_cnn(), x, y, lr=1e-2)
+    good = checks.check_overfit_one_batch(tiny_cnn(), x, y)
     assert good.passed is True
-    bad = checks.check_overfit_one_batch(tiny_cnn(softmax=True), x, y, lr=1e-2, steps=40)
+    bad = checks.check_overfit_one_batch(tiny_cnn(softmax=True), x, y, steps=40)
     assert bad.passed is False and len(bad.details["losses"]) == 40
 
 
