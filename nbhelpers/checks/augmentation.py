@@ -312,6 +312,7 @@ def check_eval_determinism(
     differing, parts = [], []
     with preserved_state(model) as state, preserved_rng():
         m = copy.deepcopy(model) if x is None else train_copy(model, x, y, loss_fn, _BRIEF_STEPS)[0]
+        m.train(model.training)  # the learner's mode, dropout included
         for name, loader in _eval_splits(eval_loaders).items():
             with untouched(loader):
                 first, second = (

@@ -71,7 +71,7 @@ class CheckInputs:
         warmup: growth of the learning rate intended (None: infer).
         num_classes: number of classes (10 digits).
         lr_range_steps: steps of the LR range test (a few seconds on a CPU).
-        overfit_steps: the most steps of "overfit one batch".
+        overfit_steps: the most steps of "overfit one batch" (it stops when done or stalled).
         max_batch_size: examples per batch used by the LR range test (64: a few seconds on a
             CPU; None: the loader's whole batches).
         show: make figures.
@@ -97,7 +97,7 @@ class CheckInputs:
     warmup: bool | None = None
     num_classes: int = 10
     lr_range_steps: int = 60
-    overfit_steps: int = 100
+    overfit_steps: int = 300
     max_batch_size: int | None = 64
     show: bool = True
 

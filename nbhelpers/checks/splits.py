@@ -79,10 +79,18 @@ def _same_data(a: SplitChain, b: SplitChain) -> bool:
             return False
     except TypeError:
         return False
-    labels = [getattr(c.root, "labels", getattr(c.root, "targets", None)) for c in (a, b)]
     if a.part:
         return True
-    return all(v is not None for v in labels) and np.array_equal(*(np.asarray(v) for v in labels))
+    labels = [stored_labels(c.root) for c in (a, b)]
+    return all(v is not None for v in labels) and np.array_equal(*labels)
+
+
+def stored_labels(dataset: Any) -> np.ndarray | None:
+    """A dataset's labels as stored (``labels``, ``targets``, a TensorDataset's last tensor)."""
+    labels = getattr(dataset, "labels", getattr(dataset, "targets", None))
+    if labels is None and isinstance(dataset, torch.utils.data.TensorDataset):
+        labels = dataset.tensors[-1]
+    return None if labels is None else np.asarray(labels)
 
 
 def _overlap(name: str, chain: SplitChain, train: SplitChain) -> str | None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import warnings
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ from nbhelpers.checks.splits import (
     check_shared_transform,
     check_split_seed,
     split_chain,
+    stored_labels,
     transform_holder,
 )
 from nbhelpers.checks.training import MODE_SENSITIVE, output_kind
@@ -51,8 +52,9 @@ from .invariants import BY_NAME, INVARIANTS
 
 #: The losses whose calls the watch sees, and how many training losses it samples for logits.
 LOSSES, _SAMPLES = ("cross_entropy", "nll_loss"), 3
-#: Graphs of earlier batches alive at once that count as memory growing.
-_KEPT_GRAPHS = 3
+#: Graphs of earlier batches alive at once that count as memory growing; forward passes a
+#: loss is looked for in.
+_KEPT_GRAPHS, _RECENT = 3, 16
 #: Hints that depend on the evidence (the gradient found zero or missing).
 _ZERO_HINTS = ("exactly 0", "no gradient")
 
@@ -64,6 +66,7 @@ class _Forward:
     training: bool
     grad: bool
     output: torch.Tensor | None = None
+    ref: Any = None
     backwarded: bool = False
     token: Any = None
     saved_bytes: int = 0
@@ -159,7 +162,8 @@ class Watch:
         self._reset_step()
         self._pending: list[dict[str, Any]] = []
         self._after: list[tuple[torch.Tensor, Any, int]] = []
-        self._check_stale, self._last, self._current = True, None, None
+        self._check_stale, self._current = True, None
+        self._recent: deque[_Forward] = deque(maxlen=_RECENT)
         self._graphs: list[_Forward] = []
         self._suspects: list[_Forward] = []
         self._kinds: dict[str, list[str]] = {}
@@ -312,7 +316,7 @@ class Watch:
     @staticmethod
     def _split_key(name: str, split: Any) -> str:
         chain = split_chain(split)
-        labels = getattr(chain.root, "labels", getattr(chain.root, "targets", None))
+        labels = stored_labels(chain.root)
         digest = store.index_digest(labels) if labels is not None else ""
         return f"{type(chain.root).__name__}/{len(chain.root)}/{digest}/{name}/{len(chain.indices or [])}"
 
@@ -362,7 +366,8 @@ class Watch:
         fwd, self._current = self._current, None
         if fwd is None or not torch.is_tensor(output):
             return
-        fwd.output, self._last = output.detach(), fwd
+        fwd.output, fwd.ref = output.detach(), weakref.ref(output)
+        self._recent.append(fwd)
         evaluation = not (fwd.grad and fwd.training)
         self.seen["eval_forwards" if evaluation else "train_forwards"] += 1
         if not fwd.grad and fwd.training and self.sensitive:
@@ -394,11 +399,36 @@ class Watch:
             )
 
     # ----------------------------------------------------------------------------- losses
+    def _source(self, x: Any) -> tuple[_Forward | None, str]:
+        """The recent forward pass a loss input comes from, and how (:func:`_form`): the same
+        tensor, equal values or their (log-)softmax, or another transform that keeps every
+        row's ranking of the classes; ``(None, "")`` when it comes from none."""
+        if not torch.is_tensor(x) or x.dim() != 2:
+            return None, ""
+        same = [f for f in reversed(self._recent) if f.output.shape == x.shape]
+        for f in same:
+            if f.ref() is x:
+                return f, "outputs"
+        for f in same:
+            if (form := _form(x, f.output)) != "transformed":
+                return f, form
+        ranks = x.detach().float().argsort(dim=1, stable=True)
+        for f in same:
+            if torch.equal(ranks, f.output.float().argsort(dim=1, stable=True)):
+                return f, "transformed"
+        return None, ""
+
     def _on_loss(self, name, original, input, target, value, args, kwargs) -> None:
-        fwd, self._last = self._last, None
-        if fwd is None or not torch.is_tensor(input) or input.shape != fwd.output.shape:
+        fwd, form = self._source(input)
+        if (
+            fwd is None
+            and self._recent
+            and self._recent[-1].training
+            and getattr(value, "requires_grad", False)
+        ):
+            fwd, form = self._recent[-1], "transformed"  # e.g. a ReLU on the logits in the loop
+        if fwd is None or not torch.is_tensor(value):
             return
-        form = _form(input, fwd.output)
         if value.requires_grad and fwd.training:
             self._training_loss(name, form, input, value, kwargs.get("reduction", "mean"))
             return
@@ -471,8 +501,8 @@ class Watch:
                 self.event(
                     "eval_loss",
                     f"evaluation gives {name} {_FORM_WORDS[form]}, training gives it {_FORM_WORDS[wanted]}: "
-                    f"on the same batch evaluation reports {fmt(value.float().mean())}, the training "
-                    f"loss function gives {fmt(recomputed.float().mean())}",
+                    f"on the same batch evaluation reports {float(value.float().mean()):.4g}, the "
+                    f"training loss function gives {float(recomputed.float().mean()):.4g}",
                 )
         self._early_evals = []
 
