@@ -172,6 +172,8 @@ class Watch:
         self._transforms: dict[str, tuple[Any, Any]] = {}
         self._stopped: str | None = None
         self._saving: Any = None
+        self._output_grad_hook = self._guarded(self._on_output_grad)
+        self._loss_grad_hook = self._guarded(self._on_loss_grad)
 
     # ----------------------------------------------------------------------------- attach
     def __enter__(self) -> Watch:
@@ -381,7 +383,7 @@ class Watch:
             output.grad_fn.metadata["nbhelpers.watch"] = token
             fwd.token = weakref.ref(token)
             self._graphs.append(fwd)
-            output.register_hook(functools.partial(self._guarded(self._on_output_grad), fwd))
+            output.register_hook(functools.partial(self._output_grad_hook, fwd))
 
     def _on_output_grad(self, fwd: _Forward, grad: torch.Tensor) -> None:
         fwd.backwarded = True
@@ -447,9 +449,7 @@ class Watch:
         self._train_form.setdefault(name, form)
         if value.dim() == 0 or reduction == "none":
             batch = input.shape[0]
-            value.register_hook(
-                functools.partial(self._guarded(self._on_loss_grad), reduction, batch)
-            )
+            value.register_hook(functools.partial(self._loss_grad_hook, reduction, batch))
         kinds = self._kinds.setdefault(name, [])
         if len(kinds) >= _SAMPLES:
             return
