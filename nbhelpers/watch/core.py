@@ -266,7 +266,7 @@ class Watch:
             elif (held := row.held(self)) is not None:
                 rows.append(CheckResult(row.name, True, held + "."))
             else:
-                rows.append(not_applicable(row.name, "nothing watched could show it."))
+                rows.append(not_applicable(row.name, row.unseen + "."))
         return CheckReport(rows)
 
     @property

@@ -39,11 +39,13 @@ class Invariant:
         name: the fault's name.
         step: ``step(watch, i) -> evidence | None`` for the step ``watch.steps[i]``, or None.
         held: ``held(watch) -> evidence | None`` when the fault was not found.
+        unseen: why it shows as N/A when ``held`` gives None.
     """
 
     name: str
     step: Callable[[Watch, int], str | None] | None
     held: Callable[[Watch], str | None]
+    unseen: str = "no optimizer step was watched"
 
 
 def _zero_grad(w: Watch, i: int) -> str | None:
@@ -176,7 +178,11 @@ def _accumulation_held(w: Watch) -> str | None:
         return None
     most = max(len(s["weights"]) for s in counted)
     scale = max(sum(s["weights"]) for s in counted)
-    return f"{len(counted)} steps of up to {most} micro-batches, gradient at most {scale:.3g}x the mean"
+    return (
+        f"{len(counted)} steps of {most if most > 1 else 'one'} micro-batch loss"
+        f"{'es' if most > 1 else ''} at most; the largest weight of a step's losses together "
+        f"is {scale:.3g} (1 = the mean gradient)"
+    )
 
 
 def _modes_held(w: Watch) -> str | None:
@@ -191,6 +197,9 @@ def _from_check(name: str) -> Callable[[Watch], str | None]:
     return lambda w: w.data_results[name].evidence if name in w.data_results else None
 
 
+_NO_LOSS = "no cross-entropy or NLL loss of a training step was seen"
+_NO_LOADERS = "no loaders given (train_loader=, eval_loaders=)"
+
 #: The table, in the order of the summary.
 INVARIANTS: list[Invariant] = [
     Invariant("zero_grad", _zero_grad, _zero_grad_held),
@@ -199,13 +208,13 @@ INVARIANTS: list[Invariant] = [
     Invariant("optimizer_params", _optimizer_params, _steps_held(lambda w: "every step changed the model's parameters")),
     Invariant("lr_collapse", _lr_collapse, _steps_held(_lr_range)),
     Invariant("lr_jump", _lr_jump, _steps_held(_lr_range)),
-    Invariant("model_modes", None, _modes_held),
-    Invariant("softmax_output", None, _seen("train_losses", "the training loss got logits ({train_losses} losses)")),
-    Invariant("nonnegative_logits", None, _seen("train_losses", "negative logits seen ({train_losses} losses)")),
-    Invariant("eval_loss", None, _seen("eval_losses", "{eval_losses} evaluation losses computed as in training")),
-    Invariant("eval_memory", None, _seen("eval_forwards", "no graph kept across {eval_forwards} evaluation forward passes")),
-    Invariant("split_seed", None, _from_check("split_seed")),
-    Invariant("shared_transform", None, _from_check("shared_transform")),
+    Invariant("model_modes", None, _modes_held, "no forward pass of the model was watched"),
+    Invariant("softmax_output", None, _seen("train_losses", "the training loss got logits ({train_losses} losses)"), _NO_LOSS),
+    Invariant("nonnegative_logits", None, _seen("train_losses", "negative logits seen ({train_losses} losses)"), _NO_LOSS),
+    Invariant("eval_loss", None, _seen("eval_losses", "{eval_losses} evaluation losses computed as in training"), "no evaluation loss was computed"),
+    Invariant("eval_memory", None, _seen("eval_forwards", "no graph kept across {eval_forwards} evaluation forward passes"), "no evaluation forward pass was watched"),
+    Invariant("split_seed", None, _from_check("split_seed"), "no split in random order among the loaders given"),
+    Invariant("shared_transform", None, _from_check("shared_transform"), _NO_LOADERS),
 ]  # fmt: skip
 
 #: The invariants by name.
