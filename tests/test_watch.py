@@ -87,6 +87,13 @@ def watched(model, optimizer, run, **options):
     return w
 
 
+def watched_fit(model, optimizer, *args, watch_options=None, **kwargs):
+    """:func:`fit` under a quiet watch; return the watch."""
+    return watched(
+        model, optimizer, lambda: fit(model, optimizer, *args, **kwargs), **(watch_options or {})
+    )
+
+
 def assert_flags(w, name: str, within: int = STEPS_PER_EPOCH) -> None:
     assert name in w.found, str(w.report())
     assert w.found[name].details["step"] <= within, w.found[name]  # found in the first epoch
@@ -152,10 +159,7 @@ def test_each_way_of_resetting_passes(standin, step):
     model = new_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def run():
-        return fit(model, opt, train_loader, step, eval_loader=valid_loader)
-
-    w = watched(model, opt, run)
+    w = watched_fit(model, opt, train_loader, step, eval_loader=valid_loader)
     assert_silent(w)
     assert len(w.steps) == EPOCHS * STEPS_PER_EPOCH and all(s["stale"] is False for s in w.steps)
 
@@ -414,12 +418,9 @@ def test_evaluation_loss_that_disagrees_with_training_is_flagged(standin, step, 
     model = new_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def run():
-        return fit(
-            model, opt, train_loader, step, eval_loader=valid_loader, evaluate_fn=evaluate_fn
-        )
-
-    w = watched(model, opt, run)
+    w = watched_fit(
+        model, opt, train_loader, step, eval_loader=valid_loader, evaluate_fn=evaluate_fn
+    )
     if bad:
         assert_flags(w, "eval_loss")
         assert "on the same batch evaluation reports" in w.found["eval_loss"].evidence
@@ -486,12 +487,9 @@ def test_evaluation_that_keeps_graphs_is_flagged(standin, evaluate_fn, bad):
     model = new_model("none")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def run():
-        return fit(
-            model, opt, train_loader, step_plain, eval_loader=valid_loader, evaluate_fn=evaluate_fn
-        )
-
-    w = watched(model, opt, run)
+    w = watched_fit(
+        model, opt, train_loader, step_plain, eval_loader=valid_loader, evaluate_fn=evaluate_fn
+    )
     if bad:
         assert_flags(w, "eval_memory", within=STEPS_PER_EPOCH + 1)
         assert "graph" in w.found["eval_memory"].evidence
@@ -577,12 +575,9 @@ def test_training_in_eval_mode_and_evaluating_in_train_mode_are_flagged(standin)
     model = new_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def run():
-        return fit(
-            model, opt, train_loader, step_plain, eval_loader=valid_loader, evaluate_fn=no_eval_call
-        )
-
-    w = watched(model, opt, run)
+    w = watched_fit(
+        model, opt, train_loader, step_plain, eval_loader=valid_loader, evaluate_fn=no_eval_call
+    )
     assert_flags(w, "model_modes", within=STEPS_PER_EPOCH)
     assert "train mode" in w.found["model_modes"].evidence
 
@@ -669,18 +664,11 @@ def run_on(train_set, valid_set, *, evaluate_fn=evaluate, seed: bool = True):
     train_loader = DataLoader(train_set, BATCH, shuffle=True)
     valid_loader = DataLoader(valid_set, 64)
 
-    def run():
-        return fit(
-            model,
-            opt,
-            train_loader,
-            step_plain,
-            eval_loader=valid_loader,
-            evaluate_fn=evaluate_fn,
-            epochs=1,
-        )
-
-    return watched(model, opt, run, train_loader=train_loader, eval_loaders={"valid": valid_loader})
+    loaders = {"train_loader": train_loader, "eval_loaders": {"valid": valid_loader}}
+    return watched_fit(
+        model, opt, train_loader, step_plain, eval_loader=valid_loader, evaluate_fn=evaluate_fn,
+        epochs=1, watch_options=loaders,
+    )  # fmt: skip
 
 
 def test_unseeded_random_split_is_flagged_at_once(standin):

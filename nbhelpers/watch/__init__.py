@@ -34,7 +34,7 @@ seen. The invariants (``INVARIANTS``, in ``invariants``):
 - ``shared_transform``: train and evaluation do not share one dataset object whose transform
   one of them changed.
 
-``core`` holds :class:`Watch` (the hooks and what they record), ``store`` what is kept between
+``core`` holds :class:`Watch` (``watch`` is the same class: the hooks and what they record), ``store`` what is kept between
 runs (``watch.json`` in the runs folder). The words of each fault and its hint are the checks'
 (:data:`nbhelpers.checks.HINTS`).
 """

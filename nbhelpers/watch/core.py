@@ -108,11 +108,29 @@ _FORM_WORDS = {
 
 
 class Watch:
-    """Invariants of correct training, checked on the learner's own loop while it runs.
+    """Watch the learner's own training loop: ``with watch(model, optimizer): <the loop>``.
 
-    Use :func:`watch` (``with watch(model, optimizer): ...``). Each fault found is reported
-    once, by name, as it happens (``[FAIL] name: evidence`` and a one-line hint);
-    :meth:`report` gives the table of every invariant at the end.
+    Nothing in the loop changes. While the block runs, every forward pass of ``model``, every
+    ``optimizer.step()`` and every cross-entropy / NLL loss is looked at (see the module
+    docstring for how), and the invariants of :data:`nbhelpers.watch.INVARIANTS` are tested
+    step by step. A fault is reported once, by name, when it is first seen (``[FAIL] name:
+    evidence`` and a hint); when the block ends one line sums up, and ``report()`` gives the
+    table of every invariant. With the loaders, how the splits were cut is checked when the
+    block starts (:func:`nbhelpers.checks.check_split_seed`,
+    :func:`nbhelpers.checks.check_shared_transform`) and their transforms are watched.
+
+    Args:
+        model: the model the loop trains (its parameters are what the optimizer must change).
+        optimizer: the optimizer the loop steps.
+        train_loader: the training loader (a DataLoader, or any loader with ``.dataset``).
+        eval_loaders: ``{name: loader}`` of the evaluation splits.
+        quiet: print nothing (the faults are still in ``found`` and ``report()``).
+        remember: keep, in ``watch.json`` in the runs folder, where this run ended and its
+            split fingerprints, and compare with what earlier runs kept (a resumed run, a
+            split drawn anew).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``optimizer`` not a torch optimizer.
 
     Attributes:
         steps: one dict per optimizer step: ``step`` (0-based), ``lr`` (of the first parameter
@@ -600,47 +618,5 @@ class Watch:
         store.save(data)
 
 
-def watch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    train_loader: Any = None,
-    eval_loaders: dict[str, Any] | None = None,
-    quiet: bool = False,
-    remember: bool = True,
-) -> Watch:
-    """Watch the learner's own training loop: ``with watch(model, optimizer): <the loop>``.
-
-    Nothing in the loop changes. While the block runs, every forward pass of ``model``, every
-    ``optimizer.step()`` and every cross-entropy / NLL loss is looked at (see the module
-    docstring for how), and the invariants of :data:`nbhelpers.watch.INVARIANTS` are tested
-    step by step. A fault is reported once, by name, when it is first seen (``[FAIL] name:
-    evidence`` and a hint); when the block ends one line sums up, and ``report()`` gives the
-    table of every invariant. With the loaders, how the splits were cut is checked when the
-    block starts (:func:`nbhelpers.checks.check_split_seed`,
-    :func:`nbhelpers.checks.check_shared_transform`) and their transforms are watched.
-
-    Args:
-        model: the model the loop trains (its parameters are what the optimizer must change).
-        optimizer: the optimizer the loop steps.
-        train_loader: the training loader (a DataLoader, or any loader with ``.dataset``).
-        eval_loaders: ``{name: loader}`` of the evaluation splits.
-        quiet: print nothing (the faults are still in ``found`` and ``report()``).
-        remember: keep, in ``watch.json`` in the runs folder, where this run ended and its
-            split fingerprints, and compare with what earlier runs kept (a resumed run, a
-            split drawn anew).
-
-    Returns:
-        A :class:`Watch`, to use as a context manager.
-
-    Raises:
-        TypeError: ``model`` is not an ``nn.Module`` or ``optimizer`` not a torch optimizer.
-    """
-    return Watch(
-        model,
-        optimizer,
-        train_loader=train_loader,
-        eval_loaders=eval_loaders,
-        quiet=quiet,
-        remember=remember,
-    )
+#: ``with watch(model, optimizer): <the loop>`` (the class under its verb's name).
+watch = Watch
