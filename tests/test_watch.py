@@ -814,11 +814,12 @@ def test_an_error_inside_the_watch_never_stops_training(standin, monkeypatch):
     def broken(*args):
         raise RuntimeError("boom")
 
-    w = watch(model, opt, quiet=True)
-    monkeypatch.setattr(w, "_before_step", broken)
-    with pytest.warns(UserWarning, match="stopped after an error of its own"), w:
-        fit(model, opt, train_loader, step_plain, epochs=1)
-    assert "boom" in w.summary()
+    for part in ("_before_step", "_watch_data", "_remember_end"):
+        w = watch(model, opt, quiet=True)
+        monkeypatch.setattr(w, part, broken)
+        with pytest.warns(UserWarning, match="stopped after an error of its own"), w:
+            fit(model, opt, train_loader, step_plain, epochs=1)
+        assert "boom" in w.summary() and not model._forward_hooks
 
 
 def test_bad_arguments_and_a_bad_store_file(standin, tmp_path, monkeypatch):

@@ -206,18 +206,18 @@ class Watch:
             original = getattr(F, name)
             self._restore.append((name, original))
             setattr(F, name, self._wrap_loss(name, original))
+        guard(self._start)()
+        return self
+
+    def _start(self) -> None:
         if self.remember:
             self.resumed = store.load()["ends"].get(store.weights_fingerprint(self.model))
         self._watch_data()
-        return self
 
     def __exit__(self, *exc: Any) -> bool:
+        self.finished = True
         try:
-            self.finished = True
-            self._judge_suspects()
-            self._flush()
-            self._judge_early_evals()
-            self._remember_end()
+            self._guarded(self._finish)()
         finally:
             for handle in self._handles:
                 handle.remove()
@@ -227,6 +227,12 @@ class Watch:
         if not self.quiet:
             print(self.summary())
         return False
+
+    def _finish(self) -> None:
+        self._judge_suspects()
+        self._flush()
+        self._judge_early_evals()
+        self._remember_end()
 
     def _guarded(self, hook):
         """``hook`` that never raises into the learner's code: an error stops the watch."""
