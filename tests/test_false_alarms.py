@@ -349,6 +349,26 @@ def probabilities_only_for_metrics(standin):
     return plain(standin, evaluate_fn=evaluate_fn, run=loop(eval_first=True))
 
 
+def averaged_model_evaluated(standin):
+    """An exponential moving average of the weights (a copy of the model), evaluated too."""
+    p = plain(standin)
+
+    def run(p: Program) -> None:
+        ema = torch.optim.swa_utils.AveragedModel(
+            p.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9)
+        )
+        for _ in range(EPOCHS):
+            p.model.train()
+            for x, y in p.train_loader:
+                p.train_step(p.model, p.optimizer, x, y)
+                ema.update_parameters(p.model)
+            p.evaluate_fn(p.model, p.eval_loader)
+            p.evaluate_fn(ema, p.eval_loader)
+
+    p.run = run
+    return p
+
+
 def package_loop(standin):
     p = plain(standin, train_step=step_reset_first)
 
@@ -473,7 +493,7 @@ PROGRAMS = [
     accumulation_divided, accumulation_sum_reduction, accumulation_losses_summed,
     accumulation_over_loader_batches, group_norm, dropout_model, inference_mode_eval,
     nll_with_log_softmax, label_smoothing, gradient_clipping, parameter_groups,
-    probabilities_only_for_metrics, package_loop, batch_augmentation_train_only,
+    probabilities_only_for_metrics, averaged_model_evaluated, package_loop, batch_augmentation_train_only,
     resume_from_checkpoint, augmentation_train_only, seeded_random_split, global_seed_random_split,
 ]  # fmt: skip
 

@@ -790,6 +790,22 @@ def test_the_watch_changes_nothing_in_the_run(standin):
     assert F.cross_entropy.__module__ == "torch.nn.functional"  # the loss put back
 
 
+def test_copies_of_the_model_are_not_watched_and_go_quiet_after_the_block(standin):
+    import copy
+
+    train_loader, valid_loader = fast_loaders(standin)
+    model = new_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with watch(model, opt, quiet=True) as w:
+        fit(model, opt, train_loader, step_plain, epochs=1)
+        twin = copy.deepcopy(model)  # carries the watch's hooks
+        evaluate(twin, valid_loader)
+    seen = dict(w.seen)
+    assert w.ok and w.seen["eval_forwards"] == 0, str(w.report())
+    twin(next(iter(valid_loader))[0])  # after the block: nothing is recorded
+    assert dict(w.seen) == seen
+
+
 def test_report_lists_every_invariant_and_prints_live(standin, capsys):
     train_loader, _ = fast_loaders(standin)
     model = new_model()

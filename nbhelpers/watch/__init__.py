@@ -34,6 +34,10 @@ seen. The invariants (``INVARIANTS``, in ``invariants``):
 - ``shared_transform``: train and evaluation do not share one dataset object whose transform
   one of them changed.
 
+Given the loaders, the watch also runs, when the block starts, the checks of the data that
+need no training (``core.DATA_CHECKS``), so one line covers what ``run_all_checks`` would
+say about the data too.
+
 ``core`` holds :class:`Watch` (``watch`` is the same class: the hooks and what they record), ``store`` what is kept between
 runs (``watch.json`` in the runs folder). The words of each fault and its hint are the checks'
 (:data:`nbhelpers.checks.HINTS`).

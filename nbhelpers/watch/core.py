@@ -38,13 +38,8 @@ from torch import nn
 
 from nbhelpers.checks.access import as_splits
 from nbhelpers.checks.results import HINTS, CheckReport, CheckResult, fmt, not_applicable
-from nbhelpers.checks.splits import (
-    check_shared_transform,
-    check_split_seed,
-    split_chain,
-    stored_labels,
-    transform_holder,
-)
+from nbhelpers.checks.runner import run_all_checks
+from nbhelpers.checks.splits import split_chain, stored_labels, transform_holder
 from nbhelpers.checks.training import MODE_SENSITIVE, output_kind
 
 from . import store
@@ -55,6 +50,11 @@ LOSSES, _SAMPLES = ("cross_entropy", "nll_loss"), 3
 #: Graphs of earlier batches alive at once that count as memory growing; forward passes a
 #: loss is looked for in.
 _KEPT_GRAPHS, _RECENT = 3, 16
+#: The checks of the data run when the block starts (those that need no training).
+DATA_CHECKS = (
+    "split_overlap", "split_sources", "split_seed", "shared_transform", "labels",
+    "input_statistics", "image_layout", "augmentation", "eval_augmentation", "shuffle", "last_batch",
+)  # fmt: skip
 #: Hints that depend on the evidence (the gradient found zero or missing).
 _ZERO_HINTS = ("exactly 0", "no gradient")
 
@@ -115,9 +115,10 @@ class Watch:
     docstring for how), and the invariants of :data:`nbhelpers.watch.INVARIANTS` are tested
     step by step. A fault is reported once, by name, when it is first seen (``[FAIL] name:
     evidence`` and a hint); when the block ends one line sums up, and ``report()`` gives the
-    table of every invariant. With the loaders, how the splits were cut is checked when the
-    block starts (:func:`nbhelpers.checks.check_split_seed`,
-    :func:`nbhelpers.checks.check_shared_transform`) and their transforms are watched.
+    table of every invariant. With the loaders, the checks of the data that need no training
+    (:data:`DATA_CHECKS`: split overlap and seeds, a transform shared by train and evaluation,
+    labels, inputs, augmentation, shuffling ...) run when the block starts, their rows join the
+    report, and the splits' transforms are watched.
 
     Args:
         model: the model the loop trains (its parameters are what the optimizer must change).
@@ -189,13 +190,15 @@ class Watch:
         self._early_evals: list[tuple] = []
         self._transforms: dict[str, tuple[Any, Any]] = {}
         self._stopped: str | None = None
-        self._saving: Any = None
+        self._attached, self._saving = False, None
         self._output_grad_hook = self._guarded(self._on_output_grad)
         self._loss_grad_hook = self._guarded(self._on_loss_grad)
 
     # ----------------------------------------------------------------------------- attach
     def __enter__(self) -> Watch:
         guard = self._guarded
+        self._attached = True
+        guard(self._start)()  # before the hooks: the checks' own forward passes are not the run's
         self._handles = [
             self.model.register_forward_pre_hook(guard(self._before_forward)),
             self.model.register_forward_hook(guard(self._after_forward), always_call=True),
@@ -206,7 +209,6 @@ class Watch:
             original = getattr(F, name)
             self._restore.append((name, original))
             setattr(F, name, self._wrap_loss(name, original))
-        guard(self._start)()
         return self
 
     def _start(self) -> None:
@@ -219,6 +221,7 @@ class Watch:
         try:
             self._guarded(self._finish)()
         finally:
+            self._attached = False  # copies of the model made meanwhile keep the hooks: mute them
             for handle in self._handles:
                 handle.remove()
             for name, original in reversed(self._restore):
@@ -239,7 +242,7 @@ class Watch:
 
         @functools.wraps(hook)
         def guarded(*args, **kwargs):
-            if self._stopped is not None:
+            if self._stopped is not None or not self._attached:
                 return None
             try:
                 hook(*args, **kwargs)
@@ -291,6 +294,7 @@ class Watch:
                 rows.append(CheckResult(row.name, True, held + "."))
             else:
                 rows.append(not_applicable(row.name, row.unseen + "."))
+        rows += [r for name, r in self.data_results.items() if name not in BY_NAME]
         return CheckReport(rows)
 
     @property
@@ -312,16 +316,20 @@ class Watch:
 
     # ----------------------------------------------------------------------------- the data
     def _watch_data(self) -> None:
-        """Check how the splits were cut, now, and remember their transforms and seeds."""
+        """Run the checks of the data (:data:`DATA_CHECKS`) now, and remember the splits'
+        transforms and seeds."""
         if not self.splits:
             return
         splits = as_splits(self.splits)
-        for check in (check_split_seed, check_shared_transform):
-            result = check(splits)
-            if result.passed is not None:
-                self.data_results[result.name] = result
+        evaluation = {k: v for k, v in splits.items() if k != "train"} or None
+        report = run_all_checks(
+            self.model, splits.get("train"), evaluation, optimizer=self.optimizer,
+            only=DATA_CHECKS, show=False, progress=False,
+        )  # fmt: skip
+        for result in report:
+            self.data_results[result.name] = result
             if result.failed:
-                self.event(result.name, result.evidence.rstrip("."), result.hint)
+                self.event(result.name, result.evidence.rstrip("."), result.hint, step=0)
         self._transforms = {
             k: (h, h.transform) for k, v in splits.items() if (h := transform_holder(v)) is not None
         }
@@ -362,6 +370,8 @@ class Watch:
 
     # ----------------------------------------------------------------------------- forward
     def _before_forward(self, module: nn.Module, args: Any) -> None:
+        if module is not self.model:  # a copy of the model carries the hooks too
+            return
         fwd = self._current = _Forward(module.training, torch.is_grad_enabled())
         self.seen["forwards"] += 1
         self._graphs = [f for f in self._graphs if not f.backwarded and f.token() is not None]
@@ -386,6 +396,8 @@ class Watch:
         return t
 
     def _after_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module is not self.model:
+            return
         if self._saving is not None:
             self._saving.__exit__(None, None, None)
             self._saving = None
@@ -427,8 +439,9 @@ class Watch:
     # ----------------------------------------------------------------------------- losses
     def _source(self, x: Any) -> tuple[_Forward | None, str]:
         """The recent forward pass a loss input comes from, and how (:func:`_form`): the same
-        tensor, equal values or their (log-)softmax, or another transform that keeps every
-        row's ranking of the classes; ``(None, "")`` when it comes from none."""
+        tensor, equal values or their (log-)softmax, or another elementwise increasing function
+        of them (a sigmoid, a temperature: the order of all values kept); ``(None, "")`` when
+        it comes from none."""
         if not torch.is_tensor(x) or x.dim() != 2:
             return None, ""
         same = [f for f in reversed(self._recent) if f.output.shape == x.shape]
@@ -438,21 +451,19 @@ class Watch:
         for f in same:
             if (form := _form(x, f.output)) != "transformed":
                 return f, form
-        ranks = x.detach().float().argsort(dim=1, stable=True)
+        values = x.detach().float().flatten()
         for f in same:
-            if torch.equal(ranks, f.output.float().argsort(dim=1, stable=True)):
+            along = values[f.output.float().flatten().argsort()]  # x in the order of the outputs
+            if bool((along[1:] >= along[:-1]).all()) and along[-1] > along[0]:
                 return f, "transformed"
         return None, ""
 
     def _on_loss(self, name, original, input, target, value, args, kwargs) -> None:
         fwd, form = self._source(input)
-        if (
-            fwd is None
-            and self._recent
-            and self._recent[-1].training
-            and getattr(value, "requires_grad", False)
-        ):
-            fwd, form = self._recent[-1], "transformed"  # e.g. a ReLU on the logits in the loop
+        latest = self._recent[-1] if self._recent else None
+        training = latest is not None and latest.training and latest.output.shape == input.shape
+        if fwd is None and training and getattr(value, "requires_grad", False):
+            fwd, form = latest, "transformed"  # e.g. a ReLU on the logits in the loop
         if fwd is None or not torch.is_tensor(value):
             return
         if value.requires_grad and fwd.training:
