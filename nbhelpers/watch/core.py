@@ -21,6 +21,11 @@
 
 Everything is put back when the block ends, also on an error or an interrupt; an error inside
 a hook stops the watch with a warning, never the learner's training.
+
+Limits: the learning-rate invariants follow the first parameter group; a loss function bound by
+name before the block (``from torch.nn.functional import cross_entropy``) bypasses the wrapper,
+and then the loss-based invariants see nothing (they show as N/A); copies of the model
+(``copy.deepcopy``, an averaged model) are not watched.
 """
 
 from __future__ import annotations
