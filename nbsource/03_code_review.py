@@ -1,18 +1,20 @@
 # %% [markdown]
-# # 03 · Code review: the missing `zero_grad`
+# # 03 · Code review: read the training loop
 #
 # The handover run does not learn. Before running more experiments, we try the cheapest
 # debugging tool there is: **reading the code carefully** (the tutorial's *Debugging
-# Strategy II*). It needs no GPU and no waiting. Here it finds a bug that every PyTorch
-# user makes once: the gradients are never reset.
+# Strategy II*). It needs no GPU and no waiting: we read the colleague's training loop as we
+# would review a pull request, then test what we suspect with a small experiment.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers-series/debugging-a-training-run/blob/main/notebooks/03_code_review.ipynb)
 #
 # **You will**
 # - review the colleague's training step line by line, without running it;
-# - see what a missing `optimizer.zero_grad()` does, in a small experiment;
+# - test what you find in a small experiment;
 # - fix the step and check your fix;
-# - train with the fix, and let an automatic check confirm it.
+# - train with the fix, and let an automatic check confirm it;
+# - watch the colleague's own loop with a tool that checks it while it runs, then use that
+#   tool on a loop of your own.
 
 # %%
 # SETUP
@@ -30,7 +32,6 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from nbhelpers.checks import check_zero_grad
 from nbhelpers.data import make_loader
 from nbhelpers.env import seed_everything
 from nbhelpers.experiment import compare_table, handover_config, run
@@ -39,6 +40,7 @@ from nbhelpers.models import build_cnn
 from nbhelpers.notebook import record_stage, start
 from nbhelpers.plots import plot_runs
 from nbhelpers.selfcheck import check
+from nbhelpers.watch import watch
 
 ctx = start(BUDGET, DATA_SOURCE, DOWNLOAD, SEED)
 device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
@@ -95,9 +97,9 @@ demo_steps = min(30, 2 * len(demo_loader))
 
 
 def gradient_norm(model):
-    """Euclidean norm of all the gradients stored in the model's parameters."""
+    """Euclidean norm of all the gradients stored in the model's parameters (0 if none)."""
     squares = [(p.grad**2).sum() for p in model.parameters() if p.grad is not None]
-    return torch.stack(squares).sum().sqrt().item()
+    return torch.stack(squares).sum().sqrt().item() if squares else 0.0
 
 
 def gradient_norms(reset_gradients):
@@ -156,28 +158,34 @@ def train_step(model, optimizer, x, y):
 
 # %% [markdown]
 # **Check:** two steps on the *same* batch with learning rate 0 (so the weights do not
-# move) must leave the *same* gradient behind, not twice as much.
+# move) must each *use* the same gradient, not twice as much the second time. A hook on the
+# optimizer (`register_step_pre_hook`, called just before every `optimizer.step()`) records
+# the norm of the gradient each step uses, wherever your line resets it.
 
 # %%
 x, y = next(iter(demo_loader))
 probe = build_cnn("tanh", "none").to(device)
 probe_optimizer = torch.optim.SGD(probe.parameters(), lr=0.0)
+used = []  # the gradient norm each optimizer.step() uses
+probe_optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: used.append(gradient_norm(probe)))
 train_step(probe, probe_optimizer, x, y)
-first = gradient_norm(probe)
 train_step(probe, probe_optimizer, x, y)
-second = gradient_norm(probe)
-print(f"gradient norm after step 1: {first:.4f}, after step 2: {second:.4f}")
+first, second = used
+print(f"gradient norm used by step 1: {first:.4f}, by step 2: {second:.4f}")
 
 # %% tags=["exercise"]
 check(
-    abs(second - first) <= 1e-3 * first,
+    first > 0 and abs(second - first) <= 1e-3 * first,
     "Every step starts from a fresh gradient.",
-    "The gradient after step 2 is twice the one after step 1: step 2 added to what step 1 "
+    "The step found no gradient at all: reset before loss.backward(), not between backward() "
+    "and step()."
+    if first == 0
+    else f"Step 2 used {second / first:.1f}x the gradient of step 1: it added to what step 1 "
     "left behind. What has to happen before loss.backward()?",
 )
 
 # %% tags=["solution"]
-assert abs(second - first) <= 1e-3 * first, (first, second)
+assert first > 0 and abs(second - first) <= 1e-3 * first, (first, second)
 
 # %% [markdown]
 # ## Train with the fix
@@ -197,10 +205,25 @@ fixed_cfg = handover_config(budget, name="zero-grad-fixed", zero_grad=True, **fa
 handover = run(handover_cfg, data=bundle)
 fixed = run(fixed_cfg, data=bundle)
 
+# References: the loss of always predicting the digits' frequencies (their entropy, in nats)
+# and the accuracy of always guessing the most frequent digit
+frequencies = torch.bincount(bundle.train.labels, minlength=10).double() / len(bundle.train)
+label_entropy = -(frequencies[frequencies > 0] * frequencies[frequencies > 0].log()).sum().item()
+chance = frequencies.max().item()
+
 fig_runs = plot_runs([handover, fixed], split="running", names=["handover", "with zero_grad"])
+ax_loss, ax_accuracy = fig_runs.axes
+ax_loss.axhline(label_entropy, color="grey", ls="--", label=f"label entropy ({label_entropy:.3f})")
+ax_accuracy.axhline(chance, color="grey", ls=":", label=f"chance ({chance:.3f})")
+for ax in (ax_loss, ax_accuracy):
+    ax.legend(fontsize=8)
 fig_runs.suptitle("One line changed: optimizer.zero_grad() (training loss and accuracy per epoch)")
 fig_runs.tight_layout()
 plt.show()
+print(
+    f"label entropy {label_entropy:.3f} (loss of predicting the digit frequencies), chance "
+    f"accuracy {chance:.3f} (always the most frequent digit)"
+)
 compare_table([handover, fixed])
 
 # %% [markdown]
@@ -210,8 +233,11 @@ compare_table([handover, fixed])
 # ever-growing sum of all past gradients. "Somewhat" is the word: the learning rate is
 # still tiny (1e-5), so in a short run the two curves can lie close together (on the tiny
 # budget they are mostly noise), and the network may not yet beat always guessing the most
-# frequent digit; on the full budget it does. The other faults are still there, and we will meet them one by one. (The "test"
-# accuracy is not trustworthy yet either; notebook 05 finds out why.)
+# frequent digit (the dotted *chance* line) or get its loss below the dashed *label entropy*
+# line, the loss of a model that ignores the image and predicts only how often each digit
+# occurs; on the full budget it does. The other faults are still there, and we will meet
+# them one by one. (The "test" accuracy is not trustworthy yet either; notebook 05 finds out
+# why.)
 #
 # ## Let a tool confirm it
 # Reading code finds bugs, but a test keeps them from coming back. `nbhelpers.checks` has
@@ -220,6 +246,9 @@ compare_table([handover, fixed])
 # stored gradient grows. Here it is on the colleague's step and on yours:
 
 # %%
+from nbhelpers.checks import check_zero_grad
+
+
 def handover_step(model, optimizer, x, y):
     """The colleague's step, unchanged."""
     logits = model(x)
@@ -241,9 +270,122 @@ assert check_zero_grad(model, optimizer, handover_step, x, y).passed is False
 assert check_zero_grad(model, optimizer, train_step, x, y).passed is True
 
 # %% [markdown]
+# ## Catch it live: watch the colleague's own loop
+# `check_zero_grad` calls a step function it is given. Most bugs, though, live in the loop
+# itself, in resume code or in evaluation code, which no check sees. `nbhelpers.watch`
+# looks at the loop *while it runs*: one `with watch(model, optimizer):` line around the
+# loop, nothing inside changes. It puts hooks on the model, the optimizer and the loss and
+# checks, at every step, invariants of correct training: each step starts from reset
+# gradients (the gradient hook of the model's output fires in `backward()` before anything
+# is added to `.grad`, so the watch sees whether `.grad` still holds the last step's
+# gradient), the learning rate neither collapses nor jumps, evaluation computes the loss as
+# training does, and more. Each fault is reported once, by name, with its numbers and a hint.
+#
+# Here is the colleague's loop, exactly as we read it above, for its first steps:
+
+# %%
+model = build_cnn("tanh", "none").to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+watch_steps = min(10, len(demo_loader))
+
+with watch(model, optimizer) as colleague_watch:
+    model.train()
+    for x, y in itertools.islice(demo_loader, watch_steps):
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        optimizer.step()
+colleague_watch.report()
+
+# %% [markdown]
+# And the same loop with your `train_step`:
+
+# %%
+model = build_cnn("tanh", "none").to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+with watch(model, optimizer) as fixed_watch:
+    model.train()
+    for x, y in itertools.islice(demo_loader, watch_steps):
+        train_step(model, optimizer, x, y)
+
+# %% tags=["solution"]
+assert "zero_grad" in colleague_watch.found and colleague_watch.found["zero_grad"].details["step"] == 1
+assert fixed_watch.ok, fixed_watch.report()
+
+# %% [markdown]
+# ## Use it on your own code
+# The watch is not limited to the handover's bug. Say you want a 4x larger batch than fits
+# in memory, so you accumulate gradients over 4 mini-batches before each step. That is
+# exactly what `backward()` adding to `.grad` is for, and the loop below resets the
+# gradients once per step, as it should. Is it right?
+
+# %%
+MICRO_BATCHES = 4
+
+
+def accumulating_epoch(model, optimizer, loader):
+    """One optimizer step per MICRO_BATCHES mini-batches (gradient accumulation)."""
+    model.train()
+    optimizer.zero_grad()
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if (i + 1) % MICRO_BATCHES == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+model = build_cnn("relu", "batch", width=budget.sweep_width).to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+accumulation_batches = 2 * MICRO_BATCHES
+with watch(model, optimizer) as own_watch:
+    accumulating_epoch(model, optimizer, itertools.islice(demo_loader, accumulation_batches))
+own_watch.report()
+
+# %% [markdown]
+# The watch knows, from a hook on each loss, the factor `backward()` gave it: `1.0` for
+# `loss.backward()`. Four micro-batch losses each counted fully make a gradient 4 times the
+# mean gradient of the 4 mini-batches together: with SGD that is a learning rate 4 times too
+# large (Adam hides much of it, but not the balance with weight decay or clipping). The fix
+# is one division:
+
+# %%
+def accumulating_epoch(model, optimizer, loader):
+    """One optimizer step per MICRO_BATCHES mini-batches, on the mean gradient."""
+    model.train()
+    optimizer.zero_grad()
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        (loss / MICRO_BATCHES).backward()
+        if (i + 1) % MICRO_BATCHES == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+model = build_cnn("relu", "batch", width=budget.sweep_width).to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+with watch(model, optimizer) as own_fixed_watch:
+    accumulating_epoch(model, optimizer, itertools.islice(demo_loader, accumulation_batches))
+
+# %% tags=["solution"]
+assert "accumulation" in own_watch.found and own_fixed_watch.ok, own_fixed_watch.report()
+
+# %% [markdown]
+# To watch your own run, put `with watch(model, optimizer, train_loader=train_loader,
+# eval_loaders={"valid": valid_loader}):` around your loop: with the loaders it also checks
+# how the splits were cut (a `random_split` without a seed, train and validation sharing one
+# dataset object and so one transform). `report()` lists every invariant it checked.
+
+# %% [markdown]
 # ## Logbook
 
 # %%
+caught = colleague_watch.found.get("zero_grad")
+watch_result = (
+    f" The watch flagged zero_grad at step {caught.details['step']} of the colleague's loop"
+    if caught
+    else " The watch flagged nothing in the colleague's loop"
+) + f" and {len(fixed_watch.found)} fault(s) in the fixed one."
 book = Logbook()
 book.add(
     "03 code review",
@@ -257,7 +399,8 @@ book.add(
         "lower with the fix."
         if fixed.final("running_loss") < handover.final("running_loss")
         else "not lower yet: the learning rate is still tiny (next notebooks)."
-    ),
+    )
+    + watch_result,
     notebook="03_code_review.ipynb",
     figure=fig_runs,
     runs=[handover, fixed],
@@ -276,6 +419,8 @@ record_stage(
 # - **Bug:** no `optimizer.zero_grad()`. `backward()` adds to `.grad`, so without a reset
 #   every step uses the sum of all past gradients.
 # - With this one line fixed, the network begins to learn; an automatic check now guards it.
+# - **The watch** (`with watch(model, optimizer):`) checks a loop while it runs: it caught the
+#   missing reset at the colleague's second step, and an accumulation that forgot to divide.
 #
 # **Next:** 04 turns off the extras (augmentation, learning-rate schedule) to get a simple
 # baseline that works.

@@ -11,8 +11,9 @@ simulates schedules on copies, restores random states and loader epoch counters)
 The checks, by kind (one module each):
 
 1. splits, labels, inputs (``data_checks``): :func:`check_split_overlap`,
-   :func:`check_split_sources`, :func:`check_labels`, :func:`check_input_statistics`,
-   :func:`check_image_layout`
+   :func:`check_labels`, :func:`check_input_statistics`, :func:`check_image_layout`; how the
+   splits were cut (``splits``): :func:`check_split_sources`, :func:`check_split_seed`,
+   :func:`check_shared_transform`
 2. augmentation and evaluation (``augmentation``): :func:`check_augmentation` (with
    :func:`show_augmentation_pairs`), :func:`check_eval_augmentation`,
    :func:`check_eval_determinism`
@@ -22,6 +23,9 @@ The checks, by kind (one module each):
 5. learning rate (``lr``): :func:`check_lr_schedule` (with :func:`simulate_lr`),
    :func:`check_learning_rate`, :func:`check_lr_range` (with :func:`lr_range_test`)
 6. capacity (``capacity``): :func:`check_overfit_one_batch`
+
+The same faults found in a live run, in the learner's own loop, are the watch's
+(:mod:`nbhelpers.watch`); both word them with ``results.HINTS``.
 
 ``CHECKS`` (``runner``) is the table of them: one :class:`Check` row per check (its name, the
 inputs it needs, how it runs). :func:`run_all_checks` runs the rows whose inputs are given
@@ -43,12 +47,12 @@ from .data_checks import (
     check_input_statistics,
     check_labels,
     check_split_overlap,
-    check_split_sources,
 )
 from .loader import check_last_batch, check_shuffle
 from .lr import check_learning_rate, check_lr_range, check_lr_schedule, lr_range_test, simulate_lr
-from .results import CheckReport, CheckResult
+from .results import HINTS, CheckReport, CheckResult
 from .runner import CHECK_NAMES, CHECKS, Check, CheckInputs, check_config, register, run_all_checks
+from .splits import check_shared_transform, check_split_seed, check_split_sources
 from .training import (
     check_gradients,
     check_model_modes,

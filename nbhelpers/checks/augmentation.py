@@ -6,6 +6,8 @@
   view), with the figure of pairs.
 - :func:`check_eval_augmentation`: random transforms on an evaluation split.
 - :func:`check_eval_determinism`: evaluating the same model twice gives the same numbers.
+- :func:`random_transforms`: the transforms that draw random numbers (also used by the split
+  checks).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from .access import (
     to_tensor,
     untouched,
 )
-from .results import TOUCHED_NOTE, CheckResult, not_applicable, verdict
+from .capacity import train_copy
+from .results import HINTS, TOUCHED_NOTE, CheckResult, not_applicable, verdict
 
 #: Class names of torchvision transforms that draw random numbers although their name does not
 #: start with "Random".
@@ -39,8 +42,19 @@ _RANDOM_NAMES = set(
     "ColorJitter RandAugment AutoAugment TrivialAugmentWide AugMix GaussianBlur ElasticTransform "
     "GaussianNoise JPEG".split()
 )
-#: What a learner's evaluation function must do, said when evaluation is not repeatable.
-EVAL_HINT = "Evaluate in model.eval() mode under torch.no_grad(), without random transforms."
+#: Label-preserving limits for digits (rules of thumb): rotation in degrees, vertical shift as
+#: a fraction of the height.
+_MAX_ROTATION, _MAX_VERTICAL_SHIFT = 20.0, 0.1
+#: eval_determinism: batches per loader, examples per batch, relative tolerance, and the Adam
+#: steps on one batch that make an untrained copy react to its inputs.
+_EVAL_BATCHES, _EVAL_BATCH_SIZE, _EVAL_RTOL, _BRIEF_STEPS = 2, 256, 1e-4, 20
+
+
+def random_transforms(transform: Any) -> list[str]:
+    """Class names of the transforms nested in ``transform`` that draw random numbers
+    (torchvision's ``Random*``, ``ColorJitter``, ``RandAugment`` ...)."""
+    names = [type(t).__name__ for t in list_transforms(transform)]
+    return [n for n in names if n.startswith("Random") or n in _RANDOM_NAMES]
 
 
 def _degrees(t: Any) -> float | None:
@@ -51,18 +65,18 @@ def _degrees(t: Any) -> float | None:
     return None
 
 
-def _label_problem(t: Any, max_rotation: float, max_vertical_shift: float) -> str | None:
+def _label_problem(t: Any) -> str | None:
     """Why ``t`` does not preserve a digit's label, or None."""
     name = type(t).__name__
     p = getattr(t, "p", 1.0)
     if name in ("RandomHorizontalFlip", "RandomVerticalFlip") and p > 0:
         return f"{name}(p={p:g}): a mirrored digit is not the same digit"
     deg = _degrees(t)
-    if deg is not None and ("Rotat" in name or "Affine" in name) and deg > max_rotation:
+    if deg is not None and ("Rotat" in name or "Affine" in name) and deg > _MAX_ROTATION:
         return f"{name} up to {deg:g} degrees: rotation turns 6 into 9 (and 9 into 6)"
     translate = getattr(t, "translate", None)
     if "Affine" in name and isinstance(translate, (list, tuple)) and len(translate) == 2:
-        if float(translate[1] or 0.0) > max_vertical_shift:
+        if float(translate[1] or 0.0) > _MAX_VERTICAL_SHIFT:
             return (
                 f"{name} with vertical shifts up to {translate[1]:.0%} of the height: moves the "
                 "digit off centre and brings neighbouring digits into view"
@@ -145,27 +159,21 @@ def check_augmentation(
     source: Any,
     transform: Callable | None = None,
     *,
-    max_rotation: float = 20.0,
-    max_vertical_shift: float = 0.1,
-    n_pairs: int = 8,
     show: bool = True,
 ) -> CheckResult:
     """Is the training augmentation label-preserving for digits?
 
     Inspects every nested transform (``list_transforms``) and fails on:
-    rotations beyond ``max_rotation`` degrees (``RandomRotation``, ``RandomAffine``, or any
+    rotations beyond 20 degrees (``RandomRotation``, ``RandomAffine``, or any
     transform with "Rotat" in its class name and a ``degrees`` attribute): 6 and 9 swap under
     180 degrees (tutorial, "Bugs: inappropriate data augmentation"); horizontal or vertical
-    flips; ``RandomAffine`` vertical translation beyond ``max_vertical_shift`` of the height
-    (the tutorial calls vertical shifts unsuitable). The 20-degree default is a rule of thumb:
-    small tilts keep digits readable. Custom callables cannot be inspected: look at the figure.
+    flips; ``RandomAffine`` vertical translation beyond a tenth of the height (the tutorial
+    calls vertical shifts unsuitable). Both limits are rules of thumb: small tilts and shifts
+    keep digits readable. Custom callables cannot be inspected: look at the figure (8 pairs).
 
     Args:
         source: a loader, dataset or ImageSet (images for the figure, transform found there).
         transform: the augmentation if not attached to ``source``.
-        max_rotation: largest acceptable rotation (degrees).
-        max_vertical_shift: largest acceptable vertical translation (fraction of the height).
-        n_pairs: original/augmented pairs in the figure (0: no figure).
         show: make the figure.
 
     Returns:
@@ -177,12 +185,12 @@ def check_augmentation(
         return CheckResult("augmentation", True, "no augmentation (no transform found).")
     parts = list_transforms(transform)
     names = [type(t).__name__ for t in parts if not isinstance(t, nn.Sequential)]
-    problems = [msg for t in parts if (msg := _label_problem(t, max_rotation, max_vertical_shift))]
+    problems = [msg for t in parts if (msg := _label_problem(t))]
     figure, evidence = None, f"transforms: {', '.join(dict.fromkeys(names))}"
-    if show and n_pairs > 0:
+    if show:
         try:
             figure = show_augmentation_pairs(
-                source, transform, n=n_pairs, kind=kind if kind != "none" else None
+                source, transform, kind=kind if kind != "none" else None
             )
         except Exception as err:  # noqa: BLE001 - the figure is a bonus, the verdict stands
             evidence += f" (no figure: {err})"
@@ -239,8 +247,7 @@ def check_eval_augmentation(eval_sources: Any) -> CheckResult:
     found, looked = [], []
     for name, src in _eval_splits(eval_sources).items():
         transform, kind = find_transform(src)
-        names = [type(t).__name__ for t in list_transforms(transform)]
-        randoms = [n for n in names if n.startswith("Random") or n in _RANDOM_NAMES]
+        randoms = random_transforms(transform)
         looked.append(f"{name}: {type(transform).__name__ if transform else 'no transform'}")
         if randoms:
             found.append(f"{name} applies random transforms {randoms}")
@@ -273,52 +280,56 @@ def check_eval_determinism(
     *,
     evaluate_fn: Callable | None = None,
     loss_fn: Callable | None = None,
-    max_batches: int = 2,
-    max_batch_size: int | None = 256,
-    rtol: float = 1e-4,
+    x: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> CheckResult:
     """Evaluate a copy of the model twice on the same data: are the numbers the same?
 
     Random augmentation in the evaluation loader, dropout left on (train mode) or a shuffled
     subset make evaluation noisy; then a difference between two runs may be just this noise.
+    An untrained model gives nearly the same outputs for every input, which would hide random
+    transforms: with a training batch ``x, y`` the copy is first trained on it for 20 Adam
+    steps (:func:`nbhelpers.checks.capacity.train_copy`), so its outputs depend on the images.
     Uses ``evaluate_fn(model, loader)`` (any return of numbers, dicts or tuples of them) or
-    :func:`nbhelpers.train.evaluate` (eval-mode loss and accuracy), on the first
-    ``max_batches`` batches of each loader, each cut to ``max_batch_size`` examples.
+    :func:`nbhelpers.train.evaluate` (eval-mode loss and accuracy), on the first 2 batches of
+    each loader, each cut to 256 examples; results must agree to a relative 1e-4 (float noise
+    on GPUs).
 
     Args:
         model: the model (a deep copy is evaluated; the original is untouched).
         eval_loaders: ``{name: loader}`` or one loader.
         evaluate_fn: the learner's evaluation function, called as ``evaluate_fn(model, loader)``.
-        loss_fn: loss for the default evaluation (cross-entropy).
-        max_batches: batches per loader.
-        max_batch_size: examples per batch (None: whole batches).
-        rtol: relative tolerance between the two results (float noise on GPUs).
+        loss_fn: loss for the default evaluation and the brief training (cross-entropy).
+        x, y: a training batch (float (B, C, H, W), int64 (B,)); None: the copy stays as it is.
 
     Returns:
         A :class:`CheckResult` named ``eval_determinism``.
     """
     from nbhelpers.train import evaluate
 
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
     evaluate_fn = evaluate_fn or (lambda m, loader: evaluate(m, loader, loss_fn))
     differing, parts = [], []
     with preserved_state(model) as state, preserved_rng():
-        m = copy.deepcopy(model)
+        m = copy.deepcopy(model) if x is None else train_copy(model, x, y, loss_fn, _BRIEF_STEPS)[0]
+        m.train(model.training)  # the learner's mode, dropout included
         for name, loader in _eval_splits(eval_loaders).items():
             with untouched(loader):
                 first, second = (
-                    _numbers(evaluate_fn(m, Limited(loader, max_batches, max_batch_size)))
+                    _numbers(evaluate_fn(m, Limited(loader, _EVAL_BATCHES, _EVAL_BATCH_SIZE)))
                     for _ in range(2)
                 )
             if not first:
                 parts.append(f"{name}: no numbers returned")
                 continue
             parts.append(f"{name}: {_short(first)} then {_short(second)}")
-            if len(first) != len(second) or not np.allclose(first, second, rtol=rtol, atol=1e-7):
-                differing.append(name)
+            same = len(first) == len(second) and np.allclose(first, second, _EVAL_RTOL, 1e-7)
+            differing += [] if same else [name]
     if not parts:
         return not_applicable("eval_determinism", "no evaluation loader given.")
+    trained = "" if x is None else f" (a copy trained {_BRIEF_STEPS} steps on one batch)"
     evidence = "; ".join(parts) + "." + (TOUCHED_NOTE if state["changed"] else "")
     if differing:
-        evidence = f"two evaluations of the same model differ on {', '.join(differing)}: {evidence}"
-        return CheckResult("eval_determinism", False, evidence, EVAL_HINT)
-    return CheckResult("eval_determinism", True, "the same results twice: " + evidence)
+        evidence = f"two evaluations of the same model{trained} differ on {', '.join(differing)}: {evidence}"
+        return CheckResult("eval_determinism", False, evidence, HINTS["eval_determinism"])
+    return CheckResult("eval_determinism", True, f"the same results twice{trained}: " + evidence)

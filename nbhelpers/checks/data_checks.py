@@ -3,8 +3,6 @@
 - :func:`image_hashes` / :func:`pair_overlaps`: the one way the package finds images shared by
   two splits (also behind :func:`nbhelpers.selfcheck.check_splits_disjoint`).
 - :func:`check_split_overlap`: exact duplicates between train / validation / test (image hashes).
-- :func:`check_split_sources`: evaluation splits carved out of the training data (same parent
-  dataset, a torchvision dataset loaded with ``split="train"``).
 - :func:`check_labels`: label dtype and range against the number of classes and the model's
   output size, missing classes, labels shifted by one (SVHN's "10 means 0").
 - :func:`check_input_statistics`: per-channel mean / std and value range per split; raw 0-255
@@ -28,6 +26,12 @@ from nbhelpers.validate import positive_int
 
 from .access import as_splits, eval_outputs, model_batch, raw_images_labels
 from .results import CheckResult, fmt, not_applicable, verdict
+
+#: Tolerated shared fraction of the smaller split of a pair (real datasets hold a handful of
+#: exact duplicates; a leak is usually most of a split), and the most items read one by one.
+_MAX_SHARED, _MAX_ITEMS = 0.001, 20_000
+#: Largest plausible value of scaled inputs, and the tolerated std ratio between splits.
+_RAW_MAX, _STD_RATIO = 20.0, 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,23 +71,19 @@ def pair_overlaps(hashes: Mapping[str, set[bytes]]) -> list[tuple[str, str, int,
     return pairs
 
 
-def check_split_overlap(
-    splits: Any, *, max_shared_fraction: float = 0.001, max_items: int = 20_000
-) -> CheckResult:
+def check_split_overlap(splits: Any) -> CheckResult:
     """Count images that appear in more than one split (exact duplicates, by hash).
 
     Every image's uint8 bytes are hashed with BLAKE2b (:func:`image_hashes`); for each pair of
-    splits the number of distinct images present in both is reported. A fraction above
-    ``max_shared_fraction`` of the smaller split fails (real datasets can hold a handful of
-    exact duplicates; a leak is usually most of a split).
+    splits the number of distinct images present in both is reported. A fraction above 0.1% of
+    the smaller split fails (real datasets can hold a handful of exact duplicates; a leak is
+    usually most of a split). At most 20,000 items are read from datasets read one by one.
 
     Args:
         splits: ``{name: split}`` (ImageSet, Dataset, DataLoader, TensorLoader, ``(images,
             labels)``) or a DataBundle. Splits read through their transform (generic datasets)
             are compared as transformed, which random augmentation would hide; stored data
             (ImageSet, torchvision datasets, Subset, TensorLoader) is compared raw.
-        max_shared_fraction: tolerated shared fraction of the smaller split of a pair.
-        max_items: at most this many items are read from datasets read one by one.
 
     Returns:
         A :class:`CheckResult` named ``split_overlap``; ``details["shared"]`` maps
@@ -99,7 +99,7 @@ def check_split_overlap(
         )
     images, notes = {}, []
     for name, split in named.items():
-        x, _, how = raw_images_labels(split, max_items)
+        x, _, how = raw_images_labels(split, _MAX_ITEMS)
         if x is None:
             raise TypeError(f"split {name!r}: no images could be read from {type(split).__name__}.")
         images[name] = x
@@ -114,7 +114,7 @@ def check_split_overlap(
         + _carved_from(hashes, sizes)
         + (" Read: " + "; ".join(notes) + "." if notes else "")
     )
-    leak = any(fraction > max_shared_fraction for *_, fraction in pairs)
+    leak = any(fraction > _MAX_SHARED for *_, fraction in pairs)
     hint = (
         "Evaluation splits must hold images the model never trains on: take the test split "
         "from the dataset's test files and carve validation out of train without overlap."
@@ -137,60 +137,11 @@ def _carved_from(sets: dict[str, set[bytes]], sizes: dict[str, int]) -> str:
     return f" {', '.join(inside)} lie(s) entirely inside train." if inside else ""
 
 
-def _origin(split: Any) -> tuple[Any, str]:
-    """The object a split was cut from and a description of which part of the source it is."""
-    while isinstance(split, (torch.utils.data.Subset, torch.utils.data.DataLoader)):
-        split = split.dataset
-    if isinstance(getattr(split, "split", None), str):
-        return split, f"split={split.split!r}"
-    if isinstance(getattr(split, "train", None), bool):
-        return split, f"train={split.train}"
-    return split, ""
-
-
-def check_split_sources(splits: Any) -> CheckResult:
-    """Look at how the splits were built: are evaluation splits cut from the training data?
-
-    Fails when an evaluation split (any name other than ``train``) is a ``Subset`` of the same
-    dataset object as the training split, or comes from a torchvision dataset loaded with
-    ``split="train"`` / ``train=True``. This reads only the objects' structure (no images), so
-    it also catches the handover's pattern: the train split loaded a second time and randomly
-    halved into validation and test.
-
-    Args:
-        splits: ``{name: split}`` or a DataBundle (for ImageSets, which keep no parent, the
-            answer is "not applicable": use :func:`check_split_overlap`).
-
-    Returns:
-        A :class:`CheckResult` named ``split_sources``.
-    """
-    named = as_splits(splits)
-    origins = {k: _origin(v) for k, v in named.items()}
-    train = origins.get("train", (None, ""))[0]
-    findings = []
-    for name, (obj, part) in origins.items():
-        if name != "train" and obj is train and named[name] is not named["train"]:
-            findings.append(f"{name} is cut from the same dataset object as train")
-        elif name != "train" and part in ("split='train'", "train=True"):
-            findings.append(f"{name} comes from a dataset loaded with {part}")
-    parts = [f"{k}: {type(o).__name__}" + (f"({p})" if p else "") for k, (o, p) in origins.items()]
-    evidence = "; ".join(parts) + "."
-    subsets = any(isinstance(v, torch.utils.data.Subset) for v in named.values())
-    if not findings and not subsets and not any(p for _, p in origins.values()):
-        why = f"the splits keep no record of their parent dataset ({evidence[:-1]})."
-        return not_applicable("split_sources", why, "check_split_overlap compares the images.")
-    hint = (
-        "Load evaluation data from the test files (e.g. SVHN(split='test')) and split "
-        "validation off train with disjoint indices."
-    )
-    return verdict("split_sources", findings, evidence, hint)
-
-
 # ---------------------------------------------------------------------------------------------
 # 2. Labels
 # ---------------------------------------------------------------------------------------------
 def check_labels(
-    data: Any, num_classes: int = 10, *, model: nn.Module | None = None, max_items: int = 20_000
+    data: Any, num_classes: int = 10, *, model: nn.Module | None = None
 ) -> CheckResult:
     """Check labels: dtype, range, missing classes, a shift by one; and the model's output size.
 
@@ -206,8 +157,8 @@ def check_labels(
         data: one split or ``{name: split}`` / DataBundle (labels read as in
             ``raw_images_labels``; a loader's labels from its first batches).
         num_classes: the number of classes (10 for digits).
-        model: optional; its output size is compared with ``num_classes``.
-        max_items: at most this many labels per split are read from slow datasets.
+        model: optional; its output size is compared with ``num_classes`` (at most 20,000
+            labels per split are read from slow datasets).
 
     Returns:
         A :class:`CheckResult` named ``labels``.
@@ -219,7 +170,7 @@ def check_labels(
     named = as_splits(data)
     problems, parts, details, sample = [], [], {}, None
     for name, split in named.items():
-        images, labels, _ = raw_images_labels(split, max_items)
+        images, labels, _ = raw_images_labels(split, _MAX_ITEMS)
         if labels is None:
             parts.append(f"{name}: no labels found")
             continue
@@ -286,43 +237,38 @@ def _stats(x: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def check_input_statistics(
-    loaders: Any, *, n: int = 256, raw_max: float = 20.0, ratio: float = 2.0
-) -> CheckResult:
+def check_input_statistics(loaders: Any) -> CheckResult:
     """Per-channel mean and std and the value range of the inputs each split feeds the model.
 
     Faults found:
 
-    - values above ``raw_max`` (e.g. raw 0-255 pixels never divided by 255) or a non-float dtype;
+    - values above 20 (e.g. raw 0-255 pixels never divided by 255) or a non-float dtype;
     - constant inputs (std 0);
     - splits that disagree: a channel mean differs by more than the smaller split's std, the std
-      differs by more than ``ratio`` times, or one split has negative values and another none
+      differs by more than 2 times, or one split has negative values and another none
       -- typical of normalisation applied to one split only.
 
     Training batches may be augmented, which shifts their statistics a little; the thresholds
     leave room for that.
 
     Args:
-        loaders: ``{name: loader_or_dataset}`` (the first ``n`` examples of each are used) or one
-            loader.
-        n: examples per split.
-        raw_max: largest plausible input value for scaled images.
-        ratio: tolerated std ratio between splits.
+        loaders: ``{name: loader_or_dataset}`` (the first 256 examples of each are used) or
+            one loader.
 
     Returns:
         A :class:`CheckResult` named ``input_statistics``; ``details[name]`` holds the numbers.
     """
-    stats = {name: _stats(model_batch(src, n)[0]) for name, src in as_splits(loaders).items()}
+    stats = {name: _stats(model_batch(src, 256)[0]) for name, src in as_splits(loaders).items()}
     problems = []
     for name, s in stats.items():
         if "float" not in s["dtype"]:
             problems.append(f"{name} inputs are {s['dtype']}, not float")
-        if s["max"] > raw_max:
+        if s["max"] > _RAW_MAX:
             problems.append(f"{name} inputs reach {fmt(s['max'])}: raw 0-255 pixel values?")
         if max(s["std"]) == 0:
             problems.append(f"{name} inputs are constant")
     for a, b in combinations(stats, 2):
-        problems += _disagreement(a, stats[a], b, stats[b], ratio)
+        problems += _disagreement(a, stats[a], b, stats[b])
     evidence = "; ".join(
         f"{k}: mean {_vec(s['mean'])} std {_vec(s['std'])} range [{fmt(s['min'])}, {fmt(s['max'])}]"
         for k, s in stats.items()
@@ -335,14 +281,14 @@ def _vec(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
 
 
-def _disagreement(a: str, sa: dict, b: str, sb: dict, ratio: float) -> list[str]:
+def _disagreement(a: str, sa: dict, b: str, sb: dict) -> list[str]:
     if len(sa["mean"]) != len(sb["mean"]):
         return [f"{a} and {b} have different numbers of channels"]
     for c, (ma, mb, da, db) in enumerate(
         zip(sa["mean"], sb["mean"], sa["std"], sb["std"], strict=True)
     ):
         small, large = min(da, db), max(da, db)
-        if abs(ma - mb) > max(small, 1e-6) or large > ratio * small:
+        if abs(ma - mb) > max(small, 1e-6) or large > _STD_RATIO * small:
             return [
                 f"{a} and {b} disagree in channel {c} (mean {ma:.2f} vs {mb:.2f}, std {da:.2f} "
                 f"vs {db:.2f}): normalised differently?"
@@ -388,9 +334,7 @@ def _channel_axis_fault(shape: tuple[int, ...], model: nn.Module | None) -> Chec
     return CheckResult("image_layout", False, evidence + ".", LAYOUT_HINT, details={"shape": shape})
 
 
-def check_image_layout(
-    source: Any, *, model: nn.Module | None = None, n: int = 128, min_ratio: float = 0.5
-) -> CheckResult:
+def check_image_layout(source: Any, *, model: nn.Module | None = None) -> CheckResult:
     """Are images channels-first ``(N, C, H, W)`` with intact rows and columns?
 
     Two tests: (1) the shape: the channel axis (size 1 or 3) must be axis 1 (and match the
@@ -398,19 +342,17 @@ def check_image_layout(
     strongly correlated along both the height and the width axis. A channels-last buffer
     reshaped (not permuted) to channels-first interleaves colour channels and pixels: the
     correlation along one axis (or both) collapses and image grids look striped. Fails when the
-    weaker axis has less than ``min_ratio`` of the stronger one's correlation, or when reading
+    weaker axis has less than half the stronger one's correlation, or when reading
     the same bytes as channels-last gives much smoother images.
 
     Args:
         source: a loader, dataset, ImageSet or an images tensor (N, C, H, W).
         model: optional; the ``in_channels`` of its first ``Conv2d`` is compared with axis 1.
-        n: images to look at.
-        min_ratio: the fault threshold on weaker/stronger axis correlation.
 
     Returns:
         A :class:`CheckResult` named ``image_layout``.
     """
-    x = source[:n] if torch.is_tensor(source) else model_batch(source, n)[0]
+    x = source[:128] if torch.is_tensor(source) else model_batch(source, 128)[0]
     if x.ndim != 4:
         return not_applicable("image_layout", f"inputs have shape {tuple(x.shape)}, not 4-D.")
     shape = tuple(x.shape)
@@ -435,7 +377,7 @@ def check_image_layout(
         return CheckResult(
             "image_layout", None, why, "Look at a grid of the images.", details=details
         )
-    elif min(h, w) < min_ratio * max(h, w):
+    elif min(h, w) < 0.5 * max(h, w):
         problem = (
             ": one axis has lost its structure, as when a channels-last array is reshaped "
             "instead of permuted (striped grids)."

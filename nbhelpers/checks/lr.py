@@ -3,8 +3,10 @@
 - :func:`simulate_lr`: the learning rate at every planned optimizer step, from copies of the
   optimizer and scheduler (the learner's own are never stepped).
 - :func:`check_lr_schedule`: a schedule that grows without a warm-up intent, or one that
-  collapses long before the end (a per-epoch schedule stepped every batch); with a plot.
-- :func:`check_learning_rate`: a rule-of-thumb lower bound per optimizer family.
+  collapses long before the end (a per-epoch schedule stepped every batch, a factor below 1
+  applied at every step); with a plot.
+- :func:`check_learning_rate`: a rule-of-thumb lower bound per optimizer family, on the
+  learning rate the schedule uses for most of the run.
 - :func:`lr_range_test` / :func:`check_lr_range`: the LR range test (Smith 2017, "Cyclical
   Learning Rates for Training Neural Networks", arXiv:1506.01186; popularised as fastai's
   ``lr_find``): train a copy for ~50-100 steps with an exponentially increasing learning rate,
@@ -30,13 +32,19 @@ from nbhelpers.state import model_device
 from nbhelpers.validate import integer, invalid, number, one_of, positive_int
 
 from .access import untouched
-from .results import CheckResult, fmt, new_figure, not_applicable
+from .results import HINTS, CheckResult, fmt, new_figure, not_applicable
 
 #: Optimizers that scale steps per parameter (Adam family, RMSprop ...): their usual learning
 #: rates are around 1e-3 (Adam's default, Kingma & Ba 2015).
 ADAPTIVE = "Adam AdamW NAdam RAdam Adamax RMSprop Adagrad Adadelta SparseAdam Adafactor".split()
 #: Schedulers whose growing phase is intended.
 _INTENDED_GROWTH = ("OneCycleLR", "CyclicLR", "LinearLR", "CosineAnnealingWarmRestarts")
+#: Schedulers usually sized in epochs: stepped every batch they decay far too early.
+_PER_EPOCH = ("StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "PolynomialLR")
+#: A collapse: below this fraction of the peak before 90% of the planned steps.
+_COLLAPSE = 1e-3
+#: Rule-of-thumb lowest learning rates: Adam family (default 1e-3, Kingma & Ba 2015) and SGD.
+_ADAPTIVE_MIN, _SGD_MIN = 1e-4, 1e-3
 _MAX_SIM_STEPS = 1_000_000
 #: LR range test: smoothing of the loss (exponential moving average), the divergence stop
 #: (smoothed loss above 4x its minimum, fastai's rule) and the smallest drop that counts.
@@ -112,9 +120,7 @@ def _lr_figure(lrs: list[float], title: str):
     return fig
 
 
-def _schedule_fault(
-    lrs: list[float], name: str, warmup: bool | None, min_ratio: float, per_batch: bool
-):
+def _schedule_fault(lrs: list[float], name: str, warmup: bool | None, per_batch: bool):
     """``(problem, hint)`` when the simulated schedule grows by mistake or collapses, else
     ``("", "")``; the problem text continues the evidence."""
     n, first, last = len(lrs), lrs[0], lrs[-1]
@@ -127,15 +133,18 @@ def _schedule_fault(
             "warmup=True.",
         )
     peaks = np.maximum.accumulate(lrs)
-    collapse = next((i for i, v in enumerate(lrs) if v < min_ratio * peaks[i]), None)
-    if collapse is not None and collapse < 0.9 * n:
-        how = " Was a per-epoch schedule meant? It is stepped every batch." if per_batch else ""
-        return (
-            f": below {min_ratio:g} x peak already at step {collapse} of {n}." + how,
+    collapse = next((i for i, v in enumerate(lrs) if v < _COLLAPSE * peaks[i]), None)
+    if collapse is None or collapse >= 0.9 * n:
+        return "", ""
+    problem = f": below {_COLLAPSE:g} x peak already at step {collapse} of {n}."
+    if per_batch and name in _PER_EPOCH:
+        problem += " Was a per-epoch schedule meant? It is stepped every batch."
+        hint = (
             "Step per-epoch schedules once per epoch, or size them in batches "
-            "(e.g. T_max = epochs x batches per epoch).",
+            "(e.g. T_max = epochs x batches per epoch)."
         )
-    return "", ""
+        return problem, hint
+    return problem + " A factor below 1 is applied at every step.", HINTS["lr_collapse"]
 
 
 def check_lr_schedule(
@@ -146,7 +155,6 @@ def check_lr_schedule(
     scheduler_step: str = "batch",
     steps_per_epoch: int | None = None,
     warmup: bool | None = None,
-    min_ratio: float = 1e-3,
     show: bool = True,
 ) -> CheckResult:
     """The learning rate over the planned steps: growing by mistake, or collapsing early?
@@ -158,9 +166,10 @@ def check_lr_schedule(
       1.001**2870, about 17.6x, over 10 SVHN epochs; tutorial, "Learning rate schedule looks
       weird"). ``warmup=None`` infers the intent: schedulers built to rise (``OneCycleLR``,
       ``CyclicLR``, ``LinearLR``) or a schedule that stops rising before the end;
-    - it falls below ``min_ratio`` of its peak before 90% of the planned steps: typical of a
+    - it falls below a thousandth of its peak before 90% of the planned steps: typical of a
       per-epoch schedule (``StepLR``, ``ExponentialLR(0.9)``, ``CosineAnnealingLR(T_max=epochs)``)
-      stepped every batch.
+      stepped every batch, or of a factor below 1 applied at every step (a warm-up that
+      multiplies the current learning rate); the hint says which.
 
     Args:
         optimizer: the learner's optimizer (never stepped).
@@ -169,7 +178,6 @@ def check_lr_schedule(
         scheduler_step: how the learner steps it, ``"batch"`` or ``"epoch"``.
         steps_per_epoch: batches per epoch (needed for ``"epoch"``).
         warmup: True when growth is intended, False when it is not, None to infer.
-        min_ratio: collapse threshold as a fraction of the peak.
         show: plot the schedule.
 
     Returns:
@@ -195,42 +203,71 @@ def check_lr_schedule(
         f"(x{fmt(last / first) if first else 'inf'}) over {len(lrs)} steps, peak {fmt(max(lrs))}"
     )
     figure = _lr_figure(lrs, f"{name}, stepped per {scheduler_step}") if show else None
-    problem, hint = _schedule_fault(lrs, name, warmup, min_ratio, scheduler_step == "batch")
+    problem, hint = _schedule_fault(lrs, name, warmup, scheduler_step == "batch")
     evidence += problem or "."
     return CheckResult("lr_schedule", not problem, evidence, hint, figure, {"lrs": lrs})
 
 
+def _typical_lrs(optimizer, scheduler, planned_steps, per: dict[str, Any]) -> tuple[list, str]:
+    """The learning rate the run uses for most of its steps, per group, and how it was found."""
+    current = [float(g["lr"]) for g in optimizer.param_groups]
+    if scheduler is None or type(scheduler).__name__ == "ReduceLROnPlateau":
+        return current, ""
+    if not planned_steps:
+        bases = getattr(scheduler, "base_lrs", current)
+        base = [max(a, float(b)) for a, b in zip(current, bases, strict=False)]
+        return base, f" (the larger of now and {type(scheduler).__name__}'s base)"
+    lrs = simulate_lr(optimizer, scheduler, planned_steps, **per)
+    median = float(np.median(lrs))
+    text = f" ({type(scheduler).__name__}: {fmt(lrs[0])} -> {fmt(lrs[-1])}, median {fmt(median)})"
+    return [v * median / lrs[0] if lrs[0] else median for v in current], text
+
+
 def check_learning_rate(
-    optimizer: torch.optim.Optimizer, *, adaptive_min: float = 1e-4, sgd_min: float = 1e-3
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any = None,
+    planned_steps: int | None = None,
+    *,
+    scheduler_step: str = "batch",
+    steps_per_epoch: int | None = None,
 ) -> CheckResult:
     """Is the learning rate far below the usual range for this optimizer? (A rule of thumb.)
 
     Thresholds are a heuristic, not a law: Adam-family optimizers usually train small CNNs
-    well with learning rates around 1e-3 (Adam's default, Kingma & Ba 2015), so below
-    ``adaptive_min`` (1e-4) is suspicious; SGD usually needs 1e-2..1e-1, so below ``sgd_min``
-    (1e-3) is. Pair it with the LR range test (:func:`check_lr_range`), which measures on the
-    learner's own model and data.
+    well with learning rates around 1e-3 (Adam's default, Kingma & Ba 2015), so below 1e-4 is
+    suspicious; SGD usually needs 1e-2..1e-1, so below 1e-3 is. With a scheduler the median
+    learning rate over the planned steps is judged (:func:`simulate_lr`), so a warm-up's small
+    first values or a decay's last ones do not decide it; without ``planned_steps``, the larger
+    of the current and the scheduler's base learning rate. Pair it with the LR range test
+    (:func:`check_lr_range`), which measures on the learner's own model and data.
 
     Args:
-        optimizer: the learner's optimizer.
-        adaptive_min: lowest unsuspicious lr for adaptive optimizers.
-        sgd_min: lowest unsuspicious lr for SGD and others.
+        optimizer: the learner's optimizer (never stepped).
+        scheduler: the learner's scheduler (simulated on a copy), or None.
+        planned_steps, scheduler_step, steps_per_epoch: as in :func:`simulate_lr`.
 
     Returns:
         A :class:`CheckResult` named ``learning_rate``.
+
+    Raises:
+        ValueError: as :func:`simulate_lr`.
     """
     name = type(optimizer).__name__
-    lrs = sorted({float(g["lr"]) for g in optimizer.param_groups})
-    low = adaptive_min if name in ADAPTIVE else sgd_min
-    evidence = f"{name} with learning rate {', '.join(fmt(v) for v in lrs)}; rule of thumb: at least {fmt(low)}"
+    per = {"scheduler_step": scheduler_step, "steps_per_epoch": steps_per_epoch}
+    values, how = _typical_lrs(optimizer, scheduler, planned_steps, per)
+    lrs = sorted(set(values))
+    low = _ADAPTIVE_MIN if name in ADAPTIVE else _SGD_MIN
+    evidence = (
+        f"{name} with learning rate {', '.join(fmt(v) for v in lrs)}{how}; rule of thumb: at "
+        f"least {fmt(low)}"
+    )
     details = {"lrs": lrs, "threshold": low}
     if min(lrs) < low:
         hint = (
             "Try a learning rate about 10-100x larger, or run the LR range test (check_lr_range)."
         )
-        return CheckResult(
-            "learning_rate", False, evidence + " (a heuristic).", hint, details=details
-        )
+        evidence += " (a heuristic)."
+        return CheckResult("learning_rate", False, evidence, hint, details=details)
     return CheckResult("learning_rate", True, evidence + ".", details=details)
 
 

@@ -8,7 +8,8 @@ notebook); a result also prints as one line with its hint::
            hint: Call optimizer.zero_grad() before loss.backward() in every step.
 
 :func:`verdict` is the one way a finding becomes a result (the problems found first, then the
-evidence with its numbers, then the hint), so anything else that reports faults by name can
+evidence with its numbers, then the hint), and ``HINTS`` holds the one-line fix of every fault
+by name, so the checks and the watch (:mod:`nbhelpers.watch`), which report the same faults,
 word them the same way.
 """
 
@@ -29,6 +30,65 @@ TOUCHED_NOTE = (
     "`optimizer` arguments); they were put back."
 )
 _COLUMNS = ["check", "status", "evidence", "hint"]
+#: The fix of each fault, by the name of the check or invariant that finds it (one sentence).
+HINTS = {
+    "zero_grad": (
+        "Reset the gradients once per optimizer step: optimizer.zero_grad() before the step's "
+        "first backward() or right after optimizer.step(); with gradient accumulation, once per "
+        "accumulated step, not after every micro-batch."
+    ),
+    "model_modes": (
+        "Call model.train() before each training epoch and model.eval() (with torch.no_grad()) "
+        "for evaluation."
+    ),
+    "softmax_output": (
+        "Give the loss raw logits (no Softmax before it): CrossEntropyLoss applies log-softmax "
+        "itself (NLLLoss wants log_softmax outputs)."
+    ),
+    "nonnegative_logits": (
+        "End the model with its last Linear layer: cross-entropy needs raw logits, which can be "
+        "negative (no ReLU, Softmax or Sigmoid after it)."
+    ),
+    "gradients": "Look for log(0), division by zero, a too-large learning rate, or bad inputs.",
+    "zero_gradient": (
+        "Check that the loss depends on the model output (no .detach(), no argmax, no "
+        "torch.no_grad()), that parameters require gradients, and that the gradients are not "
+        "reset between backward() and optimizer.step()."
+    ),
+    "optimizer_params": (
+        "Create the optimizer after the model: optimizer = Adam(model.parameters(), lr=...)."
+    ),
+    "eval_determinism": (
+        "Evaluate in model.eval() mode under torch.no_grad(), without random transforms."
+    ),
+    "accumulation": (
+        "Divide each micro-batch loss by the number of micro-batches before backward() "
+        "((loss / accumulation_steps).backward()), so the step uses the mean gradient."
+    ),
+    "lr_collapse": (
+        "Compute a warm-up from the base learning rate (lr = base_lr * (step + 1) / "
+        "warmup_steps) instead of multiplying the current one; step per-epoch schedules once "
+        "per epoch."
+    ),
+    "lr_jump": (
+        "When resuming, load the optimizer's and the scheduler's state_dict from the checkpoint "
+        "(and do not step the scheduler again for the epochs it has already counted)."
+    ),
+    "eval_loss": (
+        "Compute the evaluation loss exactly as in training, on the raw logits "
+        "(loss_fn(model(x), y)); apply softmax only where you need probabilities."
+    ),
+    "eval_memory": "Evaluate under torch.no_grad() and keep numbers, not tensors (loss.item()).",
+    "split_seed": (
+        "Draw the split with a seeded generator: random_split(data, sizes, "
+        "generator=torch.Generator().manual_seed(0))."
+    ),
+    "shared_transform": (
+        "Give each split its own dataset object with its own transform and take the split's "
+        "indices from it: Subset(SVHN(..., transform=train_tf), train_idx), "
+        "Subset(SVHN(..., transform=eval_tf), valid_idx)."
+    ),
+}
 
 
 @dataclass(repr=False)

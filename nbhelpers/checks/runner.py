@@ -35,11 +35,11 @@ from .data_checks import (
     check_input_statistics,
     check_labels,
     check_split_overlap,
-    check_split_sources,
 )
 from .loader import check_last_batch, check_shuffle
 from .lr import check_learning_rate, check_lr_range, check_lr_schedule
 from .results import CheckReport, CheckResult
+from .splits import check_shared_transform, check_split_seed, check_split_sources
 from .training import (
     check_gradients,
     check_model_modes,
@@ -71,7 +71,7 @@ class CheckInputs:
         warmup: growth of the learning rate intended (None: infer).
         num_classes: number of classes (10 digits).
         lr_range_steps: steps of the LR range test (a few seconds on a CPU).
-        overfit_steps: the most steps of "overfit one batch".
+        overfit_steps: the most steps of "overfit one batch" (it stops when done or stalled).
         max_batch_size: examples per batch used by the LR range test (64: a few seconds on a
             CPU; None: the loader's whole batches).
         show: make figures.
@@ -97,7 +97,7 @@ class CheckInputs:
     warmup: bool | None = None
     num_classes: int = 10
     lr_range_steps: int = 60
-    overfit_steps: int = 100
+    overfit_steps: int = 300
     max_batch_size: int | None = 64
     show: bool = True
 
@@ -211,6 +211,8 @@ def register(check: Check) -> Check:
 for _row in [
     Check("split_overlap", "splits_to_compare", lambda i: check_split_overlap(i.splits)),
     Check("split_sources", "splits_to_compare", lambda i: check_split_sources(i.splits)),
+    Check("split_seed", "splits", lambda i: check_split_seed(i.splits)),
+    Check("shared_transform", "splits_to_compare", lambda i: check_shared_transform(i.splits)),
     Check("labels", "splits", lambda i: check_labels(i.splits, i.num_classes, model=i.model)),
     Check("input_statistics", "inputs", lambda i: check_input_statistics(i.inputs)),
     Check("image_layout", "train_data", lambda i: check_image_layout(i.train_data, model=i.model)),
@@ -220,7 +222,7 @@ for _row in [
         "eval_determinism",
         "model eval_loaders",
         lambda i: check_eval_determinism(
-            i.model, i.eval_loaders, evaluate_fn=i.evaluate_fn, loss_fn=i.loss_fn
+            i.model, i.eval_loaders, evaluate_fn=i.evaluate_fn, loss_fn=i.loss_fn, x=i.x, y=i.y
         ),
     ),
     Check(
@@ -254,7 +256,17 @@ for _row in [
     ),
     Check("softmax_output", "model x", lambda i: check_softmax_output(i.model, i.x, i.loss_fn)),
     Check("gradients", "model x", lambda i: check_gradients(i.model, i.x, i.y, i.loss_fn)),
-    Check("learning_rate", "optimizer", lambda i: check_learning_rate(i.optimizer)),
+    Check(
+        "learning_rate",
+        "optimizer",
+        lambda i: check_learning_rate(
+            i.optimizer,
+            i.scheduler,
+            i.planned_steps,
+            scheduler_step=i.scheduler_step,
+            steps_per_epoch=i.epoch_steps,
+        ),
+    ),
     Check(
         "lr_schedule",
         "optimizer|scheduler",

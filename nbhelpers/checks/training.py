@@ -8,8 +8,9 @@ state, and put the learner's objects back if a learner-supplied function touched
   the same batch with the learning rate set to 0 in the copy: the gradient must not grow.
 - :func:`check_model_modes`: evaluation runs in eval mode, training in train mode (matters for
   Dropout and BatchNorm).
-- :func:`check_softmax_output`: the model returns logits, not probabilities, when the loss is
-  ``CrossEntropyLoss`` (which applies log-softmax itself).
+- :func:`check_softmax_output`: the model returns logits, not probabilities (or outputs that are
+  never negative, a ReLU on the logits), when the loss is ``CrossEntropyLoss`` (which applies
+  log-softmax itself); :func:`output_kind` is the test, shared with the watch.
 - :func:`check_gradients`: the loss is finite; the gradient norm is neither 0 nor NaN/inf.
 - :func:`check_optimizer_params`: the optimizer holds exactly the model's trainable parameters.
 """
@@ -28,16 +29,12 @@ from torch import nn
 from nbhelpers.state import model_device, preserved_rng, preserved_state
 
 from .access import Limited, eval_outputs, untouched
-from .results import TOUCHED_NOTE, CheckResult, fmt, not_applicable, verdict
+from .results import HINTS, TOUCHED_NOTE, CheckResult, fmt, not_applicable, verdict
 
-_MODE_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
-#: What every training step must do first, said when gradients add up.
-ZERO_GRAD_HINT = "Call optimizer.zero_grad() before loss.backward() in every step."
-#: Where train and eval mode belong, said when a pass runs in the wrong one.
-MODES_HINT = (
-    "Call model.train() before each training epoch and model.eval() (with torch.no_grad()) "
-    "for evaluation."
-)
+#: Layers that behave differently in train and eval mode.
+MODE_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+#: check_zero_grad: calls of the learner's step, and the gradient growth over them that fails.
+_ZERO_GRAD_STEPS, _MAX_GROWTH = 3, 1.5
 
 
 def grad_norm(model: nn.Module) -> float | None:
@@ -70,26 +67,23 @@ def check_zero_grad(
     train_step: Callable | None,
     x: torch.Tensor,
     y: torch.Tensor,
-    *,
-    steps: int = 3,
-    max_growth: float = 1.5,
 ) -> CheckResult:
     """Does the learner's training step reset gradients before adding new ones?
 
-    ``train_step(model, optimizer, x, y)`` is called ``steps`` times on the same batch, with a
+    ``train_step(model, optimizer, x, y)`` is called 3 times on the same batch, with a
     copy of the model and of the optimizer whose learning rate is set to 0 (so the parameters
     and therefore the gradient stay the same) and the same random seed each time. With
     ``optimizer.zero_grad()`` the stored gradient norm stays constant; without it, gradients
     accumulate and the norm grows linearly (1x, 2x, 3x) -- the handover's bug (tutorial,
-    "Debugging Strategy II").
+    "Debugging Strategy II"); it fails above 1.5x. A step that resets right after
+    ``optimizer.step()`` leaves no gradient behind and passes; so does a step that accumulates
+    several micro-batches inside and resets once.
 
     Args:
         model: the learner's model.
         optimizer: the learner's optimizer (None: a plain SGD on the copy).
         train_step: ``train_step(model, optimizer, x, y)`` doing one optimisation step.
         x, y: one batch (float (B, C, H, W), int64 (B,)).
-        steps: calls of ``train_step``.
-        max_growth: last/first gradient-norm ratio above which the check fails.
 
     Returns:
         A :class:`CheckResult` named ``zero_grad``; ``details["norms"]`` lists the norms.
@@ -101,7 +95,7 @@ def check_zero_grad(
     with _copy_at_lr_zero(model, optimizer) as (m, opt, state):
         m.zero_grad(set_to_none=True)
         xb, yb = _on_device(m, x, y)
-        for _ in range(steps):
+        for _ in range(_ZERO_GRAD_STEPS):
             torch.manual_seed(0)
             train_step(m, opt, xb, yb)
             norms.append(grad_norm(m))
@@ -116,12 +110,13 @@ def check_zero_grad(
         return not_applicable("zero_grad", why, "Look at train_step.")
     growth = details["growth"] = norms[-1] / norms[0]
     evidence = (
-        f"gradient norm after {steps} identical steps on one batch (learning rate 0 in a copy): "
+        f"gradient norm after {len(norms)} identical steps on one batch (learning rate 0 in a "
+        "copy): "
         f"{shown} (x{growth:.2f})"
     )
-    if growth > max_growth:
+    if growth > _MAX_GROWTH:
         evidence += ": gradients add up from step to step." + note
-        return CheckResult("zero_grad", False, evidence, ZERO_GRAD_HINT, details=details)
+        return CheckResult("zero_grad", False, evidence, HINTS["zero_grad"], details=details)
     return CheckResult("zero_grad", True, evidence + "." + note, details=details)
 
 
@@ -166,9 +161,7 @@ def check_model_modes(
         why = "neither evaluate_fn with an eval loader nor train_step with a batch given."
         hint = "Pass evaluate_fn=... and/or train_step=... to check train/eval modes."
         return not_applicable("model_modes", why, hint)
-    sensitive = sorted(
-        {type(m).__name__ for m in model.modules() if isinstance(m, _MODE_SENSITIVE)}
-    )
+    sensitive = sorted({type(m).__name__ for m in model.modules() if isinstance(m, MODE_SENSITIVE)})
     problems, parts, modes = [], [], []
     with _copy_at_lr_zero(model, optimizer) as (m, opt, state):
         m.register_forward_pre_hook(lambda module, args: modes.append(module.training))
@@ -188,7 +181,30 @@ def check_model_modes(
                 problems.append("the training step runs in eval mode")
     evidence = "; ".join(parts) + f"; mode-dependent layers: {', '.join(sensitive) or 'none'}."
     evidence += TOUCHED_NOTE if state["changed"] else ""
-    return verdict("model_modes", problems if sensitive else [], evidence, MODES_HINT)
+    return verdict("model_modes", problems if sensitive else [], evidence, HINTS["model_modes"])
+
+
+def output_kind(out: torch.Tensor) -> str:
+    """What a batch of model outputs ``(B, C)`` looks like to a classification loss.
+
+    Returns:
+        ``"probabilities"`` (every row in [0, 1] summing to 1: a softmax), ``"log-probabilities"``
+        (rows whose exp sums to 1), ``"nonnegative"`` (never below 0, e.g. a ReLU or a sigmoid
+        after the last layer) or ``"logits"``.
+    """
+    out = out.detach().float()
+    low, high = float(out.min()), float(out.max())
+    if low >= 0 and high <= 1 and float((out.sum(dim=1) - 1).abs().max()) < 1e-3:
+        return "probabilities"
+    if high <= 1e-6 and float(torch.logsumexp(out, dim=1).abs().max()) < 1e-3:
+        return "log-probabilities"
+    return "nonnegative" if low >= 0 else "logits"
+
+
+_OUTPUT_FAULTS = {
+    "probabilities": ("every row is a probability distribution: the model ends in a softmax", "softmax_output"),
+    "nonnegative": ("no output is negative: a ReLU (or another non-negative function) is applied to the logits", "nonnegative_logits"),
+}  # fmt: skip
 
 
 def check_softmax_output(
@@ -196,10 +212,12 @@ def check_softmax_output(
 ) -> CheckResult:
     """Does the model output logits (what ``CrossEntropyLoss`` expects)?
 
-    Looks at the outputs of a copy in eval mode on ``x``: all in [0, 1] with every row summing
-    to 1 means the model ends in a softmax; ``nn.CrossEntropyLoss`` then applies log-softmax to
-    probabilities, which squashes the gradients and slows or stalls training. With
-    ``nn.NLLLoss`` the outputs must instead be log-probabilities (rows whose exp sums to 1).
+    Looks at the outputs of a copy in eval mode on ``x`` (:func:`output_kind`): rows that are
+    probability distributions mean the model ends in a softmax; ``nn.CrossEntropyLoss`` then
+    applies log-softmax to probabilities, which squashes the gradients and slows or stalls
+    training. Outputs that are never negative mean a ReLU (or sigmoid) on the logits: the
+    model cannot lower the score of a wrong class below zero. With ``nn.NLLLoss`` the outputs
+    must instead be log-probabilities (rows whose exp sums to 1).
 
     Args:
         model: the learner's model.
@@ -214,24 +232,20 @@ def check_softmax_output(
         return not_applicable(
             "softmax_output", f"outputs have shape {tuple(out.shape)}, not (B, C)."
         )
-    row_sums = out.sum(dim=1)
-    probs = bool(out.min() >= 0 and out.max() <= 1 and (row_sums - 1).abs().max() < 1e-3)
-    log_probs = bool(out.max() <= 1e-6 and torch.logsumexp(out, dim=1).abs().max() < 1e-3)
+    kind, row_sums = output_kind(out), out.sum(dim=1)
     nll = isinstance(loss_fn, nn.NLLLoss) or getattr(loss_fn, "__name__", "") == "nll_loss"
     evidence = (
         f"outputs range [{fmt(out.min())}, {fmt(out.max())}], row sums "
         f"{fmt(row_sums.min())}..{fmt(row_sums.max())}"
     )
-    if probs:
-        problem = ": every row is a probability distribution, so the model ends in a softmax."
-        hint = "Return raw logits (no final Softmax); CrossEntropyLoss applies log-softmax itself."
-    elif nll and not log_probs:
+    if kind in _OUTPUT_FAULTS:
+        problem, hint = _OUTPUT_FAULTS[kind]
+        return CheckResult("softmax_output", False, f"{evidence}: {problem}.", HINTS[hint])
+    if nll and kind != "log-probabilities":
         problem = ": NLLLoss expects log-probabilities but these are not."
         hint = "Use nn.CrossEntropyLoss on logits, or add LogSoftmax before NLLLoss."
-    else:
-        kind = "log-probabilities" if log_probs else "logits"
-        return CheckResult("softmax_output", True, evidence + f": {kind}.")
-    return CheckResult("softmax_output", False, evidence + problem, hint)
+        return CheckResult("softmax_output", False, evidence + problem, hint)
+    return CheckResult("softmax_output", True, evidence + f": {kind}.")
 
 
 def _names(names: list[str]) -> str:
@@ -289,14 +303,10 @@ def check_gradients(
             loss.backward()
     evidence, details, nonfinite = _gradient_evidence(m, loss_value)
     if nonfinite:
-        problem = ": NaN or inf values."
-        hint = "Look for log(0), division by zero, a too-large learning rate, or bad inputs."
+        problem, hint = ": NaN or inf values.", HINTS["gradients"]
     elif details["total_norm"] == 0.0:
         problem = ": the gradient is zero, so training cannot change anything."
-        hint = (
-            "Check that the loss depends on the model output (no .detach(), no argmax, no "
-            "torch.no_grad()) and that parameters require gradients."
-        )
+        hint = HINTS["zero_gradient"]
     else:
         return CheckResult("gradients", True, evidence + ".", details=details)
     return CheckResult("gradients", False, evidence + problem, hint, details=details)
@@ -330,5 +340,5 @@ def check_optimizer_params(model: nn.Module, optimizer: torch.optim.Optimizer) -
         "optimizer_params",
         problems,
         f"the optimizer holds {len(held)} tensors; the model has {len(trainable)} trainable ones.",
-        "Create the optimizer after the model: optimizer = Adam(model.parameters(), lr=...).",
+        HINTS["optimizer_params"],
     )
