@@ -67,8 +67,10 @@ def _execute(path: Path, output: Path, cwd: Path) -> tuple[str, float]:
 
 
 def _records(runs_dir: Path) -> dict[str, int]:
-    """Run record files (name -> modification time in ns); stage and logbook files excluded."""
-    return {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json")}
+    """Run record files (name -> modification time in ns); stage, logbook and watch files excluded."""
+    from nbhelpers.watch.store import FILE_NAME as WATCH_FILE
+
+    return {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.json") if p.name != WATCH_FILE}
 
 
 @pytest.mark.timeout(1200)
