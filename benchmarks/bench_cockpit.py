@@ -1,28 +1,30 @@
-"""What Cockpit costs: each preset's training step relative to a plain one, guard and plot times.
+"""What Cockpit costs: a training step with each preset, and against the tracking interval.
 
-Trains the handover CNN (Tanh, Adam) on random images with :func:`nbhelpers.train.train`
-and times every optimizer step (forward, backward incl. Cockpit, optimizer step):
+Trains the handover CNN (Tanh, Adam) on one fixed random batch, a plain copy and a Cockpit
+copy (:class:`nbhelpers.cockpit_tools.CockpitHook`, the step as :func:`nbhelpers.train.train`
+takes it) in turns: step i of one, step i of the other, the order alternating. Each Cockpit
+step is divided by the plain step of its turn, so a neighbour's burst of load hits both
+sides of a ratio alike; medians of those ratios are reported.
 
-* ``plain``: no hook (model not extended);
-* one run per preset (``basic``, ``cheap``, ``standard``, ``thorough``, and Cockpit's own
-  ``economy``) with :class:`nbhelpers.cockpit_tools.CockpitHook`.
+* the interval sweep, the tutorial's "reduce the tracking frequency of Cockpit": the
+  colleague's set (preset ``handover``: Loss, GradNorm, Distance, UpdateSize every step)
+  with Alpha every ``k`` steps. One run with Alpha every 5 steps gives the median ratio of
+  an Alpha start step, an end step and an other step; at interval ``k >= 2`` a step costs
+  on average ``(r_start + r_end + (k - 2) * r_other) / k`` plain steps; ``k = 1`` (start and
+  end every step) is run on its own. The default preset ``cheap`` is this set at the
+  interval where the cost stays <= 1.25x plain.
+* one run per preset of ``--presets``: mean Cockpit step over mean plain step.
 
-Cost is measured as this process's CPU time per step (``time.process_time``), which
-a busy shared machine disturbs far less than wall-clock time (recorded too); run with
-``--threads 1`` so that no second thread spins while it waits. Steps 1..N are
-averaged (step 0 holds one-off setup; with N a multiple of 20, every
-"every 10" and "every 20" quantity is hit in its long-run proportion). The runs are
-interleaved in rounds (plain, basic, cheap, ..., plain, basic, ...) so that a change in
-the machine's load hits all of them alike. HessMaxEV (every
-100 steps in "thorough") is timed separately in a tracked step of its own and its
-share added, ``(t_hessmaxev - t_plain) / 100``. Also timed: the guard on the
-handover CNN with Cockpit's "full" at batch 256 (first call and repeated), the full
-dashboard and the single-instrument figure rendered to PNG from a 300-step log.
+Cost is this process's CPU time per step (``time.process_time``); wall-clock ratios are
+recorded too. Step 0 (one-off set-up) is left out. ``--rounds`` repetitions give the median
+and the spread (min..max) of every ratio. Also timed: the guard with Cockpit's "full" at
+batch 256, the dashboard and the instruments rendered from a shipped log.
 
 Writes benchmarks/results/cockpit.json. Usage::
 
-    python benchmarks/bench_cockpit.py --threads 1     # batch 128, 2 rounds of 20 steps
-    python benchmarks/bench_cockpit.py --batch-size 256 --rounds 3 --threads 2
+    python benchmarks/bench_cockpit.py                      # 2 threads, batch 128, 3 rounds
+    python benchmarks/bench_cockpit.py --batch-size 32 --rounds 2 --steps 20 --presets cheap
+                                                            # a quick smoke run
 """
 
 from __future__ import annotations
@@ -37,69 +39,104 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nbhelpers import cockpit_tools as ct  # noqa: E402
 from nbhelpers.models import build_cnn  # noqa: E402
-from nbhelpers.train import train  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "cockpit.json"
 
 
-class StepClock:
-    """Hook recording, at the end of every step, wall-clock time and this process's CPU time."""
-
-    def __init__(self):
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    def on_train_begin(self, model, optimizer, loss_fn):
-        self.wall, self.cpu = [time.perf_counter()], [time.process_time()]
-
-    def on_step_end(self, step, loss):
-        self.wall.append(time.perf_counter())
-        self.cpu.append(time.process_time())
-
-    @staticmethod
-    def _diff(values: list[float]) -> list[float]:
-        return [b - a for a, b in zip(values, values[1:], strict=False)]
-
-    def step_seconds(self) -> tuple[list[float], list[float]]:
-        """(wall-clock, CPU) seconds of every step."""
-        return self._diff(self.wall), self._diff(self.cpu)
-
-
-def _batches(n: int, batch_size: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch_size, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (batch_size,), generator=g)
-    return [(x, y)] * n  # the same batch: timing does not depend on the data
-
-
-def _run(preset, steps: int, batch_size: int) -> tuple[list[float], list[float]]:
-    """(wall, CPU) seconds of steps 1..steps of one training run (step 0 is left out)."""
+def _setup(batch_size: int):
     torch.manual_seed(0)
     model = build_cnn("tanh", "none")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
-    clock = StepClock()
-    hooks = [clock]
-    if preset is not None:
-        hooks.insert(0, ct.CockpitHook(preset, available_bytes=64 << 30))
-    train(model, optimizer, _batches(steps + 1, batch_size), epochs=1, hooks=hooks, progress=False)
-    wall, cpu = clock.step_seconds()
-    return wall[1:], cpu[1:]
+    return model, torch.optim.Adam(model.parameters(), lr=1e-5), nn.CrossEntropyLoss()
 
 
-def _summary(wall: list[float], cpu: list[float]) -> dict:
-    return {
-        "mean_step_cpu_s": statistics.fmean(cpu),
-        "mean_step_s": statistics.fmean(wall),
-        "median_step_s": statistics.median(wall),
-        "max_step_s": max(wall),
-        "steps": len(wall),
+def _step(model, optimizer, loss_fn, batch, hook=None, step: int = 0) -> tuple[float, float]:
+    """One training step as :func:`nbhelpers.train.train` takes it; (wall, CPU) seconds."""
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    if hook is None or not hook.backward(step, model, x, y, logits, loss, loss_fn):
+        loss.backward()
+    optimizer.step()
+    return time.perf_counter() - t_wall, time.process_time() - t_cpu
+
+
+def _lockstep(preset, steps: int, batch_size: int) -> dict[str, list[float]]:
+    """Steps 0..steps of a plain run and a Cockpit run taken in turns (the order alternates),
+    so a change of the machine's load hits both alike. Key -> seconds per step."""
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.rand(batch_size, 3, 32, 32, generator=g), torch.randint(0, 10, (batch_size,)))
+    plain, tracked = _setup(batch_size), _setup(batch_size)
+    hook = ct.CockpitHook(preset, available_bytes=64 << 30)
+    hook.on_train_begin(*tracked)
+    out = {"plain_wall": [], "plain_cpu": [], "wall": [], "cpu": []}
+    for step in range(steps + 1):
+        runs = [("plain_", plain, None), ("", tracked, hook)]
+        for prefix, (model, optimizer, loss_fn), h in runs[:: 1 if step % 2 else -1]:
+            wall, cpu = _step(model, optimizer, loss_fn, batch, h, step)
+            out[prefix + "wall"].append(wall)
+            out[prefix + "cpu"].append(cpu)
+    hook.on_train_end(None)
+    return out
+
+
+def _ratios(run: dict, key: str, kind=lambda step: "all") -> dict[str, float]:
+    """Median ratio Cockpit step / plain step of the same turn, per kind of step (step 0 out)."""
+    ratios: dict[str, list[float]] = {}
+    for step, (a, b) in enumerate(zip(run[key], run["plain_" + key], strict=True)):
+        if step:
+            ratios.setdefault(kind(step), []).append(a / b)
+    return {k: statistics.median(v) for k, v in ratios.items()}
+
+
+def _one_round(args) -> dict[str, dict[str, float]]:
+    """Ratios to a plain step, key ("cpu", "wall") -> name -> value, for one round."""
+    sweep = 5
+
+    def kind(step):
+        return "start" if step % sweep == 0 else "end" if step % sweep == 1 else "other"
+
+    every = {"Alpha every 1": 1, "sweep": sweep}
+    runs = {
+        name: _lockstep(
+            ct.preset_specs("handover", every={"Alpha": k}), args.steps, args.batch_size
+        )
+        for name, k in every.items()
     }
+    runs |= {f"preset {n}": _lockstep(n, args.steps, args.batch_size) for n in args.presets}
+    out = {}
+    for key in ("cpu", "wall"):
+        r = _ratios(runs["sweep"], key, kind)
+        row = {"Alpha every 1": _ratios(runs["Alpha every 1"], key)["all"]}
+        for k in (k for k in args.intervals if k > 1):
+            row[f"Alpha every {k}"] = (r["start"] + r["end"] + (k - 2) * r["other"]) / k
+        row |= {f"step kind: Alpha {name}": value for name, value in r.items()}
+        row |= {n: statistics.fmean(runs[n][key][1:]) / statistics.fmean(runs[n]["plain_" + key][1:])
+                for n in runs if n.startswith("preset")}  # fmt: skip
+        row["plain step (s)"] = statistics.median(runs["sweep"]["plain_" + key][1:])
+        out[key] = row
+    return out
+
+
+def _summary(rounds: list[dict], key: str) -> dict[str, dict]:
+    """Name -> median and spread (min, max) over the rounds."""
+    out = {}
+    for name in rounds[0][key]:
+        values = [r[key][name] for r in rounds]
+        out[name] = {
+            "median": round(statistics.median(values), 3),
+            "min": round(min(values), 3),
+            "max": round(max(values), 3),
+        }
+    return out
 
 
 def _time_plots() -> dict:
@@ -116,7 +153,7 @@ def _time_plots() -> dict:
         for _ in range(2):
             t0 = time.perf_counter()
             ct.figure_to_png(make())
-            times.append(time.perf_counter() - t0)
+            times.append(round(time.perf_counter() - t0, 3))
         out[name] = times
     return out
 
@@ -127,30 +164,31 @@ def _time_guard() -> dict:
     for _ in range(3):
         t0 = time.perf_counter()
         report = ct.guard(model, 256, "full", "cpu", available_bytes=64 << 30)
-        times.append(time.perf_counter() - t0)
+        times.append(round(time.perf_counter() - t0, 4))
     return {"seconds": times, "refused": [row.quantity for row in report.refused]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per run (20, 40, ...)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all runs")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
-    parser.add_argument(
-        "--presets", default="basic,cheap,standard,thorough,economy", help="comma-separated"
-    )
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all runs")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--presets", default="basic,cheap,handover", help="comma-separated")
+    parser.add_argument("--intervals", default="2,5,10,20,25,50,100", help="Alpha intervals")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.presets = [p for p in args.presets.split(",") if p]
+    args.intervals = [int(k) for k in args.intervals.split(",") if k]
+    return args
 
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    result = {
+
+def _machine(args) -> dict:
+    return {
         "model": "handover CNN (build_cnn('tanh', 'none'), 550,570 weights), Adam",
         "batch_size": args.batch_size,
+        "steps_per_run": args.steps,
+        "rounds_run": args.rounds,
         "device": "cpu",
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -158,59 +196,31 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cockpit": ct.cockpit_version(),
-        "load_average_before": load_before,
+        "cheap_alpha_every": ct.preset_specs("cheap")[-1].every,
+        "load_average_before": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-    print("guard ... ", end="", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    torch.set_num_threads(args.threads)
+    result = _machine(args)
+    print(f"torch threads: {torch.get_num_threads()}, batch {args.batch_size}")
     result["guard_full_batch256"] = _time_guard()
-    print(result["guard_full_batch256"]["seconds"])
-
-    names = ["plain", *args.presets.split(",")]
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    round_means: dict[str, list[float]] = {name: [] for name in names}
+    rounds = []
     for r in range(args.rounds):
-        for name in names:
-            print(f"round {r + 1}: {name} ... ", end="", flush=True)
-            w, c = _run(None if name == "plain" else name, args.steps, args.batch_size)
-            wall[name] += w
-            cpu[name] += c
-            round_means[name].append(round(statistics.fmean(c), 4))
-            print(f"{statistics.fmean(c):.3f} s CPU/step, {statistics.fmean(w):.3f} s wall/step")
-    runs = {
-        name: {**_summary(wall[name], cpu[name]), "round_means_cpu_s": round_means[name]}
-        for name in names
-    }
-    print("HessMaxEV step ... ", end="", flush=True)
-    spec = [ct.QuantitySpec("Loss"), ct.QuantitySpec("HessMaxEV", 1, {"method": "lanczos"})]
-    hess = _summary(*_run(spec, 2, args.batch_size))
-    print(f"{hess['mean_step_cpu_s']:.2f} s CPU/step")
-    for key in ("mean_step_cpu_s", "mean_step_s"):
-        plain = runs["plain"][key]
-        if "thorough" in runs:  # HessMaxEV runs every 100 steps in "thorough"
-            runs["thorough"][key + "_incl_hessmaxev"] = (
-                runs["thorough"][key] + (hess[key] - plain) / 100
-            )
-    result["runs"] = runs
-    result["hessmaxev_step"] = hess
-
-    def ratios(key: str) -> dict[str, float]:
-        plain = runs["plain"][key]
-        return {
-            n: round(r.get(key + "_incl_hessmaxev", r[key]) / plain, 2) for n, r in runs.items()
-        }
-
-    result["ratio_to_plain"] = ratios("mean_step_cpu_s")
-    result["ratio_to_plain_wall"] = ratios("mean_step_s")
-    result["hessmaxev_step_ratio"] = round(
-        hess["mean_step_cpu_s"] / runs["plain"]["mean_step_cpu_s"], 1
-    )
-    print("plots ... ", end="", flush=True)
+        rounds.append(_one_round(args))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in rounds[-1]["cpu"].items()))
+    result["rounds"] = rounds
+    result["cpu"], result["wall"] = _summary(rounds, "cpu"), _summary(rounds, "wall")
     result["plots"] = _time_plots()
-    print(result["plots"])
     result["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result["ratio_to_plain"], indent=1))
+    print(f"\nCPU time per step / plain (median [min..max] of {args.rounds} rounds), "
+          f"{torch.get_num_threads()} threads, batch {args.batch_size}:")  # fmt: skip
+    for name, r in result["cpu"].items():
+        print(f"  {name:<30} {r['median']:.3f} [{r['min']:.3f}..{r['max']:.3f}]")
     print(f"written to {args.out}")
     return 0
 

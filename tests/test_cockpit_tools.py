@@ -56,11 +56,20 @@ def _tiny_cnn(norm: str = "none") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _run(model, preset, *, steps=3, lr=1e-3, **hook_kwargs):
+def _run(model, preset, *, steps=3, lr=1e-3, zero_grad=True, hooks=(), **hook_kwargs):
     torch.manual_seed(0)
     hook = ct.CockpitHook(preset, available_bytes=16 * GiB, **hook_kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    train(model, optimizer, _batches(steps), epochs=1, hooks=[hook], progress=False)
+    hooks = [hook, *hooks]
+    train(
+        model,
+        optimizer,
+        _batches(steps),
+        epochs=1,
+        hooks=hooks,
+        progress=False,
+        zero_grad=zero_grad,
+    )
     return hook
 
 
@@ -79,10 +88,15 @@ def standard_log():
 
 
 def test_preset_table_lists_quantities_intervals_and_batchnorm_validity():
-    table = ct.preset_table(["cheap", "thorough"])
+    from nbhelpers.cockpit_tools.quantities import CHEAP_ALPHA_EVERY
+
+    table = ct.preset_table(["cheap", "handover", "thorough"])
     cheap = table[table.preset == "cheap"].set_index("quantity")
     assert list(cheap.index) == ["Loss", "GradNorm", "Distance", "UpdateSize", "Alpha"]
-    assert cheap.loc["Alpha", "every"] == 10 and cheap.loc["Loss", "every"] == 1
+    assert cheap.loc["Alpha", "every"] == CHEAP_ALPHA_EVERY and cheap.loc["Loss", "every"] == 1
+    handover = table[table.preset == "handover"].set_index("quantity")
+    assert list(handover.index) == list(cheap.index)  # the colleague's set, under its name
+    assert handover.loc["Alpha", "every"] == 10 and (handover.every[:4] == 1).all()
     assert (
         not cheap.loc["Alpha", "valid_with_batchnorm"] and cheap.loc["Loss", "valid_with_batchnorm"]
     )
@@ -195,9 +209,15 @@ def test_a_quantity_is_one_registry_entry(made_up_quantity):
     assert row.every == 5 and row.needs == "a made-up buffer" and row.valid_with_batchnorm
     assert f"| {name} | valid | a made-up norm |" in ct.batchnorm_note()
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
-    report = ct.guard(model, 10, "standard", input_shape=(3, 2, 2), available_bytes=GiB)
-    rows = {r.quantity: r.estimate_bytes for r in report.rows}
-    assert rows[name] == rows["Loss"] + 70  # its own memory term, nothing else
+
+    def peak(specs):
+        return ct.guard(model, 10, specs, input_shape=(3, 2, 2), available_bytes=GiB).peak_bytes
+
+    from nbhelpers.cockpit_tools.memory import ALLOCATOR_SLACK
+
+    loss = [QuantitySpec("Loss")]
+    base = peak(loss) / ALLOCATOR_SLACK
+    assert peak([*loss, QuantitySpec(name, 5)]) == int(ALLOCATOR_SLACK * (base + 70))  # its own
     assert ct.INSTRUMENTS["made_up"] is made_up_quantity.plot
     hook = _run(
         build_cnn("tanh", "none", width=4), [QuantitySpec("Loss"), QuantitySpec(name)], steps=2
@@ -265,15 +285,44 @@ def test_guard_accepts_the_default_preset_on_the_handover_cnn():
 
 
 def test_guard_estimates_follow_the_documented_formulas():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))  # D = 65 weights
-    n, d, s = 10, 65, 4
-    base = (n * (12 + 12 + 5) + 4 * d) * s
-    report = ct.guard(model, n, "standard", input_shape=(3, 2, 2), available_bytes=GiB)
-    rows = {row.quantity: row.estimate_bytes for row in report.rows}
-    assert rows["Loss"] == base
-    assert rows["Distance"] == base + d * s
-    assert rows["NormTest"] == base + n * d * s
-    assert rows["Alpha"] == base + 2 * n * d * s  # start and end step kept for Adam
+    from nbhelpers.cockpit_tools.memory import ALLOCATOR_SLACK
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))  # D = 65 weights, one layer
+    n, d, s, activations = 10, 65, 4, 12 + 12 + 5
+
+    def peak(*specs, optimizer=None):
+        report = ct.guard(
+            model, n, [QuantitySpec("Loss"), *specs], input_shape=(3, 2, 2), optimizer=optimizer
+        )
+        return report.peak_bytes, report.peak_step
+
+    def estimate(nbytes, step=0):
+        return int(ALLOCATOR_SLACK * nbytes), step
+
+    base = (2 * n * activations + 4 * d) * s  # the extended model keeps inputs and outputs
+    assert peak() == estimate(base)
+    assert peak(QuantitySpec("Distance")) == estimate(base + d * s)
+    # per-example gradients of the layer, and their squares
+    assert peak(QuantitySpec("NormTest")) == estimate(base + 2 * n * d * s)
+    # Alpha with Adam: at its end step the kept per-example gradients, the layer being
+    # computed, the start step's copy and the end step's copy (each with weights and gradient)
+    alpha = QuantitySpec("Alpha", 10)
+    assert peak(alpha) == estimate(base + 2 * n * d * s + 2 * (n * d + 2 * d) * s, 1)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert peak(alpha, optimizer=sgd) == estimate(base + n * d * s)  # projected while it runs
+
+
+def test_guard_adds_up_what_coincides_in_one_step():
+    model = build_cnn("tanh", "none", width=8)
+
+    def guard(*names):
+        return ct.guard(model, 32, [QuantitySpec(n, 10) for n in names], available_bytes=GiB)
+
+    alone = {name: guard(name).peak_bytes for name in ("Alpha", "GradHist1d")}
+    both = guard("Alpha", "GradHist1d")  # both at steps 0, 10, 20, ...
+    assert both.peak_bytes > max(alone.values())
+    assert both.peak_step == 0 and both.peak_quantities == ["Alpha", "GradHist1d"]
+    assert all(row.estimate_bytes == both.peak_bytes for row in both.rows)
 
 
 def test_guard_refuses_what_does_not_fit_and_names_a_batch_that_does():
@@ -298,7 +347,8 @@ def test_layer_shapes_come_from_one_forward_pass_that_changes_nothing():
     assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers(), strict=True))
     conv = next(layer for layer in layers if layer.kind == "Conv2d")
     assert conv.out_numel == 8 * 32 * 32 and conv.params == 3 * 8 * 9 + 8
-    assert conv.unfold_numel == 3 * 9 * 32 * 32 and not conv.curved
+    assert conv.in_numel == 3 * 32 * 32 and conv.channels == (3, 8) and conv.first
+    assert not conv.curved and not any(x.first for x in layers[1:])
     assert layers[-1].out_numel == 10 and all(x.curved for x in layers if x.kind == "Tanh")
 
 
@@ -319,7 +369,8 @@ def test_batchnorm_model_gets_only_valid_instruments_with_true_values():
     reference = copy.deepcopy(model)
     hook = _run(model, "standard", steps=2, every=_PER_EXAMPLE_EVERY_2)
     assert [s.name for s in hook.report.accepted] == ["Loss", "GradNorm", "Distance", "UpdateSize"]
-    assert {row.kind for row in hook.report.refused} == {"batchnorm"}
+    assert {row.kind for row in hook.report.refused} == {"batch mixing"}
+    assert "norm1 (BatchNorm2d)" in hook.report.refused[0].reason
     assert (
         ct.quantities_for(build_cnn("relu", "batch", width=4), "standard") == hook.report.accepted
     )
@@ -410,6 +461,170 @@ def test_cockpit_norm_test_on_groupnorm_matches_autograd_per_example_gradients()
     assert hook.log[0]["NormTest"] == pytest.approx(expected, rel=1e-3)
 
 
+# -- are the values meaningful? batch mixing, unreset gradients ------------------------------
+
+
+class BatchStandardize(nn.Module):
+    """Parameter-free batch statistics, the way a learner might write it."""
+
+    def forward(self, x):
+        return F.batch_norm(x, None, None, training=True)
+
+
+def _mixing_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), BatchStandardize(), nn.Tanh(), nn.MaxPool2d(8),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 10),
+    )  # fmt: skip
+
+
+def test_guard_finds_layers_that_mix_examples_by_what_they_do():
+    report = ct.guard(_mixing_cnn(), 8, "handover", available_bytes=GiB)
+    (row,) = report.refused
+    assert row.quantity == "Alpha" and row.kind == "batch mixing"
+    assert "1 (BatchStandardize) mixes the examples" in row.reason
+    for model in (
+        build_cnn("relu", "group", width=4),
+        nn.Sequential(_tiny_cnn(), nn.Dropout(0.5)),  # random, but per example
+        _tiny_cnn(),
+    ):
+        assert ct.guard(model, 8, "standard", available_bytes=GiB).ok
+    bn = build_cnn("relu", "batch", width=4)
+    stats = [b.clone() for b in bn.buffers()]
+    ct.guard(bn, 8, "cheap", available_bytes=GiB)
+    assert all(torch.equal(a, b) for a, b in zip(stats, bn.buffers(), strict=True))
+
+
+def test_make_quantities_checks_the_model_it_is_given():
+    with pytest.raises(ct.BatchMixingError, match="Alpha.*BatchStandardize.*GroupNorm"):
+        ct.make_quantities("cheap", model=_mixing_cnn())
+    assert len(ct.make_quantities("basic", model=_mixing_cnn())) == 4  # nothing per example
+    assert len(ct.make_quantities("standard", model=build_cnn("relu", "group", width=4))) == 9
+
+
+def _own_loop(model, quantities, steps=2, zero_grad=True, optimizer=None, scheduler=None):
+    """The learner's own loop with a plain cockpit.Cockpit, as in the tutorial."""
+    from backpack import extend
+
+    cockpit = compat.import_cockpit()
+    extend(model)
+    loss_fn = extend(nn.CrossEntropyLoss())
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
+    cp = cockpit.Cockpit(model.parameters(), quantities=quantities)
+    for step, (x, y) in enumerate(_batches(steps)):
+        if zero_grad:
+            optimizer.zero_grad()
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        losses = F.cross_entropy(logits, y, reduction="none")
+        info = {"batch_size": len(y), "individual_losses": losses, "loss": loss}
+        with cp(step, info={**info, "optimizer": optimizer}):
+            loss.backward(create_graph=cp.create_graph(step))
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return cp
+
+
+@pytest.mark.parametrize("make", [_mixing_cnn, lambda: build_cnn("relu", "batch", width=4)])
+@pytest.mark.parametrize("preset", ["standard", "economy"])
+def test_a_plain_cockpit_stops_on_a_model_that_mixes_examples(make, preset):
+    from cockpit.utils.configuration import configuration
+
+    quantities = ct.make_quantities("standard") if preset == "standard" else configuration(preset)
+    with pytest.raises(ct.CockpitBackwardError, match="mixes the examples") as info:
+        _own_loop(make(), quantities)
+    assert isinstance(info.value.__cause__, ct.BatchMixingError)
+
+
+def test_a_plain_cockpit_runs_on_models_that_keep_examples_apart(recwarn):
+    from cockpit.utils.configuration import configuration
+
+    for model in (_tiny_cnn(), _tiny_cnn("group")):
+        ct.enable_groupnorm_support()
+        cp = _own_loop(model, configuration("economy"), steps=3)
+        assert {"Alpha", "NormTest", "GradHist1d"} <= set(cp.get_output()[1])
+    assert not [w for w in recwarn if issubclass(w.category, ct.GradientsNotResetWarning)]
+
+
+def test_alpha_without_zero_grad_warns_why_it_is_meaningless():
+    specs = [QuantitySpec("Loss"), QuantitySpec("Alpha", 1), QuantitySpec("NormTest", 1)]
+    with pytest.warns(ct.GradientsNotResetWarning, match=r"Alpha, NormTest .*not reset") as rec:
+        _own_loop(_tiny_cnn(), ct.make_quantities(specs), steps=3, zero_grad=False)
+    assert len(rec) == 1 and "near -1 for any learning rate" in str(rec[0].message)
+    with pytest.warns(ct.GradientsNotResetWarning, match="Alpha"):
+        _run(_tiny_cnn(), "handover", steps=3, zero_grad=False)
+
+
+def test_zero_grad_anywhere_in_the_step_raises_no_warning(recwarn):
+    specs = [QuantitySpec("Loss"), QuantitySpec("Alpha", 1), QuantitySpec("InnerTest", 1)]
+    _own_loop(_tiny_cnn(), ct.make_quantities(specs), steps=3)
+
+    class ZeroAfterStep(torch.optim.Adam):
+        def step(self, closure=None):
+            super().step(closure)
+            self.zero_grad(set_to_none=False)  # zero_grad() after step(): correct too
+
+    model = _tiny_cnn()
+    _own_loop(model, ct.make_quantities(specs), 3, False, ZeroAfterStep(model.parameters()))
+    _run(_tiny_cnn(), [QuantitySpec("Loss"), QuantitySpec("GradNorm")], zero_grad=False)
+    assert not [w for w in recwarn if issubclass(w.category, ct.GradientsNotResetWarning)]
+
+
+def test_make_cockpit_logs_the_learning_rate_of_every_step():
+    model = _tiny_cnn()
+    cp, report = ct.make_cockpit(model, nn.CrossEntropyLoss(), "basic", batch_size=8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.5)
+    loss_fn = nn.CrossEntropyLoss()
+    for step, (x, y) in enumerate(_batches(3)):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        with cp(step, info={"batch_size": 8, "loss": loss, "optimizer": optimizer}):
+            loss.backward()
+        optimizer.step()
+        scheduler.step()
+    frame = ct.log_frame(cp)
+    assert list(frame["learning_rate"]) == pytest.approx([0.1, 0.05, 0.025])
+    ax = ct.plot_learning_rate(frame).axes[0]
+    assert "0.1 -> 0.025" in ax.get_title(loc="left")
+
+
+def test_backpack_keeps_inputs_only_for_steps_that_need_them(monkeypatch):
+    from backpack import disable
+
+    seen, original = {}, ct.CockpitHook.backward
+
+    def spy(self, step, model, *args):
+        seen[step] = hasattr(model[0], "input0")  # BackPACK stored the layer's input
+        return original(self, step, model, *args)
+
+    monkeypatch.setattr(ct.CockpitHook, "backward", spy)
+    hook = _run(_tiny_cnn(), [QuantitySpec("Loss"), QuantitySpec("Alpha", 3)], steps=5)
+    assert seen == {0: True, 1: True, 2: False, 3: True, 4: True}  # Alpha: 0-1 and 3-4
+    assert disable.store_io is True and set(hook.frame()["Alpha"].dropna().index) == {0, 3}
+
+
+def test_the_last_steps_update_size_is_logged():
+    model = _tiny_cnn()
+
+    class Weights:  # the weights after every step
+        def __init__(self):
+            self.after = []
+
+        def on_step_end(self, step, loss):
+            self.after.append([p.detach().clone() for p in model.parameters()])
+
+    weights = Weights()
+    frame = _run(model, "basic", steps=3, lr=1e-2, hooks=[weights]).frame()
+    last, before = weights.after[-1], weights.after[-2]
+    expected = math.sqrt(
+        sum(float(((p - q) ** 2).sum()) for p, q in zip(last, before, strict=True))
+    )
+    assert frame.loc[2, "UpdateSize"] == pytest.approx(expected, rel=1e-5)
+    assert frame["UpdateSize"].notna().all() and len(frame) == 3
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -430,6 +645,19 @@ def test_failed_tracked_backward_shows_the_real_error():
     assert "NotImplementedError" in message and "SiLU" in message
     assert "grad_batch_transforms" not in message and "diag_h" not in message
     assert isinstance(info.value.__cause__, NotImplementedError)
+
+
+def test_groupnorm_without_its_rules_is_named_not_blamed_on_extend(monkeypatch):
+    from backpack.extensions import BatchGrad
+
+    original = getattr(BatchGrad.__init__, "__wrapped__", BatchGrad.__init__)
+    monkeypatch.setattr(BatchGrad, "__init__", original)  # as before enable_groupnorm_support()
+    with pytest.raises(ct.CockpitBackwardError) as info:
+        with pytest.warns(UserWarning, match="does not have an extension for Module"):
+            _own_loop(_tiny_cnn("group"), ct.make_quantities([QuantitySpec("NormTest")]))
+    message = str(info.value)
+    assert "GroupNorm" in message and "enable_groupnorm_support()" in message
+    assert "must be extended" not in message and "grad_batch_transforms" not in message
 
 
 def test_hook_needs_mean_cross_entropy():
@@ -474,6 +702,37 @@ def test_single_instruments_render_from_a_saved_log(standard_log, tmp_path):
         ct.plot_instruments(path, ["speedometer"])
 
 
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_dashboard_says_why_a_panel_is_empty_and_what_mu_is(standard_log):
+    basic = {step: {k: v for k, v in entry.items() if k in ("Loss", "GradNorm", "Distance",
+             "UpdateSize", "learning_rate")} for step, entry in standard_log.items()}  # fmt: skip
+    texts = _texts(ct.plot_dashboard(basic, width=11, height=6, dpi=40))
+    assert "Alpha: not tracked (preset 'cheap' tracks it)" in texts
+    assert "HessTrace: not tracked (preset 'thorough' tracks it)" in texts
+    assert any("NormTest: not tracked (preset 'standard'" in t for t in texts)
+    texts = _texts(ct.plot_dashboard(standard_log, width=11, height=6, dpi=40))
+    assert not any(t.startswith(("Alpha:", "NormTest:", "GradHist1d:")) for t in texts)
+    assert any("not tracked" in t for t in texts)  # curvature and the 2D histogram
+    median = np.median([float(e["Alpha"]) for e in standard_log.values() if "Alpha" in e])
+    assert any(t.startswith(f"median {median:+.2f}; \u03bc = mean") for t in texts)
+    alpha = ct.plot_alpha(standard_log).axes[0]
+    assert f"median {median:+.2f}" in alpha.get_title(loc="left")
+    assert any("Cockpit's \u03bc" in t.get_text() for t in alpha.texts)
+
+
+def test_distance_plot_uses_its_log_scale_on_a_real_log(standard_log):
+    frame = ct.log_frame(standard_log)
+    assert frame["Distance"].iloc[0] == 0  # the weights have not moved at step 0
+    ax = ct.plot_distance(frame).axes[0]
+    assert ax.get_yscale() == "log"
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    assert (lines["distance from init"] > 0).all() and (lines["update size"] > 0).all()
+    assert len(lines["update size"]) == len(frame)  # the last step's update is logged too
+
+
 def test_plots_skip_nan_and_infinite_values():
     log = {
         step: {
@@ -512,3 +771,45 @@ def test_shipped_logs_show_the_growing_learning_rate():
         assert logs.shipped_log_path(name).stat().st_size < 1_000_000
     with pytest.raises(ValueError, match="unknown shipped"):
         ct.load_shipped_log("nope")
+
+
+def test_a_crafted_log_is_read_as_data_and_runs_nothing(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    import json_tricks
+
+    marker = tmp_path / "ran"
+    module = tmp_path / "log_payload_module.py"
+    module.write_text(f"open({str(marker)!r}, 'w').write('x')\nclass Payload:\n    pass\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    payload = {"__instance_type__": ["log_payload_module", "Payload"], "attributes": {}}
+    path = tmp_path / "shared_log.json"
+    path.write_text(json.dumps({"0": {"Loss": 2.3, "Alpha": payload}}))
+    with pytest.raises(ValueError, match="__instance_type__.*plain names"):
+        ct.log_frame(path)
+    assert not marker.exists() and "log_payload_module" not in sys.modules
+    with open(path) as handle:  # what json_tricks' default hooks do with the same file
+        json_tricks.load(handle)
+    assert marker.exists()
+    monkeypatch.delitem(sys.modules, "log_payload_module")
+
+    bad = {
+        "object array": {"0": {"Loss": {"__ndarray__": [1], "dtype": "object", "shape": [1]}}},
+        "deep": {"0": {"Loss": json.loads("[" * 20 + "]" * 20)}},
+        "not steps": {"a": {"Loss": 1.0}},
+        "not a log": [1, 2, 3],
+    }
+    for content in bad.values():
+        path.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match="log|array|nested"):
+            logs.load_log(path)
+
+
+def test_a_written_log_reads_back_with_its_arrays(tmp_path, standard_log):
+    path = ct.write_log(standard_log, tmp_path / "run", quiet=True)
+    back = logs.load_log(path)
+    hist = back[0]["GradHist1d"]
+    assert isinstance(hist["hist"], np.ndarray) and hist["hist"].shape == (100,)
+    np.testing.assert_array_equal(hist["hist"], np.asarray(standard_log[0]["GradHist1d"]["hist"]))
+    assert back[0]["Loss"] == pytest.approx(float(standard_log[0]["Loss"]))

@@ -7,13 +7,16 @@ shows what happens inside a training run: step sizes, gradient noise, curvature.
 * importing this package makes ``import cockpit`` work on today's stack, patches
   ``Cockpit.write`` and makes failed backward passes show their real cause (:mod:`.compat`);
 * :data:`QUANTITIES` (:mod:`.quantities`, entries in :mod:`.catalog`): one entry per
-  quantity; the presets ``"basic"``, ``"cheap"`` (default, the tutorial's set),
-  ``"standard"``, ``"thorough"`` and Cockpit's own, the tables, the guard and the plots
-  follow from it;
+  quantity; the presets ``"basic"``, ``"cheap"`` (default, <= 1.25x a plain step),
+  ``"handover"`` (the colleague's set), ``"standard"``, ``"thorough"`` and Cockpit's own,
+  the tables, the guard and the plots follow from it;
 * :func:`guard` (:mod:`.preflight`, memory model in :mod:`.memory`): which quantities fit
-  into memory and are valid for the model, before training;
-* BatchNorm: only the quantities that stay valid (:data:`BATCHNORM_NOTE`); GroupNorm gets
-  full support (:mod:`.groupnorm`, enabled by the hook and ``make_cockpit``);
+  into memory (estimated per tracked step) and are valid for the model, before training;
+* :mod:`.validity`: layers that mix the examples of a batch (BatchNorm in train mode, ...)
+  found by what they do, before training and inside every Cockpit; a warning when Alpha or
+  the gradient tests run on gradients that were not reset. Only the quantities that stay
+  valid run there (:data:`BATCHNORM_NOTE`); GroupNorm gets full support (:mod:`.groupnorm`,
+  enabled by the hook and ``make_cockpit``);
 * plots that work on every call in a notebook (:mod:`.plots`), logs (:mod:`.logs`),
   including the logs of two finished runs shipped with the package;
 * :class:`CockpitHook` for :func:`nbhelpers.train.train`, :func:`make_cockpit` for your own
@@ -53,3 +56,4 @@ from nbhelpers.cockpit_tools.quantities import (
     preset_table,
     register,
 )
+from nbhelpers.cockpit_tools.validity import BatchMixingError, GradientsNotResetWarning

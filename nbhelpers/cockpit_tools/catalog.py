@@ -18,10 +18,35 @@ from nbhelpers.cockpit_tools.quantities import Quantity, batchnorm_note, registe
 
 q = import_cockpit().quantities
 _WEIGHTS = Term("a copy of the weights", lambda sh, n: sh.D * sh.itemsize)
-# Alpha keeps them from its start to its end step for optimizers other than plain SGD.
-_ALPHA = Term("its start step's per-example gradients", lambda sh, n: sh.per_example(n))
-_BINS = Term("2D binning", lambda sh, n: 3 * n * sh.largest("params") * sh.itemsize)
-_LANCZOS = Term("20 iteration vectors", lambda sh, n: 20 * sh.D * sh.itemsize)
+
+
+def _alpha_copies(quantity, step: int) -> int:
+    """For any optimizer but plain SGD, Alpha copies the per-example gradients (and weights
+    and gradient) at its start step, keeps them to its end step, and copies again there."""
+    if "grad_batch" not in quantity.protected_savefields(step):
+        return 0  # plain SGD: projected during the backward pass, nothing kept
+    return int(quantity.is_start(step)) + 2 * int(quantity.is_end(step))
+
+
+def _layer_copies(k: int):
+    return lambda sh, n: k * n * sh.largest("params") * sh.itemsize
+
+
+_ALPHA = Term(
+    "copies of its start and end step's per-example gradients",
+    lambda sh, n: sh.per_example(n) + 2 * sh.D * sh.itemsize,
+    copies=_alpha_copies,
+)
+_SQUARES = Term("squares of one layer's per-example gradients", _layer_copies(1), True)
+_CLIPPED = Term("clipped copies of one layer's per-example gradients", _layer_copies(2), True)
+_BINS = Term("2D binning of one layer's per-example gradients", _layer_copies(8), True)
+# After the backward pass (BackPACK's buffers freed): one product through the second graph
+# holds about 5 N A floats (measured), the iteration ~20 vectors of D.
+_LANCZOS = Term(
+    "Lanczos vectors and a Hessian-vector product's temporaries",
+    lambda sh, n: (20 * sh.D + 5 * n * sh.activations) * sh.itemsize,
+    transient=True,
+)
 _GGN_MC = {"curvature": "diag_ggn_mc"}
 _TESTS = plots.plot_gradient_tests
 
@@ -60,6 +85,7 @@ ENTRIES = (
         every=10,
         memory=_ALPHA,
         plot=plots.plot_alpha,
+        needs_zero_grad=True,
     ),
     Quantity(
         q.InnerTest,
@@ -67,7 +93,9 @@ ENTRIES = (
         "own direction, relative to its norm; near or above 1 = batch too small",
         "standard",
         every=10,
+        memory=_SQUARES,
         plot=_TESTS,
+        needs_zero_grad=True,
     ),
     Quantity(
         q.NormTest,
@@ -75,7 +103,9 @@ ENTRIES = (
         "(smallest passing theta); near or above 1 = batch too small",
         "standard",
         every=10,
+        memory=_SQUARES,
         plot=_TESTS,
+        needs_zero_grad=True,
     ),
     Quantity(
         q.OrthoTest,
@@ -83,10 +113,17 @@ ENTRIES = (
         "relative to its norm; large = the direction is unreliable",
         "standard",
         every=10,
+        memory=_SQUARES,
         plot=_TESTS,
+        needs_zero_grad=True,
     ),
     Quantity(
-        q.GradHist1d, "histogram of all per-example gradient entries", "standard", 10, column=None
+        q.GradHist1d,
+        "histogram of all per-example gradient entries",
+        "standard",
+        10,
+        memory=_CLIPPED,
+        column=None,
     ),
     Quantity(
         q.GradHist2d,
@@ -106,20 +143,30 @@ ENTRIES = (
     ),
     Quantity(
         q.TICDiag,
-        "Takeuchi information criterion with a diagonal curvature (Thomas et al., 2020)",
+        "Takeuchi information criterion with a diagonal curvature (Thomas et al., 2020); "
+        "with the one-sample Monte-Carlo GGN of our presets it is biased high (it divides by "
+        "a noisy curvature estimate, and E[1/X] > 1/E[X]): compare runs of one curvature only",
         "thorough",
         every=20,
         options=_GGN_MC,
+        memory=_SQUARES,
     ),
     Quantity(
         HessMaxEV,
-        "largest eigenvalue of the mini-batch loss Hessian (sharpness)",
+        "largest eigenvalue of the mini-batch loss Hessian (sharpness); our presets' Lanczos "
+        "gives the largest *algebraic* one (the most positive: a negative eigenvalue of larger "
+        "magnitude is not shown), Cockpit's power iteration the one of largest magnitude",
         "thorough",
         every=100,
         options={"method": "lanczos"},
         memory=_LANCZOS,
     ),
-    Quantity(q.MeanGSNR, "mean gradient signal-to-noise ratio (Liu et al., 2020)"),
+    Quantity(
+        q.MeanGSNR,
+        "mean gradient signal-to-noise ratio (Liu et al., 2020)",
+        memory=_SQUARES,
+        needs_zero_grad=True,
+    ),
 )
 for _entry in ENTRIES:
     register(_entry)

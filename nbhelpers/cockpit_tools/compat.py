@@ -21,6 +21,11 @@ learner to pin any package:
   The patched context skips tracking after a failure and raises
   :class:`CockpitBackwardError`, which names the real error and what to do.
 
+The patched backward context also records the learning rate of every step from
+``info["optimizer"]`` (so Cockpit's learning-rate panel fills in any loop) and runs the
+checks of :mod:`~nbhelpers.cockpit_tools.validity` (layers that mix the examples of a batch,
+gradients that were not reset), for every Cockpit, also one the learner builds.
+
 :func:`silence_known_warnings` installs targeted filters for two warnings that
 are known to be harmless (PyTorch's "Full backward hook is firing ..." on every
 backward pass of an extended model, and matplotlib's "pixel maker ','" warning
@@ -39,6 +44,8 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from nbhelpers.cockpit_tools.validity import BatchMixingError, StepChecks
 
 #: Distribution name of Cockpit on PyPI (the import name is ``cockpit``).
 COCKPIT_DISTRIBUTION = "cockpit-for-pytorch"
@@ -260,6 +267,8 @@ def explain_cockpit_error(err: BaseException) -> str:
         hint = _HINT_UNSUPPORTED.format(layer=layer)
         if "GroupNorm" in layer:
             hint += _HINT_GROUPNORM
+    elif isinstance(err, BatchMixingError):
+        hint = "Per-example quantities are not available for this model."
     elif isinstance(err, MemoryError) or "out of memory" in text.lower():
         hint = _HINT_MEMORY
     elif isinstance(err, AttributeError) and "'Parameter' object has no attribute" in text:
@@ -295,6 +304,31 @@ def _patched_exit(original_exit):
     return __exit__
 
 
+def _patched_enter(original_enter):
+    def __enter__(self):  # noqa: N807 - context protocol
+        from cockpit.context import CockpitCTX
+
+        step, info = self.global_step, CockpitCTX.INFO.get(self.global_step, {})
+        optimizer = info.get("optimizer")
+        if optimizer is not None:
+            self.cp.output[step]["learning_rate"] = float(optimizer.param_groups[0]["lr"])
+        tracked = next((c for c in self.contexts if hasattr(c, "extension_hook")), None)
+        StepChecks.on_enter(self.cp, step, tracked.exts if tracked else ())
+        if tracked is not None:
+            backpack_hook = tracked.extension_hook
+
+            def extension_hook(module):
+                StepChecks.module_hook(module)
+                backpack_hook(module)
+
+            tracked.extension_hook = extension_hook
+        return original_enter(self)
+
+    __enter__.__doc__ = "Record the learning rate, run the validity checks, enter the context."
+    setattr(__enter__, _PATCH_MARK, True)
+    return __enter__
+
+
 def _patch_cockpit() -> None:
     """Apply the write and backward-context patches once per process."""
     from cockpit.cockpit import Cockpit
@@ -302,4 +336,6 @@ def _patch_cockpit() -> None:
 
     if not getattr(BackwardCTX.__exit__, _PATCH_MARK, False):
         BackwardCTX.__exit__ = _patched_exit(BackwardCTX.__exit__)
+    if not getattr(BackwardCTX.__enter__, _PATCH_MARK, False):
+        BackwardCTX.__enter__ = _patched_enter(BackwardCTX.__enter__)
     Cockpit.write = write_log  # cockpit.write(logpath) is write_log(cockpit, logpath)

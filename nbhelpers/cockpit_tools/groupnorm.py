@@ -6,7 +6,10 @@ batch, so the loss of one example depends on every other example and
 histograms and curvature quantities are then silently wrong. GroupNorm (Wu & He,
 "Group Normalization", ECCV 2018) normalises each example with its *own*
 statistics, so per-example gradients are well defined -- but BackPACK 1.7.1 has
-no rule for it and fails ("does not have an extension for Module GroupNorm").
+no rule for it: for per-example gradients it only warns ("does not have an
+extension for Module GroupNorm although the module has parameters") and leaves
+that layer's out, so Cockpit's quantities would fail later (the package's Cockpit
+context stops at the layer instead, naming it); its curvature extensions refuse it.
 
 This module adds the missing rules through BackPACK's documented way of
 supporting extra layers (``BackpropExtension.set_module_extension``):

@@ -24,7 +24,7 @@ from nbhelpers.cockpit_tools.preflight import guard
 from nbhelpers.cockpit_tools.quantities import DEFAULT_PRESET, QuantitySpec, preset_specs
 from nbhelpers.validate import invalid, one_of
 
-_SUPPORT_KINDS = ("batchnorm", "unsupported layer")
+_SUPPORT_KINDS = ("batch mixing", "unsupported layer")
 _CREATE_GRAPH_WARNING = (r"Using backward\(\) with create_graph=True", UserWarning)
 
 
@@ -36,9 +36,9 @@ def quantities_for(
 ) -> list[QuantitySpec]:
     """The specs of ``preset`` that are valid for ``model`` (support only, no memory check).
 
-    With BatchNorm this keeps Loss, GradNorm, Distance, UpdateSize and HessMaxEV
-    (see ``BATCHNORM_NOTE``); layers BackPACK cannot handle remove the quantities that
-    need BackPACK there.
+    With a layer that mixes the examples of a batch (BatchNorm in train mode, ...) this keeps
+    Loss, GradNorm, Distance, UpdateSize and HessMaxEV (see ``BATCHNORM_NOTE``); layers
+    BackPACK cannot handle remove the quantities that need BackPACK there.
 
     Args:
         model: the network.
@@ -110,6 +110,10 @@ def make_cockpit(
                                  "loss": loss, "optimizer": optimizer}):
             loss.backward(create_graph=cockpit.create_graph(step))
 
+    With ``"optimizer"`` in ``info`` every step's learning rate is logged too (the
+    dashboard's learning-rate panel). The guard assumes an optimizer other than plain SGD
+    (Alpha then keeps per-example gradients: the larger memory estimate).
+
     Args:
         model: the network (extended in place).
         loss_fn: ``nn.CrossEntropyLoss()`` with mean reduction (extended in place).
@@ -136,18 +140,33 @@ def make_cockpit(
     return _guarded_cockpit(model, specs, on_refusal, {**options, "input_shape": input_shape})
 
 
+def _log_last_updates(cockpit, last_step: int) -> None:
+    """Finish the two-step quantities whose end point needs no backward pass (UpdateSize):
+    their value for ``last_step`` is computed one step later, which never comes."""
+    end = last_step + 1
+    for q in cockpit.quantities:
+        shift = getattr(q, "SAVE_SHIFT", 0)
+        if shift and q.is_end(end) and not q.extensions(end) and not q.create_graph(end):
+            q.track(end, cockpit.params, None)
+
+
 class CockpitHook:
     """Cockpit for :func:`nbhelpers.train.train` (the hook protocol of that module).
 
-    * ``on_train_begin``: extends the model and the loss function with BackPACK.
+    * ``on_train_begin``: extends the model and the loss function with BackPACK. BackPACK
+      then keeps every module's input and output in each forward pass for its backward
+      pass; the hook lets it do so only before steps where a quantity asks for a BackPACK
+      extension (elsewhere that memory is freed as in a plain step, which saves time too).
     * ``backward`` (first call): runs the guard with the real batch size and builds the
       Cockpit from the accepted quantities; every call: wraps ``loss.backward()`` in
       ``with cockpit(step, info=...)`` with the per-example losses
-      ``F.cross_entropy(logits, y, reduction="none")``, the batch size and the optimizer,
-      and records the learning rate of the step.
+      ``F.cross_entropy(logits, y, reduction="none")``, the batch size and the optimizer
+      (the patched context records the step's learning rate from it).
     * ``on_epoch_end``: records losses, accuracies and the learning rate
       (``Cockpit.log``) for the dashboard's performance and learning-rate gauges.
-    * ``on_train_end``: writes the log if ``logpath`` is set; last live refresh.
+    * ``on_train_end``: logs the last step's update size (Cockpit logs a step's update only
+      at the next step's backward pass), writes the log if ``logpath`` is set; last live
+      refresh.
 
     One hook per ``train()`` call (steps restart at 0 in every call).
 
@@ -192,18 +211,53 @@ class CockpitHook:
         self.cockpit = self.report = self.optimizer = None
         self.optimizer_name = ""
         self._last_step = -1
+        self._handles: list = []
+        self._store_io: list[bool] = []
 
     # -- hook protocol -------------------------------------------------------------------
     def on_train_begin(self, model: nn.Module, optimizer, loss_fn: nn.Module) -> None:
         """Extend ``model`` and ``loss_fn`` with BackPACK (in place)."""
         _extend(model, loss_fn)
         self.optimizer, self.optimizer_name = optimizer, type(optimizer).__name__
+        self._handles = [
+            model.register_forward_pre_hook(self._before_forward),
+            model.register_forward_hook(self._after_forward, always_call=True),
+        ]
+
+    def _before_forward(self, module, args) -> None:
+        """Let BackPACK keep inputs and outputs only for a step with a BackPACK extension."""
+        from backpack import disable
+
+        self._store_io.append(disable.store_io)
+        step = self._last_step + 1
+        if self.cockpit is not None and not any(
+            q.extensions(step) for q in self.cockpit.quantities
+        ):
+            disable.store_io = False
+
+    def _after_forward(self, module, args, output) -> None:
+        from backpack import disable
+
+        if self._store_io:
+            disable.store_io = self._store_io.pop()
 
     def backward(self, step: int, model, x, y, logits, loss, loss_fn) -> bool:
         """Run ``loss.backward()`` inside Cockpit's context for ``step``; always returns True."""
+        try:
+            return self._backward(step, model, x, y, logits, loss)
+        except Exception:
+            self._remove_handles()  # train() calls no on_train_end after an error
+            raise
+
+    def _remove_handles(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _backward(self, step: int, model, x, y, logits, loss) -> bool:
         if self.cockpit is None:
             options = {"batch_size": len(x), "device": x.device, "input_shape": x.shape[1:]}
-            options["available_bytes"] = self.available_bytes
+            options |= {"available_bytes": self.available_bytes, "optimizer": self.optimizer}
             self.cockpit, self.report = _guarded_cockpit(
                 model, self.specs, self.on_refusal, options
             )
@@ -217,9 +271,6 @@ class CockpitHook:
         if create_graph:  # drop the graph kept for Hessian-vector products (no reference cycle)
             for p in self.cockpit.params:
                 p.grad = None if p.grad is None else p.grad.detach()
-        if self.optimizer is not None:
-            lr = float(self.optimizer.param_groups[0]["lr"])
-            self.cockpit.output[step]["learning_rate"] = lr
         self._last_step = step
         if self.live is not None and self.live.due(step):
             self.live.update(self, step)
@@ -240,8 +291,10 @@ class CockpitHook:
 
     def on_train_end(self, history) -> None:
         """Write the log (if ``logpath``) and refresh the live view a last time."""
+        self._remove_handles()
         if self.cockpit is None:
             return
+        _log_last_updates(self.cockpit, self._last_step)
         if self.logpath is not None:
             write_log(self.cockpit, self.logpath)
         if self.live is not None:

@@ -3,6 +3,13 @@
 A log is ``{step: {key: value}}`` as ``Cockpit.get_output()`` returns it: one key per tracked
 quantity (per-layer values are lists, histograms dicts) plus what the hook records (the
 learning rate, the per-epoch losses and accuracies).
+
+Log files are shared (shipped with the package, passed around on Drive), so a file is read
+as plain data, never through ``json_tricks.load`` (whose default hooks import any module a
+file names and build any class): ``json.load``, then a check of the structure (steps ->
+names -> numbers, lists, small dicts; bounded size and depth) in which only json_tricks's
+numeric arrays (``{"__ndarray__": ..., "dtype": "float32", "shape": [...]}``) become numpy
+arrays; anything else that asks to be decoded is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +25,17 @@ from typing import Any
 import numpy as np
 
 from nbhelpers.cockpit_tools.quantities import QUANTITIES
+from nbhelpers.validate import invalid
+
+#: Largest log file read (bytes) and deepest nesting inside one value.
+MAX_LOG_BYTES = 64 << 20
+MAX_DEPTH = 8
+#: dtypes a json_tricks array in a log may have.
+ARRAY_DTYPES = frozenset(
+    f"{kind}{bits}" for kind, sizes in (("float", (16, 32, 64)), ("int", (8, 16, 32, 64)),
+                                        ("uint", (8, 16, 32, 64))) for bits in sizes
+) | {"bool"}  # fmt: skip
+_ARRAY_KEYS = {"__ndarray__", "dtype", "shape", "Corder"}
 
 #: Name -> description of the logs shipped in ``nbhelpers/data_files/cockpit_logs``.
 SHIPPED_LOGS: dict[str, str] = {
@@ -39,6 +57,58 @@ def _int_keys(data: Mapping) -> dict[int, dict[str, Any]]:
         raise ValueError(f"log keys must be step numbers, got {list(data)[:5]!r}") from err
 
 
+def _array(value: dict, where: str) -> np.ndarray:
+    """A json_tricks array as numpy, if it is a plain numeric one."""
+    if set(value) - _ARRAY_KEYS or value.get("dtype") not in ARRAY_DTYPES:
+        raise invalid(f"array at {where}", f"{sorted(value)} dtype {value.get('dtype')!r}",
+                      f"numeric dtypes only: {', '.join(sorted(ARRAY_DTYPES))}")  # fmt: skip
+    try:
+        shape = tuple(int(k) for k in value.get("shape", ()))
+        return np.asarray(value["__ndarray__"], dtype=value["dtype"]).reshape(shape)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"array at {where} is malformed: {err}") from err
+
+
+def _plain(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` checked to be plain data (numbers, strings, lists, dicts), arrays decoded."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"log value at {where} is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return _array(value, where)
+        hooks = [k for k in value if not isinstance(k, str) or k.startswith("__")]
+        if hooks:
+            raise invalid(f"key at {where}", hooks[0], "plain names (a log is data, not objects)")
+        return {k: _plain(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise invalid(f"value at {where}", type(value).__name__, "numbers, strings, lists, dicts")
+
+
+def read_log_file(path: str | os.PathLike) -> dict[int, dict[str, Any]]:
+    """A JSON Cockpit log from a file, read as plain data (module docstring).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not JSON, too large, or not a Cockpit log's structure (the message
+            names where).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no Cockpit log at {path}")
+    if path.stat().st_size > MAX_LOG_BYTES:
+        raise invalid(f"size of {path}", path.stat().st_size, f"at most {MAX_LOG_BYTES} bytes")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{path} is not a JSON Cockpit log: {err}") from err
+    if not isinstance(data, dict) or not all(isinstance(e, dict) for e in data.values()):
+        raise ValueError(f"{path} is not a Cockpit log: expected {{step: {{name: value}}}}")
+    return _int_keys({step: _plain(entry, f"step {step}") for step, entry in data.items()})
+
+
 def load_log(source: Any) -> dict[int, dict[str, Any]]:
     """The Cockpit log as ``{step: {quantity name: value}}``, sorted by step.
 
@@ -52,21 +122,16 @@ def load_log(source: Any) -> dict[int, dict[str, Any]]:
     Raises:
         FileNotFoundError: the JSON file does not exist.
         TypeError: unsupported source type.
-        ValueError: a key is not a step number.
+        ValueError: a key is not a step number; a file that is not plain log data
+            (see :func:`read_log_file`).
     """
     if hasattr(source, "get_output"):
         return _int_keys(source.get_output())
     if isinstance(source, Mapping):
         return _int_keys(source)
     if isinstance(source, str | os.PathLike):
-        import json_tricks
-
         path = os.fspath(source)
-        path += "" if path.endswith(".json") else ".json"
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no Cockpit log at {path}")
-        with open(path) as handle:
-            return _int_keys(json_tricks.load(handle))
+        return read_log_file(path if path.endswith(".json") else path + ".json")
     kinds = "a Cockpit, a CockpitHook, a log dict or the path of a JSON log"
     raise TypeError(f"expected {kinds}, got {type(source).__name__}")
 

@@ -109,6 +109,61 @@ def _dashboard_plotter(fig: Figure, log: dict, optimizer: str):
     return plotter
 
 
+#: Cockpit's dashboard: group drawer -> (its grid attribute, the quantities of the gauges in
+#: rows 1, 2, 3 of that grid), from Cockpit's ``CockpitPlotter`` and its instruments' ``requires``.
+_GAUGES = {
+    "_plot_step": ("gs_step", (("Alpha",), ("Distance", "UpdateSize"), ("GradNorm",))),
+    "_plot_gradients": (
+        "gs_gradients",
+        (("NormTest", "InnerTest", "OrthoTest"), ("GradHist1d",), ("GradHist2d",)),
+    ),
+    "_plot_curvature": ("gs_curvature", (("HessMaxEV",), ("HessTrace",), ("TICDiag",))),
+}
+
+
+def _why_empty(names: tuple[str, ...], log: dict) -> str:
+    """Why a gauge drawing ``names`` has nothing to show."""
+    lines = []
+    for name in names:
+        steps = sum(1 for entry in log.values() if entry.get(name) is not None)
+        entry = QUANTITIES.get(name)
+        where = f"preset '{entry.preset}' tracks it" if entry and entry.preset else "not in ours"
+        lines.append(f"{name}: " + (f"only {steps} value" if steps else f"not tracked ({where})"))
+    return "\n".join(lines)
+
+
+def _explain_empty_gauges(fig: Figure, plotter, drawer: str, log: dict) -> None:
+    """Write into every gauge of a dashboard group that Cockpit left empty why it is empty."""
+    grid_name, rows = _GAUGES[drawer]
+    grid = getattr(plotter, grid_name)
+    for row, names in enumerate(rows, start=1):
+        cell = grid[row, 1]
+        if any(ax.get_subplotspec() == cell for ax in fig.axes if ax.get_subplotspec()):
+            continue
+        ax = fig.add_subplot(cell)
+        ax.set_facecolor("white")
+        ax.set(xticks=[], yticks=[])
+        ax.text(0.5, 0.5, _why_empty(names, log), ha="center", va="center", color=_GREY,
+                transform=ax.transAxes, fontsize="small")  # fmt: skip
+
+
+def _note_alpha_mean(fig: Figure, plotter, log: dict) -> None:
+    """Say on Cockpit's alpha gauge what its mu is, next to the median the text reads."""
+    values = [float(e["Alpha"]) for e in log.values() if e.get("Alpha") is not None]
+    values = [v for v in values if math.isfinite(v)]
+    cell = plotter.gs_step[1, 1]
+    axes = [ax for ax in fig.axes if ax.get_subplotspec() == cell]
+    if len(values) < 2 or not axes:
+        return
+    note = (
+        f"median {np.median(values):+.2f}; \u03bc = mean of a normal fit,\n"
+        "pulled by a few far-off steps"
+    )
+    box = {"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5}
+    axes[0].text(0.02, 0.96, note, transform=axes[0].transAxes, va="top", fontsize="x-small",
+                 color="0.15", bbox=box)  # fmt: skip
+
+
 def plot_dashboard(
     source: Any,
     *,
@@ -120,9 +175,11 @@ def plot_dashboard(
 ) -> Figure:
     """Cockpit's full dashboard (step size, gradients, curvature, learning rate, performance).
 
-    Drawn with Cockpit's own instrument functions on a new figure; instruments
-    without data stay empty (infinite values are left out). Works any number of times
-    in the same kernel and never changes the matplotlib backend.
+    Drawn with Cockpit's own instrument functions on a new figure; an instrument without
+    data says in its place why (not tracked, and which preset tracks it), and the alpha
+    gauge says what its mu is (the mean of a normal fit, next to the median). Infinite
+    values are left out. Works any number of times in the same kernel and never changes
+    the matplotlib backend.
 
     Args:
         source: see :func:`~nbhelpers.cockpit_tools.logs.load_log`.
@@ -151,9 +208,10 @@ def plot_dashboard(
         plotter = _dashboard_plotter(fig, log, optimizer)
         with _style(font_scale):
             plotter.grid_spec = grid = fig.add_gridspec(2, 3, height_ratios=[3, 1], **_GRID)
-            plotter._plot_step(grid[0, 0])
-            plotter._plot_gradients(grid[0, 1])
-            plotter._plot_curvature(grid[0, 2])
+            for column, drawer in enumerate(_GAUGES):
+                getattr(plotter, drawer)(grid[0, column])
+                _explain_empty_gauges(fig, plotter, drawer, log)
+            _note_alpha_mean(fig, plotter, log)
             plotter._plot_hyperparams(grid[1, 0])
             plotter._plot_performance(grid[1, 1:])
             fig.suptitle(title, fontsize="xx-large", fontweight="bold")
@@ -285,7 +343,9 @@ def plot_alpha(frame, ax):
     alpha comes from a noise-aware quadratic fit of the loss along each step:
     -1 = the step hardly changes the loss (too small), 0 = it lands at the valley
     floor, +1 = it jumps to the same height on the other side (too large). A
-    distribution piled up left of 0 means the learning rate is too small.
+    distribution piled up left of 0 means the learning rate is too small. The title gives
+    the median; the mean (Cockpit's mu) is noted too, as a few far-off values (alpha can be
+    -5 or +8) move it and not the median.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -302,7 +362,10 @@ def plot_alpha(frame, ax):
     for x, text in ((-1.75, "step too small"), (0, "about right"), (1.75, "step too large")):
         ax.text(x, ax.get_ylim()[1] * 0.97, text, ha="center", va="top", color="0.25", bbox=box)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    _title(ax, f"Step size: alpha (median {np.median(col.values):+.2f}, {len(col)} steps)")
+    median, mean = np.median(col.values), np.mean(col.values)
+    _title(ax, f"Step size: alpha (median {median:+.2f}, {len(col)} steps)")
+    ax.text(0.99, 0.02, f"mean {mean:+.2f} (Cockpit's \u03bc): far-off steps move it, not the median",
+            transform=ax.transAxes, ha="right", va="bottom", fontsize="small", color="0.3")  # fmt: skip
     ax.set(xlabel="alpha (clipped to [-3, 3])", ylabel="steps", xlim=(-3, 3))
 
 

@@ -1,20 +1,22 @@
 """Memory and support guard for Cockpit, run before training.
 
 :func:`guard` answers, for a model, a batch size, a preset and a device, which Cockpit
-quantities can run and which cannot, without a backward pass: one single-example forward
-pass gives the layer sizes, and a quantity's memory is the sum of its terms
-(:mod:`nbhelpers.cockpit_tools.memory`): the plain training step, the BackPACK extensions and
-the graph the quantity asks Cockpit for, and its own term (its registry entry). A quantity
-is refused when
+quantities can run and which cannot, without a backward pass. Memory is estimated per
+*step*: from the tracking schedules, every step's estimate is the sum of what all quantities
+tracked at that step ask for (:mod:`nbhelpers.cockpit_tools.memory`: the extended model's
+plain step, the BackPACK extensions, a second graph, each quantity's own buffers); the busiest
+step decides. Quantities are taken in order (cheapest first); one is refused when
 
-* it needs a BackPACK extension and the model has BatchNorm (train mode mixes the examples
-  of a batch; see ``batchnorm_note()``), or
+* it needs a BackPACK extension and a layer mixes the examples of a batch (found by what
+  the layers do, :func:`~nbhelpers.cockpit_tools.validity.mixing_layers`: BatchNorm in train
+  mode, a parameter-free ``F.batch_norm``, ...), or
 * BackPACK has no rule for one of the model's layers for an extension it needs (read from
   BackPACK's own tables; GroupNorm counts as covered where ``enable_groupnorm_support`` adds
   a rule), or
-* its estimate does not fit into the free memory of the device (GPU: CUDA's free memory;
-  CPU: psutil, else ``/proc/meminfo``); by default 80 % of it may be used.
+* adding it makes one of its steps exceed the free memory of the device (GPU: CUDA's free
+  memory; CPU: psutil, else ``/proc/meminfo``); by default 80 % of it may be used.
 
+What the guard accepts is never estimated below what it takes (tests/test_cockpit_memory.py).
 The guard reads BackPACK's tables and changes nothing in them.
 """
 
@@ -29,8 +31,16 @@ from backpack.extensions import DiagHessian
 from torch import nn
 
 from nbhelpers.cockpit_tools import groupnorm
-from nbhelpers.cockpit_tools.memory import Shapes, Term, layer_shapes, module_rules
+from nbhelpers.cockpit_tools.memory import (
+    Shapes,
+    activity,
+    model_shapes,
+    module_rules,
+    optimizer_info,
+    step_bytes,
+)
 from nbhelpers.cockpit_tools.quantities import DEFAULT_PRESET, QuantitySpec, preset_specs
+from nbhelpers.cockpit_tools.validity import MIXING_ADVICE, mixing_layers, mixing_reason
 from nbhelpers.display import Report
 from nbhelpers.state import model_device
 from nbhelpers.validate import number, positive_int
@@ -87,11 +97,6 @@ def available_memory(device: torch.device | str | None = None) -> tuple[int, str
     return _cpu_available()
 
 
-def batchnorm_layers(model: nn.Module) -> list[str]:
-    """Names of the BatchNorm layers of ``model`` (1d, 2d, 3d, SyncBatchNorm)."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def _unsupported_layers(model: nn.Module, extensions: Iterable) -> list[str]:
     """Leaf layers without a BackPACK rule for one of ``extensions`` (extension objects).
 
@@ -119,12 +124,13 @@ class GuardRow:
         quantity: label, e.g. "HessTrace(curvature='diag_h')".
         every: tracking interval in steps.
         needs: what it needs beyond a plain training step.
-        estimate_bytes: estimated peak memory of a tracked step with it (bytes).
+        estimate_bytes: estimated peak memory of its busiest step, with everything accepted
+            that is tracked at that step too (bytes).
         ok: True if accepted.
-        kind: "" if accepted, else why it was refused: "memory", "batchnorm" or
+        kind: "" if accepted, else why it was refused: "memory", "batch mixing" or
             "unsupported layer".
-        reason: details ("" if accepted): what the memory holds, the BatchNorm layers or
-            the unsupported layers.
+        reason: details ("" if accepted): what the memory holds, the layers that mix the
+            examples or the unsupported layers.
         alternative: what to do instead ("" if accepted).
     """
 
@@ -151,8 +157,11 @@ class GuardReport(Report):
         rows: one :class:`GuardRow` per quantity.
         accepted: the :class:`QuantitySpec` s that passed.
         batch_size, device, budget_bytes (the memory allowed, bytes), available_bytes,
-        memory_source, base_bytes (plain training step, bytes), notes (extra remarks),
-        fraction (share of the free memory allowed).
+        memory_source, base_bytes (plain training step of the extended model, bytes),
+        notes (extra remarks), fraction (share of the free memory allowed).
+        peak_bytes: estimate of the busiest step of the accepted quantities (bytes).
+        peak_step: that step (the first one if several tie); peak_quantities: the
+            quantities tracked there.
     """
 
     rows: list[GuardRow]
@@ -165,6 +174,9 @@ class GuardReport(Report):
     base_bytes: int
     notes: list[str] = field(default_factory=list)
     fraction: float = 0.8
+    peak_bytes: int = 0
+    peak_step: int = 0
+    peak_quantities: list[str] = field(default_factory=list)
     status_column = "verdict"
 
     @property
@@ -181,11 +193,13 @@ class GuardReport(Report):
         """The memory budget, and how many quantities fit."""
         n, refused = len(self.rows), len(self.refused)
         verdict = f"Refused {refused} of {n} quantities." if refused else f"All {n} quantities fit."
+        busiest = ", ".join(self.peak_quantities) or "nothing tracked"
         return (
             f"Cockpit guard: batch {self.batch_size} on {self.device}; plain training step "
-            f"~{format_bytes(self.base_bytes)}; allowed {format_bytes(self.budget_bytes)} "
-            f"({self.fraction:.0%} of {format_bytes(self.available_bytes)} free, "
-            f"via {self.memory_source}). {verdict}"
+            f"~{format_bytes(self.base_bytes)}; busiest tracked step {self.peak_step} "
+            f"({busiest}) ~{format_bytes(self.peak_bytes)}; allowed "
+            f"{format_bytes(self.budget_bytes)} ({self.fraction:.0%} of "
+            f"{format_bytes(self.available_bytes)} free, via {self.memory_source}). {verdict}"
         )
 
     def message(self) -> str:
@@ -234,56 +248,94 @@ class GuardReport(Report):
         return pd.DataFrame(rows, columns=columns)
 
 
-def _estimate(terms: list[Term], sh: Shapes, n: int) -> int:
-    return sh.base(n) + sum(term.bytes(sh, n) for term in terms)
+class _Schedule:
+    """Every spec's :class:`~nbhelpers.cockpit_tools.memory.Activity` at every step of one
+    period of the tracking schedules (steps 0 .. lcm(intervals) + 1, at most ~1000)."""
+
+    def __init__(self, specs: list[QuantitySpec], optimizer):
+        period = min(math.lcm(*(s.every for s in specs)) if specs else 1, 1000)
+        self.steps = range(period + 2)
+        with optimizer_info(optimizer):
+            self.table = [self._activities(spec) for spec in specs]
+
+    def _activities(self, spec: QuantitySpec) -> dict:
+        quantity, own = spec.build(), spec.entry.memory
+        found = {step: activity(quantity, own, step) for step in self.steps}
+        return {step: a for step, a in found.items() if a is not None}
+
+    def peak(self, chosen: list[int], sh: Shapes, n: int, within: int | None = None):
+        """``(bytes, step)`` of the busiest step of the specs ``chosen`` (indices), over the
+        steps where spec ``within`` is tracked (default: all)."""
+        steps = self.table[within] if within is not None else self.steps
+        best = (sh.base(n), 0)
+        for step in steps:
+            active = [self.table[i][step] for i in chosen if step in self.table[i]]
+            ran = [self.table[i][step - 1] for i in chosen if step - 1 in self.table[i]]
+            before = frozenset(type(e) for a in ran for e in a.extensions)
+            if active:
+                best = max(best, (step_bytes(active, sh, n, before), -step))
+        return best[0], -best[1]
 
 
-def _max_batch(terms: list[Term], sh: Shapes, budget: int) -> int:
-    """Largest batch size whose estimate fits ``budget`` (0 if none); every term of the
-    memory model is linear in the batch size."""
-    fixed, per_example = _estimate(terms, sh, 0), _estimate(terms, sh, 1) - _estimate(terms, sh, 0)
-    return max(0, (budget - fixed) // per_example)
+def _max_batch(schedule: _Schedule, chosen: list[int], sh: Shapes, n: int, budget: int) -> int:
+    """Largest batch size below ``n`` whose busiest step fits ``budget`` (0 if none)."""
+    low, high = 0, n
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if schedule.peak(chosen, sh, mid)[0] <= budget else (low, mid - 1)
+    return low
 
 
-def _memory_alternative(spec: QuantitySpec, sh: Shapes, n: int, budget: int) -> str:
+def _memory_alternative(spec: QuantitySpec, fit: int, sh: Shapes, n: int) -> str:
     exact_hessian = any(isinstance(ext, DiagHessian) for ext in spec.extensions())
     if exact_hessian and hasattr(spec.entry.cls, "extensions_from_str"):  # a curvature option
         cheaper = replace(spec, options={**spec.options, "curvature": "diag_ggn_mc"})
-        worst = max((x for x in sh.layers if x.curved), key=lambda x: x.out_numel, default=None)
-        behind = f" behind {worst.name} ({worst.kind}, V = {worst.out_numel:,})" if worst else ""
+        estimate = _Schedule([cheaper], None).peak([0], sh, n)[0]
+        curved = [x for x in sh.layers if x.curved]
+        behind = f" behind {len(curved)} curved layers ({curved[0].kind}, ...)" if curved else ""
         return (
-            f"The exact Hessian diagonal keeps a dense N x V x V residual{behind}. Use the "
-            f"generalised Gauss-Newton diagonal instead: {cheaper.label} needs "
-            f"~{format_bytes(_estimate(cheaper.terms(), sh, n))} (preset 'thorough' does this)."
+            f"The exact Hessian diagonal builds dense N x V x V factors{behind} and carries "
+            f"them all back to the first layer. Use the generalised Gauss-Newton diagonal "
+            f"instead: {cheaper.label} alone needs ~{format_bytes(estimate)} (preset "
+            "'thorough' does this)."
         )
-    fit = _max_batch(spec.terms(), sh, budget)
     if fit:
-        return f"It fits up to batch {fit}; or use preset 'cheap' or 'basic'."
+        return f"It fits up to batch {fit}; or track it less often, or use preset 'basic'."
     return "Use preset 'basic' (no per-example quantities)."
 
 
-def _judge(spec: QuantitySpec, model: nn.Module, sh: Shapes, n: int, budget: int, bn) -> GuardRow:
-    """The row of one quantity: BatchNorm first, then unsupported layers, then memory."""
+def _support(spec: QuantitySpec, model: nn.Module, mixing: list[str]) -> tuple[str, str, str]:
+    """``(kind, reason, alternative)`` if the model cannot give ``spec`` its BackPACK
+    extensions, else empty strings."""
     extensions = spec.extensions()
-    row = GuardRow(spec.label, spec.every, spec.needs, _estimate(spec.terms(), sh, n))
+    if mixing and extensions:
+        return "batch mixing", mixing_reason(mixing), MIXING_ADVICE
     unsupported = _unsupported_layers(model, extensions)
-    if bn and extensions:
-        shown = ", ".join(bn[:3]) + (", ..." if len(bn) > 3 else "")
-        row.kind = "batchnorm"
-        row.reason = f"not valid with BatchNorm in train mode (layers {shown})"
-        row.alternative = (
-            "Per-example quantities do not exist with BatchNorm; keep Loss, GradNorm, "
-            "Distance, UpdateSize (preset 'basic'), or use GroupNorm (see BATCHNORM_NOTE)."
-        )
-    elif unsupported:
-        row.kind = "unsupported layer"
-        row.reason = f"BackPACK has no rule for {', '.join(unsupported)}"
-        row.alternative = "Use preset 'basic', or replace those layers."
-    elif row.estimate_bytes > budget:
-        row.kind, row.reason = "memory", row.needs
-        row.alternative = _memory_alternative(spec, sh, n, budget)
-    row.ok = not row.kind
-    return row
+    if unsupported:
+        reason = f"BackPACK has no rule for {', '.join(unsupported)}"
+        return "unsupported layer", reason, "Use preset 'basic', or replace those layers."
+    return "", "", ""
+
+
+def _judge_all(specs, model, sh: Shapes, n: int, budget: int, optimizer):
+    """``(rows, accepted indices, schedule)``: support first, then memory, spec by spec."""
+    schedule, mixing = _Schedule(specs, optimizer), None
+    rows, chosen = [], []
+    for i, spec in enumerate(specs):
+        if mixing is None and spec.extensions():
+            mixing = mixing_layers(model, sh.input_shape)
+        kind, reason, alternative = _support(spec, model, mixing or [])
+        estimate, _ = schedule.peak([*chosen, i], sh, n, within=i)
+        if not kind and estimate > budget:
+            fit = _max_batch(schedule, [*chosen, i], sh, n, budget)
+            kind, reason, alternative = "memory", spec.needs, _memory_alternative(spec, fit, sh, n)
+        row = GuardRow(spec.label, spec.every, spec.needs, estimate, not kind, kind, reason)
+        row.alternative = alternative
+        rows.append(row)
+        chosen += [] if kind else [i]
+    for i in chosen:  # what the accepted ones hold at their busiest step, all together
+        rows[i].estimate_bytes = schedule.peak(chosen, sh, n, within=i)[0]
+    return rows, chosen, schedule
 
 
 def guard(
@@ -293,14 +345,15 @@ def guard(
     device: torch.device | str | None = None,
     *,
     input_shape: tuple[int, ...] = (3, 32, 32),
-    num_classes: int | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
     available_bytes: int | None = None,
     fraction: float = 0.8,
 ) -> GuardReport:
     """Check which quantities of a Cockpit preset can run, before training.
 
-    Arithmetic on layer sizes from one single-example forward pass (no backward):
-    typically a few milliseconds. Nothing in BackPACK is changed.
+    Arithmetic on layer sizes from one single-example forward pass, plus a probe of four
+    examples for layers that mix them (no backward): typically tens of milliseconds.
+    Nothing in BackPACK or the model is changed.
 
     Args:
         model: the network (float32 ``(B, *input_shape)`` -> ``(B, C)`` logits).
@@ -310,7 +363,8 @@ def guard(
         device: training device (default: where the parameters are); decides
             whose free memory counts.
         input_shape: one example's shape, default (3, 32, 32).
-        num_classes: C, default the size of the last layer's output.
+        optimizer: the training optimizer, if known: with plain SGD Alpha keeps no
+            per-example gradients (default: assume it does, the larger estimate).
         available_bytes: free memory to assume instead of asking the system.
         fraction: share of the free memory a tracked step may use (0 < f <= 1).
 
@@ -325,21 +379,21 @@ def guard(
     batch_size = positive_int("batch_size", batch_size)
     fraction = number("fraction", fraction, 0, 1, low_open=True)
     specs = preset_specs(preset)
-    layers, itemsize = layer_shapes(model, tuple(input_shape))
+    sh = model_shapes(model, tuple(input_shape))
     device = torch.device(device) if device is not None else model_device(model)
-    classes = num_classes or (layers[-1].out_numel if layers else 10)
-    sh = Shapes(tuple(layers), itemsize, math.prod(input_shape), classes)
     available, source = (
         available_memory(device) if available_bytes is None else (available_bytes, "given")
     )
     budget, base = int(available * fraction), sh.base(batch_size)
-    rows = [_judge(spec, model, sh, batch_size, budget, batchnorm_layers(model)) for spec in specs]
+    rows, chosen, schedule = _judge_all(specs, model, sh, batch_size, budget, optimizer)
+    peak, step = schedule.peak(chosen, sh, batch_size)
+    at_peak = [specs[i].label for i in chosen if step in schedule.table[i]]
     tight = (
         f"Note: even a plain training step (~{format_bytes(base)}) may not fit; reduce the batch."
     )
     return GuardReport(
         rows=rows,
-        accepted=[spec for spec, row in zip(specs, rows, strict=True) if row.ok],
+        accepted=[specs[i] for i in chosen],
         batch_size=batch_size,
         device=str(device),
         budget_bytes=budget,
@@ -348,4 +402,7 @@ def guard(
         base_bytes=base,
         notes=[tight] if base > budget else [],
         fraction=fraction,
+        peak_bytes=peak,
+        peak_step=step,
+        peak_quantities=at_peak,
     )

@@ -13,24 +13,29 @@ whose entry names it:
 
 * ``"basic"``: Loss, GradNorm, Distance, UpdateSize at every step. No BackPACK extension,
   so it also stays valid for BatchNorm models.
-* ``"cheap"`` (the default): plus Alpha every 10 steps -- the set the handover notebook
-  (and the tutorial, Numerics of ML Tutorial 11) tracks.
+* ``"cheap"`` (the default): plus Alpha every :data:`CHEAP_ALPHA_EVERY` steps, the interval
+  at which the whole step costs at most 1.25x a plain one on 2 CPU cores
+  (``benchmarks/bench_cockpit.py`` measures cost against the tracking interval; the
+  tutorial's first strategy: "reduce the tracking frequency of Cockpit").
+* ``"handover"``: the same instruments at the handover notebook's intervals, Alpha every
+  10 steps -- the colleague's set, which the tutorial says to read first.
 * ``"standard"``: plus the three gradient tests and the 1D gradient histogram every 10 steps
   (Cockpit's "economy" set, at a tenth of the steps).
 * ``"thorough"``: plus the 2D histogram, the Hessian trace and TIC every 20 steps and the
   largest Hessian eigenvalue every 100 steps (bounded Lanczos). The curvature is BackPACK's
   Monte-Carlo generalised Gauss-Newton diagonal (``curvature="diag_ggn_mc"``), never the exact
-  Hessian diagonal, which through a Tanh layer builds a dense ``N x V x V`` tensor (hundreds
-  of GiB for the handover CNN).
+  Hessian diagonal, which through a Tanh layer builds dense ``N x V x V`` factors and carries
+  them to the first layer (many GiB even for small models).
 
 Cockpit's own configurations ``"economy"``, ``"business"`` and ``"full"``
 (``cockpit.utils.configuration``; every quantity at every step, business/full with the exact
 Hessian diagonal) are accepted too, so the guard can show why ``"full"`` does not fit.
 
 Without ``optimizer.zero_grad()`` (the handover's bug) GradNorm shows the accumulated
-gradient the optimizer really used, while the gradient tests compare that accumulated
-gradient with one batch's per-example gradients: their values are then meaningless, and the
-norm and inner-product tests often undefined (NaN).
+gradient the optimizer really used, while Alpha, the gradient tests and GSNR compare that
+accumulated gradient with one batch's per-example gradients: their values are then
+meaningless (entries with ``needs_zero_grad``; Cockpit warns at run time, see
+:mod:`~nbhelpers.cockpit_tools.validity`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nbhelpers.cockpit_tools.memory import SECOND_GRAPH, Term, extension_term
+from nbhelpers.cockpit_tools.memory import SECOND_GRAPH, Term, extension_memory
 from nbhelpers.validate import one_of, positive_int
 
 
@@ -55,10 +60,17 @@ class Preset:
     every: Mapping[str, int] = field(default_factory=dict)
 
 
+#: Alpha's interval in the default preset "cheap" (see the module docstring).
+CHEAP_ALPHA_EVERY = 50
+
 #: Our presets, cheapest first.
 OUR_PRESETS: dict[str, Preset] = {
     "basic": Preset("valid for any model (BatchNorm too); costs ~nothing"),
-    "cheap": Preset("the tutorial's set: is the step size right? (default)"),
+    "cheap": Preset(
+        "is the step size right? Alpha less often, <= 1.25x a plain step (default)",
+        {"Alpha": CHEAP_ALPHA_EVERY},
+    ),
+    "handover": Preset("the colleague's set: the handover notebook's instruments and intervals"),
     "standard": Preset("adds gradient noise: is the batch large enough?"),
     "thorough": Preset("adds curvature (GGN) and sharpness; slow, for a few hundred steps"),
 }
@@ -73,7 +85,7 @@ PRESETS: dict[str, str] = {
     **{n: p.purpose for n, p in OUR_PRESETS.items()},
     **COCKPIT_CONFIGURATIONS,
 }
-#: The preset used when none is given: the handover's (and the tutorial's) instruments.
+#: The preset used when none is given.
 DEFAULT_PRESET = "cheap"
 
 
@@ -93,6 +105,8 @@ class Quantity:
             instrument's name), if any.
         column: turns its logged value into the number of its ``log_frame`` column
             (None: no column, e.g. histograms).
+        needs_zero_grad: it compares ``p.grad`` with this batch's per-example gradients,
+            so it means nothing while gradients are not reset.
     """
 
     cls: type
@@ -103,6 +117,7 @@ class Quantity:
     memory: Term | None = None
     plot: Callable[..., Any] | None = None
     column: Callable[[Any], float] | None = float
+    needs_zero_grad: bool = False
 
     @property
     def name(self) -> str:
@@ -176,23 +191,20 @@ class QuantitySpec:
         """The BackPACK extension objects the quantity asks Cockpit for at ``step``."""
         return self.build().extensions(step)
 
-    def terms(self, step: int = 0) -> list[Term]:
-        """Its memory terms at ``step``: the extensions and graph it asks for, then its own."""
-        quantity = self.build()
-        terms = [extension_term(ext) for ext in quantity.extensions(step)]
-        if quantity.create_graph(step):
-            terms.append(SECOND_GRAPH)
-        return terms + ([self.entry.memory] if self.entry.memory else [])
-
     @property
     def needs(self) -> str:
         """What it needs beyond a plain training step, e.g. "per-example gradients"."""
-        return ", ".join(t.label for t in self.terms()) or "nothing beyond the training step"
+        quantity = self.build()
+        labels = [extension_memory(ext).label for ext in quantity.extensions(0)]
+        labels += [SECOND_GRAPH.label] if quantity.create_graph(0) else []
+        labels += [self.entry.memory.label] if self.entry.memory else []
+        return ", ".join(labels) or "nothing beyond the training step"
 
     @property
     def valid_with_batchnorm(self) -> bool:
         """True when it needs no BackPACK extension (BackPACK's per-example and curvature
-        results do not hold for a BatchNorm model in train mode)."""
+        results do not hold for a model that mixes the examples of a batch, e.g. BatchNorm
+        in train mode)."""
         return not self.extensions()
 
 
@@ -245,18 +257,43 @@ def preset_specs(
 def make_quantities(
     preset: str | Iterable[QuantitySpec] = DEFAULT_PRESET,
     *,
+    model: Any = None,
     every: Mapping[str, int] | None = None,
     exclude: Iterable[str] = (),
+    input_shape: tuple[int, ...] = (3, 32, 32),
 ) -> list[Any]:
     """Cockpit quantity objects for a preset, ready for ``Cockpit(params, quantities=...)``.
 
+    Per-example quantities (those needing a BackPACK extension) need a model whose layers
+    keep the examples of a batch apart. With ``model`` this is checked now, by what its layers
+    do (:func:`~nbhelpers.cockpit_tools.validity.mixing_layers`); without, at the first
+    tracked step inside Cockpit (which then stops with the same error).
+
     Args:
         preset, every, exclude: as in :func:`preset_specs`.
+        model: the network the quantities will watch (optional, see above).
+        input_shape: one example's shape, for the check with ``model``.
 
     Raises:
         ValueError, TypeError: as in :func:`preset_specs`.
+        BatchMixingError: ``model`` mixes the examples of a batch and per-example
+            quantities were requested.
     """
-    return [spec.build() for spec in preset_specs(preset, every=every, exclude=exclude)]
+    from nbhelpers.cockpit_tools.validity import (
+        MIXING_ADVICE,
+        BatchMixingError,
+        mixing_layers,
+        mixing_reason,
+    )
+
+    specs = preset_specs(preset, every=every, exclude=exclude)
+    per_example = [s.label for s in specs if not s.valid_with_batchnorm]
+    if model is not None and per_example:
+        mixing = mixing_layers(model, tuple(input_shape))
+        if mixing:
+            reason = mixing_reason(mixing)
+            raise BatchMixingError(f"{', '.join(per_example)}: {reason}. {MIXING_ADVICE}")
+    return [spec.build() for spec in specs]
 
 
 def preset_table(presets: Iterable[str] | None = None):
