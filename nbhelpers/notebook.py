@@ -7,11 +7,12 @@ A notebook begins with::
 
 and ends by recording its stage of the journey::
 
-    record_stage("03", "zero_grad fixed", test_accuracy=record.final("test_accuracy"))
+    record_stage("03", "zero_grad fixed", test_accuracy=record.final("test_accuracy"),
+                 test_split="colleague", claims=[Claim("clearly above chance", holds, "41% vs 19%")])
 
 Stage records are small JSON files, one per stage, in ``$NBHELPERS_STAGES_DIR`` (else
 ``<runs dir>/stages``, i.e. ``runs/stages``); ``scripts/run_series.py`` reads them with
-:func:`read_stages` to print the journey table (stage -> test accuracy -> wall time).
+:func:`read_stages` to print the journey table (stage -> test accuracy -> the tutorial's claims -> wall time).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import datetime as _dt
 import json
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +129,49 @@ def default_stages_dir() -> Path:
     return default_runs_dir() / "stages"
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the tutorial at a stage, and whether this run's numbers support it.
+
+    Attributes:
+        text: the claim in a few words, e.g. ``"the test accuracy is clearly above chance"``.
+        holds: True when this run's numbers support it (computed by the notebook, never typed).
+        evidence: the numbers behind ``holds``, e.g. ``"41.2% vs chance 18.6% (p < 0.001)"``.
+
+    Raises:
+        ValueError: empty ``text`` or ``evidence``, or ``holds`` not a bool.
+    """
+
+    text: str
+    holds: bool
+    evidence: str
+
+    def __post_init__(self) -> None:
+        for name in ("text", "evidence"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise validate.invalid(name, value, "a non-empty string")
+        if not isinstance(self.holds, bool):  # numpy bools too: bool(np.True_) first
+            raise validate.invalid("holds", self.holds, "True or False (use bool(...))")
+
+    def line(self) -> str:
+        """``"holds: <text> (<evidence>)"`` or ``"does not hold: ..."``, for tables and printing."""
+        return f"{'holds' if self.holds else 'does not hold'}: {self.text} ({self.evidence})"
+
+
+#: Which test split a stage's accuracy comes from: the colleague's (made of training images,
+#: a fault of the handover) or the real test split.
+TEST_SPLITS = {"colleague": "the colleague's test split (training images)", "test": "test split"}
+
+
 def record_stage(
     stage: str,
     label: str,
     *,
     test_accuracy: float | None = None,
     run_time_s: float | None = None,
+    test_split: str | None = None,
+    claims: Sequence[Claim] = (),
     stages_dir: str | Path | None = None,
     **extra: Any,
 ) -> None:
@@ -149,6 +188,10 @@ def record_stage(
         test_accuracy: fraction in [0, 1] on the test split, e.g. 0.932 (None: the stage has none).
         run_time_s: wall-clock seconds of the stage's training run, finite and >= 0 (None: not
             measured).
+        test_split: which split ``test_accuracy`` is measured on, a key of :data:`TEST_SPLITS`
+            (``"colleague"`` or ``"test"``); required with ``test_accuracy``.
+        claims: the tutorial's claims at this stage, each with whether it holds (printed, and
+            shown in ``make run``'s journey table).
         stages_dir: default :func:`default_stages_dir`.
         **extra: more JSON-serialisable facts (e.g. ``valid_accuracy=0.41``).
 
@@ -156,7 +199,8 @@ def record_stage(
     :func:`stage_path` of ``stage``.
 
     Raises:
-        ValueError: bad ``stage``, empty ``label``, accuracy outside [0, 1], a negative or
+        ValueError: bad ``stage``, empty ``label``, accuracy outside [0, 1], an accuracy without
+            a ``test_split`` or an unknown one, a claim that is not a :class:`Claim`, a negative or
             non-finite time, a NaN or infinite number in ``extra`` (JSON has none).
         TypeError: ``extra`` holds values JSON cannot encode (raised by ``json``, naming the
             type).
@@ -165,11 +209,18 @@ def record_stage(
         raise validate.invalid("stage", stage, "a short string of letters, digits, _.- like '03'")
     if not isinstance(label, str) or not label.strip():
         raise validate.invalid("label", label, "a non-empty string")
+    if test_split is not None or test_accuracy is not None:
+        validate.one_of("test_split", test_split, TEST_SPLITS)
+    for item in claims:
+        if not isinstance(item, Claim):
+            raise validate.invalid("claims", item, "nbhelpers.notebook.Claim objects")
     entry: dict[str, Any] = {
         "stage": stage,
         "label": label,
         "test_accuracy": validate.number("test_accuracy", test_accuracy, 0, 1, allow_none=True),
         "run_time_s": validate.number("run_time_s", run_time_s, 0, allow_none=True),
+        "test_split": test_split,
+        "claims": [asdict(c) for c in claims],
         "budget": _current.budget.name if _current else None,
         "data_source": _current.bundle.source if _current else None,
         "device": str(_current.device) if _current else None,
@@ -184,6 +235,8 @@ def record_stage(
         tmp.write_text(text + "\n", encoding="utf-8")
     acc = "" if entry["test_accuracy"] is None else f", test accuracy {entry['test_accuracy']:.1%}"
     print(f"Stage {stage} recorded: {label}{acc}.")
+    for item in claims:
+        print(f"  {'✓' if item.holds else '✗'} {item.line()}")
 
 
 def stage_path(stage: str, stages_dir: str | Path | None = None) -> Path:

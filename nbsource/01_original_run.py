@@ -268,7 +268,8 @@ book.add(
     figure=fig,
     key="01",
 )
-record_stage("01", "handover", test_accuracy=final["test_accuracy"], run_time_s=total_seconds)
+record_stage("01", "handover", test_accuracy=final["test_accuracy"], run_time_s=total_seconds,
+             test_split="colleague")
 
 # %% [markdown]
 # ## Summary

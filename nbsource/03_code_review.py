@@ -410,6 +410,7 @@ record_stage(
     "03",
     "zero_grad fixed",
     test_accuracy=fixed.final("test_accuracy"),
+    test_split="colleague",
     run_time_s=fixed.timings.get("wall_s"),
 )
 

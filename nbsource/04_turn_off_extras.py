@@ -216,6 +216,7 @@ record_stage(
     "04",
     "extras off",
     test_accuracy=simple_run.final("test_accuracy"),
+    test_split="colleague",
     run_time_s=simple_run.timings.get("wall_s"),
 )
 

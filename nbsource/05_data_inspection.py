@@ -527,6 +527,7 @@ record_stage(
     "05",
     "data fixed",
     test_accuracy=after.final("test_accuracy"),
+    test_split="test",
     run_time_s=after.timings.get("wall_s"),
 )
 

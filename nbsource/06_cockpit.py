@@ -453,6 +453,7 @@ record_stage(
     "06",
     "cockpit fixes",
     test_accuracy=fixed_accuracy,
+    test_split="test",
     run_time_s=fixed_record.timings.get("wall_s") if trained else None,
     steps=int(len(fixed)),
     median_alpha_before=round(float(current_alpha), 3),

@@ -426,6 +426,7 @@ record_stage(
     "07",
     "tuned" if WIDTH == 32 else f"tuned (narrower network, width {WIDTH})",
     test_accuracy=final_mean,
+    test_split="test",
     run_time_s=best_runs[best_label].timings.get("wall_s"),  # one run of the final configuration
     configuration=describe_config(final_config),
     width=WIDTH,

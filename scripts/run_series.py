@@ -153,21 +153,42 @@ def baseline_table(budget: str, source: str, download: bool, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt_claims(rec: dict) -> str:
+    """The stage's claims, one per line of the cell: "holds: ..." or "does not hold: ..."."""
+    lines = []
+    for claim in rec.get("claims") or []:
+        verdict = "holds" if claim.get("holds") else "does not hold"
+        lines.append(f"{verdict}: {claim.get('text', '')} ({claim.get('evidence', '')})")
+    return "<br>".join(line.replace("|", "/") for line in lines) or "-"
+
+
+def _fmt_test(rec: dict) -> str:
+    """The test accuracy with the split it was measured on (the colleague's split is training
+    images, one of the handover's faults)."""
+    split = {"colleague": "colleague's split", "test": "test split"}.get(rec.get("test_split"))
+    acc = _fmt_acc(rec.get("test_accuracy"))
+    return f"{acc} ({split})" if split and acc != "-" else acc
+
+
 def journey_table(stages: list[dict], notebook_times: dict[str, float], header: str) -> str:
-    """The journey as a Markdown table: stage, label, test accuracy, run and notebook time, data."""
+    """The journey as a Markdown table: stage, label, test accuracy (and its split), the
+    tutorial's claims with whether this run supports them, run and notebook time, data."""
     lines = [
         header,
         "",
-        "| stage | what | test accuracy | training run | notebook | data |",
-        "|---|---|---|---|---|---|",
+        "| stage | what | test accuracy | the tutorial's claim | training run | notebook | data |",
+        "|---|---|---|---|---|---|---|",
     ]
     for rec in stages:
         stage = str(rec.get("stage"))
         lines.append(
-            f"| {stage} | {rec.get('label', '')} | {_fmt_acc(rec.get('test_accuracy'))} | "
+            f"| {stage} | {rec.get('label', '')} | {_fmt_test(rec)} | {_fmt_claims(rec)} | "
             f"{_fmt_s(rec.get('run_time_s'))} | {_fmt_s(notebook_times.get(stage))} | "
             f"{rec.get('data_source') or '-'} |"
         )
+    claims = [c for rec in stages for c in rec.get("claims") or []]
+    failing = sum(not c.get("holds") for c in claims)
+    lines += ["", f"Claims: {len(claims) - failing} of {len(claims)} hold on this run."]
     return "\n".join(lines) + "\n"
 
 

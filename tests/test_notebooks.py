@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbhelpers.notebook import read_stages, record_stage, stage_path, start
+from nbhelpers.notebook import Claim, read_stages, record_stage, stage_path, start
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted(
@@ -126,12 +126,15 @@ def test_start_rejects_unknown_budget():
 
 def test_record_and_read_stages(tmp_path, monkeypatch):
     monkeypatch.setenv("NBHELPERS_STAGES_DIR", str(tmp_path / "st"))
-    record_stage("03", "zero_grad fixed", test_accuracy=0.5, run_time_s=12.0, note="x")
-    record_stage("01", "handover", test_accuracy=0.1)
-    record_stage("03", "zero_grad fixed", test_accuracy=0.6)  # re-run overwrites
-    stages = read_stages()
+    record_stage("03", "zero_grad fixed", test_accuracy=0.5, test_split="colleague", note="x")
+    record_stage("01", "handover", test_accuracy=0.1, test_split="colleague")
+    claim = Claim("clearly above chance", True, "60% vs 19%")
+    record_stage("03", "zero_grad fixed", test_accuracy=0.6, test_split="test", claims=[claim])
+    stages = read_stages()  # the re-run overwrote stage 03
     assert [s["stage"] for s in stages] == ["01", "03"]
     assert stages[1]["test_accuracy"] == 0.6 and "note" not in stages[1]
+    assert stages[1]["claims"] == [{"text": "clearly above chance", "holds": True, "evidence": "60% vs 19%"}]
+    assert stages[1]["test_split"] == "test" and stages[0]["claims"] == []
     assert not list((tmp_path / "st").glob("*.tmp"))
     assert json.loads((tmp_path / "st" / "stage-01.json").read_text())["label"] == "handover"
 
@@ -148,7 +151,10 @@ def test_stages_dir_defaults_under_runs_dir(tmp_path, monkeypatch):
     [
         ({"stage": "0 1", "label": "x"}, "stage"),
         ({"stage": "01", "label": " "}, "label"),
-        ({"stage": "01", "label": "x", "test_accuracy": 93.2}, r"\[0, 1\]"),
+        ({"stage": "01", "label": "x", "test_accuracy": 93.2, "test_split": "test"}, r"\[0, 1\]"),
+        ({"stage": "01", "label": "x", "test_accuracy": 0.9}, "test_split"),
+        ({"stage": "01", "label": "x", "test_accuracy": 0.9, "test_split": "valid"}, "colleague"),
+        ({"stage": "01", "label": "x", "claims": ["holds"]}, "Claim"),
         ({"stage": "01", "label": "x", "run_time_s": -1}, "run_time_s"),
     ],
 )
@@ -192,7 +198,9 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     _fixture_notebook(
         src / "01_ok.ipynb",
         "from nbhelpers.notebook import record_stage\n"
-        'record_stage("01", f"ok {BUDGET}", test_accuracy=0.25, run_time_s=3.0)',
+        "from nbhelpers.notebook import Claim\n"
+        'record_stage("01", f"ok {BUDGET}", test_accuracy=0.25, run_time_s=3.0, test_split="test",'
+        ' claims=[Claim("learns", False, "25% vs 19%"), Claim("fast", True, "3 s")])',
     )
     _fixture_notebook(src / "02_fail.ipynb", 'raise RuntimeError("boom")')
     out = tmp_path / "build"
@@ -205,7 +213,7 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "torch" in printed and "class counts" in printed  # banner and data summary first
     journey = (out / "journey.md").read_text()
-    assert "| 01 | ok tiny | 25.0% | 3.0 s |" in journey
+    assert "| 01 | ok tiny | 25.0% (test split) | does not hold: learns (25% vs 19%)<br>holds: fast (3 s) | 3.0 s |" in journey
     rows = re.findall(r"^\| (handover|reference fix) \| (\d+\.\d)% \| [\d.]+ s \|", journey, re.M)
     assert [r[0] for r in rows] == ["handover", "reference fix"], journey
     assert "NO zero_grad" in journey and len(list((tmp_path / "runs").glob("*.json"))) == 2
