@@ -17,6 +17,8 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nbhelpers-series/debugging-a-training-run/blob/main/notebooks/02_speed_up.ipynb)
 #
+# {{time}}
+#
 # **You will**
 # - profile a few training steps and split their time into data loading,
 #   forward/backward/step, evaluation and diagnostics (Cockpit);
@@ -191,8 +193,11 @@ def measure(label, steps=None, **levers):
 # whole split. Then everything is projected to one epoch. On a GPU the profiler waits for
 # the GPU at every phase boundary: GPU work runs asynchronously, and without waiting, its
 # time would land in whichever phase happens to read a result first.
+#
+# {{time:profile}}
 
 # %%
+# time: profile
 handover = measure("handover")
 display(handover.table().round(2))
 fig_handover = handover.plot()
@@ -269,8 +274,11 @@ print(f"'basic' costs {cockpit_basic.time_per_epoch_s / cockpit_off.time_per_epo
 # that already sits on the device, so no data loading can slow it down. We try batch sizes
 # by doubling. On a GPU we go on until the memory runs out (or half of it is used, to
 # leave room for the data and evaluation).
+#
+# {{time:batch-sweep}}
 
 # %%
+# time: batch-sweep
 cuda = device.type == "cuda"
 sweep = batch_size_sweep(
     lambda: build_cnn("tanh", "none"),
@@ -374,8 +382,11 @@ else:
 # colleague's, with one thread and with one per core, first as the machine is, then while a
 # small program of ours burns one core (it stops after the measurement, and after two
 # minutes at the latest).
+#
+# {{time:threads}}
 
 # %%
+# time: threads
 CORES = cpu_limit()  # the cores this notebook may use; torch's default is one thread each
 NETWORKS = {  # name -> (activation, norm, width, batch size, timed steps)
     "small (notebook 00)": ("relu", "batch", 8, 32, max(3, STEPS)),
@@ -495,8 +506,11 @@ plt.show()
 # (any keys of `HANDOVER`; what you leave out stays as the colleague had it). It should be
 # at least **3× faster per run** than the handover, and at least 1.5× **per epoch** (so not
 # only by cutting epochs), while it still trains the same model on the same data.
+#
+# {{time:compare}}
 
 # %%
+# time: compare
 MY_LEVERS = dict(
     # BEGIN SOLUTION
     loader="tensor",

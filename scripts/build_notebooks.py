@@ -9,6 +9,11 @@ Each ``nbsource/NN_slug.py`` (jupytext percent format) gives two notebooks:
 - ``solutions/NN_slug.ipynb`` (worked answers): cells tagged ``exercise`` are dropped; the marker
   lines and the exercise blocks are removed, the solution lines stay.
 
+Time estimates: in markdown, ``{{time}}`` becomes the notebook's measured time and
+``{{time:LABEL}}`` the measured time of the code cell whose first line is ``# time: LABEL``,
+both read from ``nbsource/timings.json`` (written by ``scripts/run_series.py
+--write-timings`` at the quick budget on 2 CPU cores; see :func:`fill_times`).
+
 In both, a cell containing only ``# SETUP`` becomes the standard setup cell (:data:`SETUP_CELL`),
 the "Open in Colab" link of the solution copy points to ``solutions/``, and the notebook carries
 the python3 kernelspec, no outputs and stable cell ids (``<name>-<index>``), so the same source
@@ -69,6 +74,54 @@ LANGUAGE_INFO = {"name": "python"}
 
 _COLAB_LINK = re.compile(r"(colab\.research\.google\.com/github/\S+?/blob/[^/\s]+/)notebooks/")
 _MARKER = re.compile(r"^\s*# (BEGIN|END) (SOLUTION|EXERCISE)\s*$")
+
+
+#: Measured times per notebook (``scripts/run_series.py --write-timings``).
+TIMINGS_FILE = ROOT / "nbsource" / "timings.json"
+_TIME = re.compile(r"\{\{time(?::([\w.-]+))?\}\}")
+
+
+def load_timings(path: Path = TIMINGS_FILE) -> dict:
+    """The measured times: ``{"budget", "machine", "notebooks": {"03": {"total_s", "cells"}}}``
+    (seconds); an empty table when the file does not exist yet."""
+    import json
+
+    if not path.is_file():
+        return {"budget": "quick", "machine": "", "notebooks": {}}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def format_duration(seconds: float) -> str:
+    """``"about 40 s"`` under a minute (rounded up to 10 s), else ``"about 3 min"``."""
+    if seconds < 60:
+        return f"about {max(10, -(-int(seconds) // 10) * 10)} s"
+    return f"about {round(seconds / 60)} min"
+
+
+def fill_times(text: str, stage: str, timings: dict) -> str:
+    """Replace the ``{{time}}`` / ``{{time:LABEL}}`` placeholders of a markdown cell.
+
+    Args:
+        text: the cell's markdown.
+        stage: the notebook's number, e.g. ``"03"``.
+        timings: :func:`load_timings`.
+
+    Returns the text with each placeholder replaced by a line like "⏱ This notebook: about
+    3 min at the quick budget on 2 CPU cores (measured)." or, not measured yet, "⏱ (not
+    measured yet: `make run` then `scripts/run_series.py --write-timings`)".
+    """
+    entry = timings.get("notebooks", {}).get(stage, {})
+    where = f"at the {timings.get('budget', 'quick')} budget on {timings.get('machine') or '2 CPU cores'}"
+
+    def one(match: re.Match) -> str:
+        label = match.group(1)
+        seconds = entry.get("total_s") if label is None else entry.get("cells", {}).get(label)
+        what = "This notebook" if label is None else "The next cell"
+        if seconds is None:
+            return f"⏱ *{what}: not measured yet.*"
+        return f"⏱ *{what}: {format_duration(seconds)} {where} (measured).*"
+
+    return _TIME.sub(one, text)
 
 
 class SourceError(ValueError):
@@ -154,6 +207,7 @@ def build(source_path: Path) -> dict[str, str]:
             both ``solution`` and ``exercise``; no ``parameters`` cell).
     """
     name = source_path.stem
+    timings = load_timings()
     source_nb = jupytext.read(source_path, fmt="py:percent")
     cells: dict[str, list] = {kind: [] for kind in KINDS}
     has_parameters = False
@@ -166,6 +220,8 @@ def build(source_path: Path) -> dict[str, str]:
         text = cell.source
         if cell.cell_type == "code" and text.strip() == SETUP_PLACEHOLDER:
             text = SETUP_CELL
+        if cell.cell_type == "markdown":
+            text = fill_times(text, name[:2], timings)
         versions = {"notebooks": text, "solutions": text}
         if cell.cell_type == "code":
             split = split_markers(text, where)

@@ -22,7 +22,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -53,7 +55,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--notebooks", type=Path, default=ROOT / "solutions")
     parser.add_argument("--out", type=Path, default=ROOT / "build")
     parser.add_argument("--kernel", default="python3")
+    parser.add_argument(
+        "--write-timings",
+        action="store_true",
+        help="also write the measured times to nbsource/timings.json (the notebooks' time "
+        "estimates; then run `make notebooks`)",
+    )
     return parser.parse_args(argv)
+
+
+TIME_MARK = re.compile(r"^# time: ([\w.-]+)")
+
+
+def cell_timings(executed: Path) -> dict[str, float]:
+    """Seconds of each code cell of an executed notebook whose first line is ``# time: LABEL``,
+    read from papermill's per-cell ``duration`` metadata: ``{LABEL: seconds}``."""
+    import nbformat
+
+    found = {}
+    for cell in nbformat.read(executed, as_version=4).cells:
+        match = TIME_MARK.match(cell.source) if cell.cell_type == "code" else None
+        duration = cell.metadata.get("papermill", {}).get("duration")
+        if match and duration is not None:
+            found[match.group(1)] = round(float(duration), 1)
+    return found
+
+
+def timings_table(budget: str, times: dict[str, tuple[float, Path]]) -> dict:
+    """The measured times of this run: per notebook (``{stage: (seconds, executed copy)}``) its
+    wall time and its marked cells, in seconds."""
+    return {
+        "budget": budget,
+        "machine": f"{os.cpu_count()} CPU cores",
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "measured_at": time.strftime("%Y-%m-%d"),
+        "notebooks": {
+            stage: {"total_s": round(seconds, 1), "cells": cell_timings(path)}
+            for stage, (seconds, path) in times.items()
+        },
+    }
 
 
 def select_notebooks(folder: Path, only: list[str] | None) -> list[Path]:
@@ -192,6 +232,24 @@ def journey_table(stages: list[dict], notebook_times: dict[str, float], header: 
     return "\n".join(lines) + "\n"
 
 
+def write_estimates(measured: dict, target: Path) -> None:
+    """Merge this run's times into the notebooks' time estimates (``--write-timings``).
+
+    Raises:
+        SystemExit: ``target`` holds estimates of another budget (they would mix).
+    """
+    table = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
+    if table and table.get("budget") != measured["budget"]:
+        raise SystemExit(
+            f"{target} holds times of the {table.get('budget')!r} budget, this run was "
+            f"{measured['budget']!r}: delete the file to start over."
+        )
+    notebooks = {**table.get("notebooks", {}), **measured["notebooks"]}
+    merged = {**measured, "notebooks": dict(sorted(notebooks.items()))}
+    target.write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")
+    print(f"Time estimates written to {target}; run `make notebooks`.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from nbhelpers.notebook import read_stages
@@ -216,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + baseline, flush=True)
     print(f"Running {len(notebooks)} notebooks with {parameters}; executed copies go to {out}/")
     times: dict[str, float] = {}
+    executed: dict[str, tuple[float, Path]] = {}
     for i, path in enumerate(notebooks, 1):
         output = out / path.name
         print(f"\n[{i}/{len(notebooks)}] {path.name}", flush=True)
@@ -225,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             print(_failure_message(path, output, err), file=sys.stderr)
             return 1
         times[path.name[:2]] = seconds
+        executed[path.name[:2]] = (seconds, output)
         print(f"    done in {_fmt_s(seconds)}", flush=True)
     header = (
         f"# The journey ({args.budget} budget, data source {args.source}, "
@@ -234,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "journey.md").write_text(baseline + ("\n" if baseline else "") + table, encoding="utf-8")
     print("\n" + baseline + ("\n" if baseline else "") + table)
     print(f"Written to {out / 'journey.md'}.")
+    measured = timings_table(args.budget, executed)
+    (out / "timings.json").write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
+    if args.write_timings:
+        write_estimates(measured, ROOT / "nbsource" / "timings.json")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import types
@@ -197,3 +198,39 @@ def test_setup_cell_installs_only_in_colab(monkeypatch, capsys):
     calls = _run_setup(monkeypatch, colab=True, installed=False, spec=None)
     assert calls[0][-1].startswith("nbhelpers @ git+https://github.com/")
     assert not any("--upgrade" in c or "-U" in c for c in calls[0])
+
+
+# --- time estimates -------------------------------------------------------------------------
+
+
+def test_time_placeholders_take_the_measured_seconds():
+    timings = {"budget": "quick", "machine": "2 CPU cores",
+               "notebooks": {"03": {"total_s": 171.0, "cells": {"train": 42.3}}}}
+    text = bn.fill_times("Intro\n{{time}}\n\n{{time:train}}\n{{time:other}}", "03", timings)
+    assert "This notebook: about 3 min at the quick budget on 2 CPU cores (measured)" in text
+    assert "The next cell: about 50 s at the quick budget" in text
+    assert "The next cell: not measured yet" in text and "{{" not in text
+    assert bn.format_duration(4) == "about 10 s" and bn.format_duration(61) == "about 1 min"
+
+
+def _time_marks(source: Path) -> tuple[set[str], set[str], bool]:
+    """Labels asked for in markdown, labels marked on code cells, and whether {{time}} is used."""
+    text = source.read_text(encoding="utf-8")
+    asked = set(bn._TIME.findall(text)) - {""}
+    marked = set(re.findall(r"^# %%[^\n]*\n# time: ([\w.-]+)", text, re.M))
+    return asked, marked, "{{time}}" in text
+
+
+def test_every_notebook_states_its_measured_time():
+    """Each notebook says how long it takes, and each long cell too, from measured times
+    (``scripts/run_series.py --write-timings`` after ``make run``): nothing "not measured yet"."""
+    timings = bn.load_timings()
+    assert timings["budget"] == "quick", "estimates are for the learner's default CPU budget"
+    for source in bn.sources_in(ROOT / "nbsource"):
+        stage = source.stem[:2]
+        asked, marked, total = _time_marks(source)
+        assert total, f"{source.name}: no {{{{time}}}} line in its introduction"
+        assert asked == marked, f"{source.name}: placeholders {asked} vs '# time:' cells {marked}"
+        entry = timings["notebooks"].get(stage)
+        assert entry, f"{source.name}: no measured time in nbsource/timings.json"
+        assert asked <= set(entry["cells"]), f"{source.name}: unmeasured cells {asked - set(entry['cells'])}"

@@ -198,6 +198,7 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     _fixture_notebook(
         src / "01_ok.ipynb",
         "from nbhelpers.notebook import record_stage\n"
+        "# time: record\n"
         "from nbhelpers.notebook import Claim\n"
         'record_stage("01", f"ok {BUDGET}", test_accuracy=0.25, run_time_s=3.0, test_split="test",'
         ' claims=[Claim("learns", False, "25% vs 19%"), Claim("fast", True, "3 s")])',
@@ -217,3 +218,22 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     rows = re.findall(r"^\| (handover|reference fix) \| (\d+\.\d)% \| [\d.]+ s \|", journey, re.M)
     assert [r[0] for r in rows] == ["handover", "reference fix"], journey
     assert "NO zero_grad" in journey and len(list((tmp_path / "runs").glob("*.json"))) == 2
+    assert "Claims: 1 of 2 hold on this run." in journey
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["budget"] == "tiny" and set(timings["notebooks"]) == {"01"}
+    assert set(timings["notebooks"]["01"]["cells"]) == {"record"}  # the cell marked "# time:"
+
+
+def test_write_estimates_merges_and_refuses_another_budget(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_series", ROOT / "scripts" / "run_series.py")
+    run_series = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_series)
+    target = tmp_path / "timings.json"
+    first = {"budget": "quick", "notebooks": {"03": {"total_s": 100.0, "cells": {}}}}
+    run_series.write_estimates(first, target)
+    run_series.write_estimates({"budget": "quick", "notebooks": {"01": {"total_s": 5.0}}}, target)
+    assert set(json.loads(target.read_text())["notebooks"]) == {"01", "03"}  # --only keeps others
+    with pytest.raises(SystemExit, match="'quick' budget, this run was 'tiny'"):
+        run_series.write_estimates({"budget": "tiny", "notebooks": {}}, target)
