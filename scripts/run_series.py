@@ -81,6 +81,13 @@ def cell_timings(executed: Path) -> dict[str, float]:
     return found
 
 
+def run_records() -> set[str]:
+    """The names of the complete run records in the runs folder (``$NBHELPERS_RUNS_DIR``)."""
+    from nbhelpers.records import default_runs_dir
+
+    return {p.name for p in default_runs_dir().glob("*-*.json") if ".interrupted-" not in p.name}
+
+
 def timings_table(budget: str, times: dict[str, tuple[float, Path]]) -> dict:
     """The measured times of this run: per notebook (``{stage: (seconds, executed copy)}``) its
     wall time and its marked cells, in seconds."""
@@ -275,9 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Running {len(notebooks)} notebooks with {parameters}; executed copies go to {out}/")
     times: dict[str, float] = {}
     executed: dict[str, tuple[float, Path]] = {}
+    trained: dict[str, int] = {}
     for i, path in enumerate(notebooks, 1):
         output = out / path.name
         print(f"\n[{i}/{len(notebooks)}] {path.name}", flush=True)
+        before = run_records()
         try:
             seconds = execute(path, output, parameters, args.kernel, ROOT)
         except Exception as err:  # papermill raises PapermillExecutionError and others
@@ -285,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         times[path.name[:2]] = seconds
         executed[path.name[:2]] = (seconds, output)
+        trained[path.name[:2]] = len(run_records() - before)
         print(f"    done in {_fmt_s(seconds)}", flush=True)
     header = (
         f"# The journey ({args.budget} budget, data source {args.source}, "
@@ -295,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + baseline + ("\n" if baseline else "") + table)
     print(f"Written to {out / 'journey.md'}.")
     measured = timings_table(args.budget, executed)
+    for stage, count in trained.items():  # runs trained (not replayed from the cache)
+        measured["notebooks"][stage]["runs_trained"] = count
     (out / "timings.json").write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
     if args.write_timings:
         write_estimates(measured, ROOT / "nbsource" / "timings.json")

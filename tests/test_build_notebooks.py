@@ -204,8 +204,11 @@ def test_setup_cell_installs_only_in_colab(monkeypatch, capsys):
 
 
 def test_time_placeholders_take_the_measured_seconds():
-    timings = {"budget": "quick", "machine": "2 CPU cores",
-               "notebooks": {"03": {"total_s": 171.0, "cells": {"train": 42.3}}}}
+    timings = {
+        "budget": "quick",
+        "machine": "2 CPU cores",
+        "notebooks": {"03": {"total_s": 171.0, "cells": {"train": 42.3}}},
+    }
     text = bn.fill_times("Intro\n{{time}}\n\n{{time:train}}\n{{time:other}}", "03", timings)
     assert "This notebook: about 3 min at the quick budget on 2 CPU cores (measured)" in text
     assert "The next cell: about 50 s at the quick budget" in text
@@ -233,4 +236,6 @@ def test_every_notebook_states_its_measured_time():
         assert asked == marked, f"{source.name}: placeholders {asked} vs '# time:' cells {marked}"
         entry = timings["notebooks"].get(stage)
         assert entry, f"{source.name}: no measured time in nbsource/timings.json"
-        assert asked <= set(entry["cells"]), f"{source.name}: unmeasured cells {asked - set(entry['cells'])}"
+        assert asked <= set(entry["cells"]), (
+            f"{source.name}: unmeasured cells {asked - set(entry['cells'])}"
+        )

@@ -1,8 +1,8 @@
 """Execute every learner and solution notebook top to bottom (papermill, fresh kernel).
 
 Notebooks are discovered by glob, so a new notebook is tested as soon as it is built.
-``make test`` runs them at the tiny budget on the offline stand-in data; ``-m slow`` runs
-them at the quick budget. Each notebook's execution time is printed. Also tests the
+``make test`` runs them at the tiny budget on the offline stand-in data; the quick budget is
+``tests/test_journey.py`` (``make test-slow``). Each notebook's execution time is printed. Also tests the
 helpers of :mod:`nbhelpers.notebook` (start, record_stage, read_stages).
 """
 
@@ -88,13 +88,6 @@ def test_notebook_runs_tiny(path, tmp_path, shared_data_dir, monkeypatch, capsys
     assert not errors
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
-def test_notebook_runs_quick(path, tmp_path, shared_data_dir, monkeypatch, capsys):
-    executed = _execute(path, "quick", tmp_path, shared_data_dir, monkeypatch, capsys)
-    assert executed.cells
-
-
 def test_every_notebook_has_parameters_cell():
     assert NOTEBOOKS, "no notebooks built yet"
     for path in NOTEBOOKS:
@@ -133,7 +126,9 @@ def test_record_and_read_stages(tmp_path, monkeypatch):
     stages = read_stages()  # the re-run overwrote stage 03
     assert [s["stage"] for s in stages] == ["01", "03"]
     assert stages[1]["test_accuracy"] == 0.6 and "note" not in stages[1]
-    assert stages[1]["claims"] == [{"text": "clearly above chance", "holds": True, "evidence": "60% vs 19%"}]
+    assert stages[1]["claims"] == [
+        {"text": "clearly above chance", "holds": True, "evidence": "60% vs 19%"}
+    ]
     assert stages[1]["test_split"] == "test" and stages[0]["claims"] == []
     assert not list((tmp_path / "st").glob("*.tmp"))
     assert json.loads((tmp_path / "st" / "stage-01.json").read_text())["label"] == "handover"
@@ -214,7 +209,10 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "torch" in printed and "class counts" in printed  # banner and data summary first
     journey = (out / "journey.md").read_text()
-    assert "| 01 | ok tiny | 25.0% (test split) | does not hold: learns (25% vs 19%)<br>holds: fast (3 s) | 3.0 s |" in journey
+    assert (
+        "| 01 | ok tiny | 25.0% (test split) | does not hold: learns (25% vs 19%)<br>holds: fast (3 s) | 3.0 s |"
+        in journey
+    )
     rows = re.findall(r"^\| (handover|reference fix) \| (\d+\.\d)% \| [\d.]+ s \|", journey, re.M)
     assert [r[0] for r in rows] == ["handover", "reference fix"], journey
     assert "NO zero_grad" in journey and len(list((tmp_path / "runs").glob("*.json"))) == 2
