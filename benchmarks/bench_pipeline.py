@@ -9,7 +9,7 @@ synchronised at every phase boundary):
    ``zero_grad``; a ``DataLoader`` over per-sample PIL images with ``RandomRotation(180)``
    and ``ToTensor()``; after every epoch, evaluation of the train split and of its two
    halves ("valid", "test"), as the handover does (2x the training images, every epoch);
-   Cockpit with the tutorial's instruments (preset "cheap": Loss, GradNorm, Distance,
+   Cockpit with the tutorial's instruments (preset "handover": Loss, GradNorm, Distance,
    UpdateSize every step, Alpha every 10 steps) when Cockpit can run here.
 2. ``handover, no Cockpit``: the same without Cockpit (Cockpit's share of the handover).
 3. ``tuned``: the same model and optimizer on the device-resident
@@ -152,7 +152,7 @@ class Setups:
             name: _pil_loader(s, b, shuffle=False, rotate=False)
             for name, s in self.handover_eval.items()
         }
-        hooks = [cockpit_hook("cheap")[0]] if cockpit else []
+        hooks = [cockpit_hook("handover")[0]] if cockpit else []
         return self._profile(
             model, optimizer, loader, evals, hooks, scheduler=scheduler, zero_grad=False
         )
