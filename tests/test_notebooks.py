@@ -86,6 +86,24 @@ def test_notebook_runs_tiny(path, tmp_path, shared_data_dir, monkeypatch, capsys
     executed = _execute(path, "tiny", tmp_path, shared_data_dir, monkeypatch, capsys)
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    if path.parent.name == "notebooks":  # what it prints gives no later exercise's answer away
+        found = _printed_giveaways(executed, path.name[:2])
+        assert not found, f"{_ids(path)} prints answers of exercises to come: {found}"
+
+
+def _printed_giveaways(nb, stage: str) -> list[str]:
+    """Give-away phrases (tests/test_giveaways.py) in the outputs: before the notebook's first
+    exercise those of its own and later exercises, after it those of later notebooks."""
+    from test_giveaways import _first_exercise, giveaways_in
+
+    first = _first_exercise(nb)
+    found = []
+    for index, cell in enumerate(nb.cells):
+        texts = [o.get("text", "") for o in cell.get("outputs", [])]
+        texts += [str(o.get("data", {}).get("text/plain", "")) for o in cell.get("outputs", [])]
+        own = stage if index < first else f"{int(stage) + 1:02d}"
+        found += giveaways_in("\n".join(texts), own)
+    return found
 
 
 def test_every_notebook_has_parameters_cell():
