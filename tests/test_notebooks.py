@@ -210,8 +210,8 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     src.mkdir()
     _fixture_notebook(
         src / "01_ok.ipynb",
-        "from nbhelpers.notebook import record_stage\n"
         "# time: record\n"
+        "from nbhelpers.notebook import record_stage\n"
         "from nbhelpers.notebook import Claim\n"
         'record_stage("01", f"ok {BUDGET}", test_accuracy=0.25, run_time_s=3.0, test_split="test",'
         ' claims=[Claim("learns", False, "25% vs 19%"), Claim("fast", True, "3 s")])',
