@@ -361,7 +361,8 @@ def get_data(config: RunConfig) -> data_mod.DataBundle:
 
 
 def _eval_sets(config: RunConfig, bundle: data_mod.DataBundle) -> dict[str, data_mod.ImageSet]:
-    """The splits to evaluate; with ``eval_from_train`` the handover's shared data."""
+    """The splits to evaluate; with ``eval_from_train`` the handover's shared data, and the real
+    test split as ``"real_test"`` (so the handover can be compared with runs measured on it)."""
     if not config.eval_from_train:
         return {"train": bundle.train, "valid": bundle.valid, "test": bundle.test}
     gen = torch.Generator().manual_seed(config.data_seed)
@@ -371,6 +372,7 @@ def _eval_sets(config: RunConfig, bundle: data_mod.DataBundle) -> dict[str, data
         "train": bundle.train,
         "valid": bundle.train.subset(perm[:half], "valid"),
         "test": bundle.train.subset(perm[half:], "test"),
+        "real_test": bundle.test,
     }
 
 
@@ -436,8 +438,14 @@ def _eval_loaders(config: RunConfig, sets: dict, device: torch.device, channels_
             sets[split], config.eval_batch_size, shuffle=False, device=device,
             kind=config.loader, **extra,
         )
-        for split in config.eval_splits
+        for split in _evaluated(config)
     }  # fmt: skip
+
+
+def _evaluated(config: RunConfig) -> tuple[str, ...]:
+    """``config.eval_splits``, plus ``"real_test"`` when the test split is the handover's."""
+    extra = ("real_test",) if config.eval_from_train and "test" in config.eval_splits else ()
+    return tuple(config.eval_splits) + extra
 
 
 @functools.lru_cache(maxsize=32)

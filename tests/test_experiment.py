@@ -239,7 +239,8 @@ def test_handover_faults_run_with_both_loaders(tmp_path):
         )  # fmt: skip
         rec = run(cfg, data=data, runs_dir=tmp_path, progress=False)
         assert rec.step_lrs[1] == pytest.approx(1e-5 * 1.001)  # the schedule grows per batch
-        assert rec.extra["split_sizes"] == {"train": 32, "valid": 16, "test": 16}
+        assert rec.extra["split_sizes"] == {"train": 32, "valid": 16, "test": 16, "real_test": 16}
+        assert rec.final("real_test_accuracy") is not None  # measured on the real test split too
 
 
 def test_get_data_is_cached_in_process():

@@ -231,8 +231,10 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
         "| 01 | ok tiny | 25.0% (test split) | does not hold: learns (25% vs 19%)<br>holds: fast (3 s) | 3.0 s |"
         in journey
     )
-    rows = re.findall(r"^\| (handover|reference fix) \| (\d+\.\d)% \| [\d.]+ s \|", journey, re.M)
+    row = r"^\| (handover|reference fix) \| (\d+\.\d)% \| (\d+\.\d)% \| [\d.]+ s \|"
+    rows = re.findall(row, journey, re.M)
     assert [r[0] for r in rows] == ["handover", "reference fix"], journey
+    assert rows[1][1] == rows[1][2]  # the reference fix's own test split is the real one
     assert "NO zero_grad" in journey and len(list((tmp_path / "runs").glob("*.json"))) == 2
     assert "Claims: 1 of 2 hold on this run." in journey
     timings = json.loads((out / "timings.json").read_text())
