@@ -50,13 +50,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
-from scipy.stats import binomtest
+from scipy.stats import binomtest, mannwhitneyu
 from torch import nn
 
 from nbhelpers import cockpit_tools as ct  # also makes `import cockpit` work today
 from nbhelpers.budget import HANDOVER
 from nbhelpers.cockpit_tools.logs import shipped_log_info
-from nbhelpers.experiment import build_run, describe_config, handover_config, run
+from nbhelpers.env import seed_everything
+from nbhelpers.experiment import RunConfig, build_run, describe_config, handover_config, run
 from nbhelpers.logbook import Logbook
 from nbhelpers.models import build_cnn
 from nbhelpers.notebook import Claim, record_stage, start
@@ -255,8 +256,8 @@ except ct.CockpitGuardError as err:
 def cockpit_run(config, shipped, live=False):
     """Train `config` with the colleague's Cockpit instruments, or (TRAIN_LIVE = False) load
     the shipped log `shipped` of the same run at the quick budget. `live`: instruments to
-    refresh while training. Returns (log, test accuracy, record); record is None for a
-    shipped log."""
+    refresh while training. Returns (log, test accuracy, record, config of the run); record
+    is None for a shipped log."""
     if not TRAIN_LIVE:
         try:
             log, info = ct.load_shipped_log(shipped), shipped_log_info(shipped)
@@ -271,13 +272,13 @@ def cockpit_run(config, shipped, live=False):
                   f"batch {info['batch_size']}, budget {info['budget']}; "
                   + ("the same configuration as this notebook's." if same else
                      f"this notebook runs budget {budget.name}, so its configuration differs."))
-            return log, info["final"].get("test_accuracy"), None
+            return log, info["final"].get("test_accuracy"), None, RunConfig.from_dict(info["config"])
     hook = ct.CockpitHook(TUTORIAL_PRESET, live=live)
     record = run(config, data=bundle, hooks=[hook])
-    return hook.log, record.final("test_accuracy"), record
+    return hook.log, record.final("test_accuracy"), record, config
 
 
-current_log, current_accuracy, current_record = cockpit_run(
+current_log, current_accuracy, current_record, current_run_cfg = cockpit_run(
     current_cfg, "handover", live=["loss", "distance", "alpha"]
 )
 current = ct.log_frame(current_log)  # one row per step, one column per quantity
@@ -344,8 +345,9 @@ print(f"mean gradient norm: first quarter {first_g:.3g}, last quarter {last_g:.3
 
 # %%
 display(ct.plot_distance(current))
-start_weights = build_run(current_cfg, data=bundle).model.parameters()  # the run's initial weights
-initial_norm = float(torch.cat([p.detach().flatten().cpu() for p in start_weights]).norm())
+seed_everything(current_run_cfg.seed)  # the run's initial weights, made as the run made them
+start_model = build_cnn(current_run_cfg.activation, current_run_cfg.norm, current_run_cfg.width, init=current_run_cfg.init)
+initial_norm = float(torch.cat([p.detach().flatten() for p in start_model.parameters()]).norm())
 
 
 def movement(frame):
@@ -507,7 +509,7 @@ print(
 # time: train-fixed
 fixed_cfg = current_cfg.replace(name="cockpit-fixed", lr=1e-3, schedule="none")
 print(describe_config(fixed_cfg))
-fixed_log, fixed_accuracy, fixed_record = cockpit_run(fixed_cfg, "fixed")
+fixed_log, fixed_accuracy, fixed_record, _ = cockpit_run(fixed_cfg, "fixed")
 fixed = ct.log_frame(fixed_log)
 
 # %%
@@ -585,7 +587,9 @@ if budget.name != "tiny" or not TRAIN_LIVE:
 # %%
 alpha_n = int(current["Alpha"].notna().sum())
 alpha_p = binomtest(round(current_below * alpha_n), alpha_n, 0.5, alternative="greater").pvalue if alpha_n else 1.0
-n_test = len(bundle.test)
+alphas = current["Alpha"].dropna(), fixed["Alpha"].dropna()
+shift_p = mannwhitneyu(*alphas, alternative="less").pvalue if min(map(len, alphas)) > 1 else 1.0
+n_test = current_run_cfg.n_test or len(bundle.test)  # the test images of the runs read above
 accuracies = (current_accuracy, fixed_accuracy)
 fix_p = (
     binomtest(round(fixed_accuracy * n_test), n_test, current_accuracy, alternative="greater").pvalue
@@ -600,10 +604,11 @@ claims = [
     ),
     Claim(
         "the learning rate is too small (alpha < 0, weights hardly move)",
-        bool(current_alpha < -0.1 and current_below > 0.5 and current_moved < 0.1),
-        f"median alpha {current_alpha:+.2f}, {current_below:.0%} of {alpha_n} tracked steps below 0 "
-        f"(sign test p = {alpha_p:.2g}), {current_at_minus1:.0%} at -1; distance after {len(current)} steps "
-        f"{current_moved:.1%} of the weights' norm (after the fix {fixed_moved:.0%})",
+        bool(current_alpha < -0.1 and shift_p < 0.01 and current_moved < 0.1 < fixed_moved),
+        f"median alpha {current_alpha:+.2f} ({current_below:.0%} of {alpha_n} tracked steps below 0, sign "
+        f"test p = {alpha_p:.2g}; {current_at_minus1:.0%} at -1) vs {fixed_alpha:+.2f} after the fix "
+        f"(Mann-Whitney p = {shift_p:.1g}); distance after {len(current)} steps {current_moved:.1%} of the "
+        f"weights' norm (after the fix {fixed_moved:.0%})",
     ),
     Claim(
         "the fix (no schedule, Adam lr 1e-3) learns within the same steps",

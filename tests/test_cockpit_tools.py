@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -757,6 +758,16 @@ def test_live_view_refreshes_during_training():
     assert _png_pixels(shown[-1]).std() > 10
 
 
+def _make_cockpit_logs():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_cockpit_logs.py"
+    spec = importlib.util.spec_from_file_location("make_cockpit_logs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_shipped_logs_show_the_growing_learning_rate():
     handover = ct.log_frame(ct.load_shipped_log("handover"))
     fixed = ct.log_frame(ct.load_shipped_log("fixed"))
@@ -766,7 +777,13 @@ def test_shipped_logs_show_the_growing_learning_rate():
     )
     assert fixed["learning_rate"].dropna().nunique() == 1
     assert handover["Alpha"].notna().sum() >= 5 and fixed["Alpha"].notna().sum() >= 5
-    assert logs.shipped_log_info("handover")["config"]["zero_grad"] is False
+    for name, config in _make_cockpit_logs().notebook_configs("quick").items():
+        info = logs.shipped_log_info(name)  # made from notebook 06's runs, and says so
+        assert info["config"] == config.to_dict() | {"device": info["config"]["device"]}
+        assert info["config"]["zero_grad"] is True and info["config"]["augmentation"] == "none"
+        assert info["batch_size"] == info["config"]["batch_size"] == 16 and info["steps"] == 500
+        assert info["preset"] == "handover" and len(ct.log_frame(ct.load_shipped_log(name))) == 500
+        assert "batch 16" in ct.SHIPPED_LOGS[name] and "500 steps" in ct.SHIPPED_LOGS[name]
     for name in ct.SHIPPED_LOGS:
         assert logs.shipped_log_path(name).stat().st_size < 1_000_000
     with pytest.raises(ValueError, match="unknown shipped"):
