@@ -710,15 +710,24 @@ def _texts(fig) -> list[str]:
 def test_dashboard_says_why_a_panel_is_empty_and_what_mu_is(standard_log):
     basic = {step: {k: v for k, v in entry.items() if k in ("Loss", "GradNorm", "Distance",
              "UpdateSize", "learning_rate")} for step, entry in standard_log.items()}  # fmt: skip
-    texts = _texts(ct.plot_dashboard(basic, width=11, height=6, dpi=40))
+    full = ct.plot_dashboard(basic, width=11, height=6, dpi=40, only_tracked=False)
+    texts = _texts(full)
     assert "Alpha: not tracked (preset 'cheap' tracks it)" in texts
     assert "HessTrace: not tracked (preset 'thorough' tracks it)" in texts
     assert any("NormTest: not tracked (preset 'standard'" in t for t in texts)
+    compact = ct.plot_dashboard(basic, width=11, height=6, dpi=40)  # only what was tracked
+    assert not any("HessTrace" in t or "NormTest" in t for t in _texts(compact))
+    assert len(compact.axes) < len(full.axes)
+    assert (
+        "Not tracked in this log, so not drawn: gradient noise (preset 'standard' tracks it), "
+        "curvature (preset 'thorough' tracks it)"
+    ) in [t.get_text() for t in compact.texts]
     texts = _texts(ct.plot_dashboard(standard_log, width=11, height=6, dpi=40))
     assert not any(t.startswith(("Alpha:", "NormTest:", "GradHist1d:")) for t in texts)
-    assert any("not tracked" in t for t in texts)  # curvature and the 2D histogram
+    assert any("not tracked" in t for t in texts)  # the 2D histogram (preset 'thorough')
     median = np.median([float(e["Alpha"]) for e in standard_log.values() if "Alpha" in e])
-    assert any(t.startswith(f"median {median:+.2f}; \u03bc = mean") for t in texts)
+    titles = [ax.get_title() for ax in ct.plot_dashboard(standard_log, dpi=40).axes]
+    assert any(f"median {median:+.2f}; \u03bc = mean" in t for t in titles)
     alpha = ct.plot_alpha(standard_log).axes[0]
     assert f"median {median:+.2f}" in alpha.get_title(loc="left")
     assert any("Cockpit's \u03bc" in t.get_text() for t in alpha.texts)
