@@ -394,14 +394,15 @@ display(ct.plot_alpha(current))
 
 
 def alpha_reading(frame):
-    """Median alpha, share of steps below 0 and share at -1 (no valley floor along the step)."""
+    """Median alpha, share of steps below 0 and share at or below -1 (far too short, or no
+    valley floor along the step)."""
     alpha = frame["Alpha"].dropna()
     return float(alpha.median()), float((alpha < 0).mean()), float((alpha <= -1 + 1e-9).mean()), len(alpha)
 
 
 current_alpha, current_below, current_at_minus1, n_alpha = alpha_reading(current)
 print(f"{n_alpha} tracked steps: median alpha {current_alpha:+.2f}; {current_below:.0%} below 0; "
-      f"{current_at_minus1:.0%} at -1 (the loss still fell where the step ended).")
+      f"{current_at_minus1:.0%} at or below -1 (far too short, or the loss still fell where the step ended).")
 
 # %% [markdown]
 # ### 5. Learning rate
@@ -492,7 +493,7 @@ print(
     f"the {len(lrs):,} steps, from {lrs[0]:.1e} to {lrs[-1]:.1e}: an 'exponential decay' with "
     f"gamma > 1, stepped per batch. (2) The steps are {alpha_says}: median alpha "
     f"{current_alpha:+.2f}, {current_below:.0%} of the tracked steps below 0, {current_at_minus1:.0%} "
-    f"at -1; the weights moved {current_moved:.1%} of their norm in {len(current)} steps, "
+    f"at or below -1; the weights moved {current_moved:.1%} of their norm in {len(current)} steps, "
     f"at a median {current_update:.1e} per step."
 )
 
@@ -544,7 +545,7 @@ def readings(frame, accuracy):
     update, distance, moved = movement(frame)
     return {
         "learning rate, first -> last step": f"{lr.iloc[0]:.3g} -> {lr.iloc[-1]:.3g}",
-        "median alpha (share below 0, at -1)": f"{median_alpha:+.2f} ({below:.0%}, {at_minus1:.0%})",
+        "median alpha (share below 0, at or below -1)": f"{median_alpha:+.2f} ({below:.0%}, {at_minus1:.0%})",
         "median update size": f"{update:.2g}",
         "distance from init at the end (of the weights' norm)": f"{distance:.2g} ({moved:.1%})",
         "mini-batch loss, first -> last quarter of the steps": f"{first:.3f} -> {last:.3f}",
@@ -564,7 +565,7 @@ print(
     f"{fixed_update / current_update:.0f}x larger and the weights end {fixed_distance / current_distance:.0f}x "
     f"further from their start ({fixed_moved:.0%} of their norm instead of {current_moved:.1%}); "
     f"median alpha moves from {current_alpha:+.2f} to {fixed_alpha:+.2f} (steps {fixed_says}; "
-    f"at -1: {current_at_minus1:.0%} -> {fixed_at_minus1:.0%} of the steps); the mini-batch loss of "
+    f"at or below -1: {current_at_minus1:.0%} -> {fixed_at_minus1:.0%} of the steps); the mini-batch loss of "
     f"the last quarter is {quarters(fixed['Loss'])[1]:.3f} instead of {last_loss:.3f}."
 )
 first_gf, last_gf = quarters(fixed["GradNorm"])
@@ -587,6 +588,11 @@ if budget.name != "tiny" or not TRAIN_LIVE:
 # %%
 alpha_n = int(current["Alpha"].notna().sum())
 alpha_p = binomtest(round(current_below * alpha_n), alpha_n, 0.5, alternative="greater").pvalue if alpha_n else 1.0
+def p_text(p):
+    """A p-value as text (tiny ones as an upper bound)."""
+    return "p < 1e-12" if p < 1e-12 else f"p = {p:.2g}"
+
+
 alphas = current["Alpha"].dropna(), fixed["Alpha"].dropna()
 shift_p = mannwhitneyu(*alphas, alternative="less").pvalue if min(map(len, alphas)) > 1 else 1.0
 n_test = current_run_cfg.n_test or len(bundle.test)  # the test images of the runs read above
@@ -606,8 +612,8 @@ claims = [
         "the learning rate is too small (alpha < 0, weights hardly move)",
         bool(current_alpha < -0.1 and shift_p < 0.01 and current_moved < 0.1 < fixed_moved),
         f"median alpha {current_alpha:+.2f} ({current_below:.0%} of {alpha_n} tracked steps below 0, sign "
-        f"test p = {alpha_p:.2g}; {current_at_minus1:.0%} at -1) vs {fixed_alpha:+.2f} after the fix "
-        f"(Mann-Whitney p = {shift_p:.1g}); distance after {len(current)} steps {current_moved:.1%} of the "
+        f"test {p_text(alpha_p)}; {current_at_minus1:.0%} at or below -1) vs {fixed_alpha:+.2f} after the "
+        f"fix (Mann-Whitney {p_text(shift_p)}); distance after {len(current)} steps {current_moved:.1%} of the "
         f"weights' norm (after the fix {fixed_moved:.0%})",
     ),
     Claim(
@@ -615,7 +621,7 @@ claims = [
         bool(None not in accuracies and fix_p < 1e-3),
         "test accuracy after the same steps: "
         + ("n/a" if None in accuracies else
-           f"{fixed_accuracy:.1%} vs {current_accuracy:.1%} before the fix, binomial test p = {fix_p:.1g}"),
+           f"{fixed_accuracy:.1%} vs {current_accuracy:.1%} before the fix, binomial test {p_text(fix_p)}"),
     ),
 ]
 for claim in claims:

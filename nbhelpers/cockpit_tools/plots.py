@@ -319,7 +319,7 @@ def plot_loss(frame, ax):
         if epochs is not None:
             ax.plot(epochs.index, epochs.values, "o-", color=color, label=key.replace("_", " "))
     ax.set(xlabel="step", ylabel="loss")
-    ax.legend(loc="upper right", frameon=False)
+    ax.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none")
 
 
 @_instrument("Learning rate", "no learning rate recorded")
@@ -378,7 +378,7 @@ def plot_alpha(frame, ax):
     -1 = the step hardly changes the loss (too small), 0 = it lands at the valley
     floor, +1 = it jumps to the same height on the other side (too large). A
     distribution piled up left of 0 means the learning rate is too small. The title gives
-    the median; the mean (Cockpit's mu) is noted too, as a few far-off values (alpha can be
+    the median; the mean (Cockpit's mu) is noted in the axis label, as a few far-off values (alpha can be
     -5 or +8) move it and not the median.
     """
     from matplotlib.ticker import MaxNLocator
@@ -398,9 +398,11 @@ def plot_alpha(frame, ax):
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     median, mean = np.median(col.values), np.mean(col.values)
     _title(ax, f"Step size: alpha (median {median:+.2f}, {len(col)} steps)")
-    ax.text(0.99, 0.02, f"mean {mean:+.2f} (Cockpit's \u03bc): far-off steps move it, not the median",
-            transform=ax.transAxes, ha="right", va="bottom", fontsize="small", color="0.3")  # fmt: skip
-    ax.set(xlabel="alpha (clipped to [-3, 3])", ylabel="steps", xlim=(-3, 3))
+    ax.set(ylabel="steps", xlim=(-3, 3))
+    ax.set_xlabel(
+        f"alpha (clipped to [-3, 3]); mean {mean:+.2f} (Cockpit's \u03bc): far-off steps move "
+        "it, not the median"
+    )
 
 
 @_instrument("Gradient tests", "no gradient tests tracked\n(preset 'standard' or 'thorough')")
