@@ -289,9 +289,11 @@ current.head()
 # ## The whole cockpit
 # This is the view the colleague had (Cockpit's own dashboard). Top left: **step size** (α,
 # distance, gradient norm); bottom: **hyperparameters** (the learning rate) and
-# **performance** (mini-batch loss, accuracies). The colleague's set tracks no gradient-noise
-# or curvature quantities, so those two columns are empty; each empty panel names the preset
-# that would fill it.
+# **performance** (mini-batch loss, accuracies). Cockpit's full dashboard also has columns
+# for gradient noise and curvature; the colleague's set tracks none of their quantities, so
+# they are left out here, and the line under the title names the preset that would fill
+# them. (`ct.plot_dashboard(log, only_tracked=False)` draws Cockpit's whole layout, each
+# empty panel saying why it is empty.)
 
 # %%
 ct.plot_dashboard(current_log, title=f"Cockpit: {CURRENT} (Adam lr 1e-5, ExponentialLR per batch)")
