@@ -400,8 +400,9 @@ def plot_alpha(frame, ax):
     _title(ax, f"Step size: alpha (median {median:+.2f}, {len(col)} steps)")
     ax.set(ylabel="steps", xlim=(-3, 3))
     ax.set_xlabel(
-        f"alpha (clipped to [-3, 3]); mean {mean:+.2f} (Cockpit's \u03bc): far-off steps move "
-        "it, not the median"
+        f"alpha (clipped to [-3, 3])\nmean {mean:+.2f} (Cockpit's \u03bc): far-off steps move "
+        "it, not the median",
+        fontsize="small",
     )
 
 
