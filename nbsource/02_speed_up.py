@@ -99,7 +99,7 @@ HANDOVER = dict(
     eval_splits=("train", "valid", "test"),  # evaluated ...
     eval_every=1,  # ... after every epoch (0: never)
     eval_batch_size=budget.batch_size,
-    cockpit="cheap",  # Cockpit preset: "cheap" = the colleague's instruments, "basic", or None (off)
+    cockpit="handover",  # Cockpit preset: "handover" = the colleague's instruments, "basic", or None (off)
     epochs=budget.epochs,  # the colleague used 10
     channels_last=False,  # memory layout of images and weights (measure it: GPU and many CPUs)
     bf16=False,  # mixed precision with bfloat16 (a GPU lever)
@@ -256,7 +256,7 @@ no_eval = PROFILES["no evaluation"]
 # ## Lever 3: Cockpit off, or tracking less
 #
 # Cockpit computes extra quantities during the backward pass. The colleague's instruments
-# (the preset `"cheap"`) need per-example gradients for Alpha every 10 steps; `"basic"`
+# (the preset `"handover"`) need per-example gradients for Alpha every 10 steps; `"basic"`
 # keeps only the loss, gradient norm, distance and update size, which cost little: the
 # second line below says how little on your machine. Notebook 06 turns Cockpit back on when
 # we want to read its instruments.
@@ -521,7 +521,7 @@ MY_LEVERS = dict(
     # BEGIN EXERCISE
     # loader="pil",  # uncomment the levers you want and change their values
     # eval_splits=("train", "valid", "test"),
-    # cockpit="cheap",
+    # cockpit="handover",
     # epochs=budget.epochs,
     # END EXERCISE
 )

@@ -1,21 +1,26 @@
 """Write the Cockpit logs shipped with nbhelpers (nbhelpers/data_files/cockpit_logs/).
 
-Two short runs of the handover CNN (Tanh) on the offline synthetic house numbers,
-tracked with :class:`nbhelpers.cockpit_tools.CockpitHook`:
+The two Cockpit runs of notebook 06, at the quick budget on the offline synthetic house
+numbers, tracked with the colleague's set of instruments (preset ``"handover"``: Loss,
+GradNorm, Distance, UpdateSize every step, Alpha every 10 steps) through
+:class:`nbhelpers.cockpit_tools.CockpitHook`:
 
-* ``handover``: the colleague's settings -- Adam lr 1e-5, ExponentialLR(gamma=1.001)
-  stepped every batch, gradients never zeroed, rotation augmentation, evaluation
-  on the train split;
-* ``fixed``: zero_grad every step, Adam lr 1e-3, no schedule, no augmentation,
-  evaluation on the held-out splits.
+* ``handover``: the colleague's optimizer settings after the fixes of notebooks 03 to 05 --
+  gradients zeroed every step, no augmentation, valid and test held out -- with the
+  handover's Adam lr 1e-5 and ExponentialLR(gamma=1.001) stepped every batch still on;
+* ``fixed``: the same, with Adam lr 1e-3 and no schedule (06's fix).
 
-Each log is compact JSON (< 1 MB) next to a ``<name>.meta.json`` describing the
-run. Load them with :func:`nbhelpers.cockpit_tools.load_shipped_log`.
+Both use the quick budget's batch of 16 and width 32, stop after the budget's
+``cockpit_steps`` (500) steps, and are evaluated once at the end. Notebook 06 with
+``TRAIN_LIVE = False`` reads these logs; with ``TRAIN_LIVE = True`` it trains the same
+configurations. Each log is compact JSON (< 1 MB) next to a ``<name>.meta.json`` describing
+the run (configuration, steps, batch size, final accuracies, timings, versions). Load them
+with :func:`nbhelpers.cockpit_tools.load_shipped_log`.
 
 Usage::
 
-    python scripts/make_cockpit_logs.py                 # 240 steps, batch 64, preset "standard"
-    python scripts/make_cockpit_logs.py --steps 40 --out /tmp/logs   # a quick try
+    python scripts/make_cockpit_logs.py                  # quick budget, as notebook 06 ships them
+    python scripts/make_cockpit_logs.py --budget tiny --out /tmp/logs   # a quick try
 """
 
 from __future__ import annotations
@@ -31,48 +36,44 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nbhelpers import cockpit_tools, env, experiment  # noqa: E402
+from nbhelpers.budget import resolve_budget  # noqa: E402
 
 DEFAULT_OUT = REPO / "nbhelpers" / "data_files" / "cockpit_logs"
+#: The preset of both runs: the colleague's instruments and intervals.
+PRESET = "handover"
 
 
-def _configs(steps: int, batch_size: int, n_train: int, seed: int):
-    common = dict(
-        source="synthetic",
-        n_train=n_train,
-        n_valid=1000,
-        n_test=1000,
-        batch_size=batch_size,
-        epochs=max(1, -(-steps * batch_size // n_train)),
-        max_steps=steps,
+def notebook_configs(budget, source: str = "synthetic") -> dict:
+    """Name -> the RunConfig notebook 06 trains with Cockpit (its ``current_cfg`` and
+    ``fixed_cfg``), at ``budget`` (a Budget or its name)."""
+    budget = resolve_budget(budget)
+    current = experiment.handover_config(
+        budget,
+        name="cockpit-current",
+        source=source,
         loader="tensor",
-        eval_batch_size=500,
-        seed=seed,
-        data_seed=seed,
-        device="cpu",
-    )
-    handover = experiment.handover_config("quick", name="cockpit-handover", **common)
-    fixed = experiment.handover_config(
-        "quick",
-        name="cockpit-fixed",
         zero_grad=True,
-        lr=1e-3,
-        schedule="none",
         augmentation="none",
         eval_from_train=False,
-        **common,
+        eval_splits=("valid", "test"),
+        eval_every=budget.epochs,
+        max_steps=budget.cockpit_steps,
     )
-    return {"handover": handover, "fixed": fixed}
+    fixed = current.replace(name="cockpit-fixed", lr=1e-3, schedule="none")
+    return {"handover": current, "fixed": fixed}
 
 
-def _meta(name: str, config, record, hook, preset: str, seconds: float) -> dict:
+def _meta(name: str, budget, config, record, hook, seconds: float) -> dict:
     last = record.history[-1] if record.history else {}
     return {
         "name": name,
         "description": cockpit_tools.SHIPPED_LOGS[name],
         "made_with": "scripts/make_cockpit_logs.py",
-        "preset": preset,
+        "budget": budget.name,
+        "preset": PRESET,
         "tracked": [spec.label for spec in hook.report.accepted],
-        "steps": int(record.timings.get("images", 0) // config.batch_size),
+        "steps": len(record.step_lrs),
+        "batch_size": config.batch_size,
         "config": config.to_dict(),
         "final": {k: v for k, v in last.items() if k.endswith(("_loss", "_accuracy")) or k == "lr"},
         "timings_s": {k: round(float(v), 2) for k, v in record.timings.items() if k.endswith("_s")},
@@ -84,28 +85,24 @@ def _meta(name: str, config, record, hook, preset: str, seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=240, help="optimizer steps per run")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--n-train", type=int, default=6400, help="synthetic training images")
-    parser.add_argument("--preset", default="standard", help="Cockpit preset")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", default="quick", help="compute budget (default quick)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--only", choices=sorted(cockpit_tools.SHIPPED_LOGS), default=None)
     args = parser.parse_args(argv)
 
+    budget = resolve_budget(args.budget)
     args.out.mkdir(parents=True, exist_ok=True)
     env.print_banner("cpu", "synthetic")
-    configs = _configs(args.steps, args.batch_size, args.n_train, args.seed)
     with tempfile.TemporaryDirectory() as runs_dir:
-        for name, config in configs.items():
+        for name, config in notebook_configs(budget).items():
             if args.only and name != args.only:
                 continue
-            hook = cockpit_tools.CockpitHook(args.preset)
+            hook = cockpit_tools.CockpitHook(PRESET)
             t0 = time.perf_counter()
             record = experiment.run(config, hooks=[hook], cache=False, runs_dir=runs_dir)
             seconds = time.perf_counter() - t0
             path = cockpit_tools.write_log(hook.cockpit, args.out / f"{name}.json", indent=None)
-            meta = _meta(name, config, record, hook, args.preset, seconds)
+            meta = _meta(name, budget, config, record, hook, seconds)
             (args.out / f"{name}.meta.json").write_text(json.dumps(meta, indent=1, default=str))
             size = path.stat().st_size
             print(f"{name}: {meta['steps']} steps in {seconds:.0f} s, {path} ({size / 1e3:.0f} kB)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -709,18 +710,27 @@ def _texts(fig) -> list[str]:
 def test_dashboard_says_why_a_panel_is_empty_and_what_mu_is(standard_log):
     basic = {step: {k: v for k, v in entry.items() if k in ("Loss", "GradNorm", "Distance",
              "UpdateSize", "learning_rate")} for step, entry in standard_log.items()}  # fmt: skip
-    texts = _texts(ct.plot_dashboard(basic, width=11, height=6, dpi=40))
+    full = ct.plot_dashboard(basic, width=11, height=6, dpi=40, only_tracked=False)
+    texts = _texts(full)
     assert "Alpha: not tracked (preset 'cheap' tracks it)" in texts
     assert "HessTrace: not tracked (preset 'thorough' tracks it)" in texts
     assert any("NormTest: not tracked (preset 'standard'" in t for t in texts)
+    compact = ct.plot_dashboard(basic, width=11, height=6, dpi=40)  # only what was tracked
+    assert not any("HessTrace" in t or "NormTest" in t for t in _texts(compact))
+    assert len(compact.axes) < len(full.axes)
+    assert (
+        "Not tracked in this log, so not drawn: gradient noise (preset 'standard' tracks it), "
+        "curvature (preset 'thorough' tracks it)"
+    ) in [t.get_text() for t in compact.texts]
     texts = _texts(ct.plot_dashboard(standard_log, width=11, height=6, dpi=40))
     assert not any(t.startswith(("Alpha:", "NormTest:", "GradHist1d:")) for t in texts)
-    assert any("not tracked" in t for t in texts)  # curvature and the 2D histogram
+    assert any("not tracked" in t for t in texts)  # the 2D histogram (preset 'thorough')
     median = np.median([float(e["Alpha"]) for e in standard_log.values() if "Alpha" in e])
-    assert any(t.startswith(f"median {median:+.2f}; \u03bc = mean") for t in texts)
+    titles = [ax.get_title() for ax in ct.plot_dashboard(standard_log, dpi=40).axes]
+    assert any(f"median {median:+.2f}; \u03bc = mean" in t for t in titles)
     alpha = ct.plot_alpha(standard_log).axes[0]
     assert f"median {median:+.2f}" in alpha.get_title(loc="left")
-    assert any("Cockpit's \u03bc" in t.get_text() for t in alpha.texts)
+    assert "Cockpit's \u03bc" in alpha.get_xlabel()
 
 
 def test_distance_plot_uses_its_log_scale_on_a_real_log(standard_log):
@@ -757,6 +767,16 @@ def test_live_view_refreshes_during_training():
     assert _png_pixels(shown[-1]).std() > 10
 
 
+def _make_cockpit_logs():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_cockpit_logs.py"
+    spec = importlib.util.spec_from_file_location("make_cockpit_logs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_shipped_logs_show_the_growing_learning_rate():
     handover = ct.log_frame(ct.load_shipped_log("handover"))
     fixed = ct.log_frame(ct.load_shipped_log("fixed"))
@@ -766,7 +786,13 @@ def test_shipped_logs_show_the_growing_learning_rate():
     )
     assert fixed["learning_rate"].dropna().nunique() == 1
     assert handover["Alpha"].notna().sum() >= 5 and fixed["Alpha"].notna().sum() >= 5
-    assert logs.shipped_log_info("handover")["config"]["zero_grad"] is False
+    for name, config in _make_cockpit_logs().notebook_configs("quick").items():
+        info = logs.shipped_log_info(name)  # made from notebook 06's runs, and says so
+        assert info["config"] == config.to_dict() | {"device": info["config"]["device"]}
+        assert info["config"]["zero_grad"] is True and info["config"]["augmentation"] == "none"
+        assert info["batch_size"] == info["config"]["batch_size"] == 16 and info["steps"] == 500
+        assert info["preset"] == "handover" and len(ct.log_frame(ct.load_shipped_log(name))) == 500
+        assert "batch 16" in ct.SHIPPED_LOGS[name] and "500 steps" in ct.SHIPPED_LOGS[name]
     for name in ct.SHIPPED_LOGS:
         assert logs.shipped_log_path(name).stat().st_size < 1_000_000
     with pytest.raises(ValueError, match="unknown shipped"):

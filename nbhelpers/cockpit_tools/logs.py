@@ -37,13 +37,20 @@ ARRAY_DTYPES = frozenset(
 ) | {"bool"}  # fmt: skip
 _ARRAY_KEYS = {"__ndarray__", "dtype", "shape", "Corder"}
 
-#: Name -> description of the logs shipped in ``nbhelpers/data_files/cockpit_logs``.
+#: Name -> description of the logs shipped in ``nbhelpers/data_files/cockpit_logs`` (notebook
+#: 06's two Cockpit runs, written by ``scripts/make_cockpit_logs.py``; details in each
+#: ``.meta.json``, see :func:`shipped_log_info`).
 SHIPPED_LOGS: dict[str, str] = {
     "handover": (
-        "the handover's settings: Tanh CNN, Adam lr 1e-5, ExponentialLR(gamma=1.001) stepped "
-        "every batch, gradients never zeroed, rotation augmentation"
+        "notebook 06's run of the handover's optimizer settings after the fixes of notebooks "
+        "03-05: Tanh CNN, Adam lr 1e-5, ExponentialLR(gamma=1.001) stepped every batch; "
+        "gradients zeroed every step, no augmentation, valid/test held out; quick budget "
+        "(batch 16, width 32), first 500 steps, synthetic stand-in data, preset 'handover'"
     ),
-    "fixed": "the fixes: zero_grad every step, Adam lr 1e-3, no schedule, no augmentation, Tanh CNN",
+    "fixed": (
+        "notebook 06's fix: the same run with Adam lr 1e-3 and no schedule; quick budget "
+        "(batch 16, width 32), first 500 steps, synthetic stand-in data, preset 'handover'"
+    ),
 }
 
 

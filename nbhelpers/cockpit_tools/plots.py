@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 
 from nbhelpers.cockpit_tools.compat import known_warnings_silenced
 from nbhelpers.cockpit_tools.logs import load_log, log_frame
-from nbhelpers.cockpit_tools.quantities import QUANTITIES
+from nbhelpers.cockpit_tools.quantities import OUR_PRESETS, QUANTITIES
 from nbhelpers.validate import number, one_of, positive_int
 
 _BLUE, _ORANGE, _GREEN, _GREY = (0.29, 0.45, 0.68), (0.95, 0.50, 0.20), (0.30, 0.60, 0.40), "0.45"
@@ -148,20 +148,44 @@ def _explain_empty_gauges(fig: Figure, plotter, drawer: str, log: dict) -> None:
 
 
 def _note_alpha_mean(fig: Figure, plotter, log: dict) -> None:
-    """Say on Cockpit's alpha gauge what its mu is, next to the median the text reads."""
+    """Say in the title of Cockpit's alpha gauge what its mu is, next to the median the text
+    reads (in the title, where it covers no bars and no legend)."""
     values = [float(e["Alpha"]) for e in log.values() if e.get("Alpha") is not None]
     values = [v for v in values if math.isfinite(v)]
     cell = plotter.gs_step[1, 1]
     axes = [ax for ax in fig.axes if ax.get_subplotspec() == cell]
     if len(values) < 2 or not axes:
         return
-    note = (
-        f"median {np.median(values):+.2f}; \u03bc = mean of a normal fit,\n"
-        "pulled by a few far-off steps"
+    ax = axes[0]
+    ax.set_title(
+        f"{ax.get_title()}\nmedian {np.median(values):+.2f}; \u03bc = mean of a normal fit, "
+        "pulled by far-off steps",
+        fontsize="small",
     )
-    box = {"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5}
-    axes[0].text(0.02, 0.96, note, transform=axes[0].transAxes, va="top", fontsize="x-small",
-                 color="0.15", bbox=box)  # fmt: skip
+
+
+def _tracked_groups(log: dict) -> list[str]:
+    """The dashboard groups (drawers of :data:`_GAUGES`) with at least one quantity in ``log``;
+    the step-size group always."""
+    present = {name for entry in log.values() for name, v in entry.items() if v is not None}
+    return [
+        drawer
+        for drawer, (_, rows) in _GAUGES.items()
+        if drawer == "_plot_step" or present & {n for names in rows for n in names}
+    ]
+
+
+def _untracked_note(groups: list[str]) -> str:
+    """One line naming the dashboard groups left out and the cheapest preset that fills each."""
+    names = {"_plot_gradients": "gradient noise", "_plot_curvature": "curvature"}
+    ranks = list(OUR_PRESETS)
+    parts = []
+    for drawer in (d for d in _GAUGES if d not in groups):
+        quantities = [QUANTITIES[n] for row in _GAUGES[drawer][1] for n in row if n in QUANTITIES]
+        presets = [q.preset for q in quantities if q.preset]
+        cheapest = f" (preset '{min(presets, key=ranks.index)}' tracks it)" if presets else ""
+        parts.append(names[drawer] + cheapest)
+    return "Not tracked in this log, so not drawn: " + ", ".join(parts) if parts else ""
 
 
 def plot_dashboard(
@@ -172,13 +196,16 @@ def plot_dashboard(
     height: float = 12.0,
     dpi: float = 100,
     font_scale: float = 1.0,
+    only_tracked: bool = True,
 ) -> Figure:
-    """Cockpit's full dashboard (step size, gradients, curvature, learning rate, performance).
+    """Cockpit's dashboard (step size, gradients, curvature, learning rate, performance).
 
-    Drawn with Cockpit's own instrument functions on a new figure; an instrument without
-    data says in its place why (not tracked, and which preset tracks it), and the alpha
-    gauge says what its mu is (the mean of a normal fit, next to the median). Infinite
-    values are left out. Works any number of times in the same kernel and never changes
+    Drawn with Cockpit's own instrument functions on a new figure. With ``only_tracked``
+    the gradient-noise and curvature groups are drawn only when the log has one of their
+    quantities (a line under the title names what was left out and which preset tracks
+    it; the step-size group then spans the width, on a narrower figure); an instrument of
+    a drawn group without data says in its place why. The alpha gauge's label says what
+    its mu is (the mean of a normal fit) next to the median. Infinite values are left out. Works any number of times in the same kernel and never changes
     the matplotlib backend.
 
     Args:
@@ -188,6 +215,8 @@ def plot_dashboard(
         dpi: dots per inch.
         font_scale: seaborn font scale (text size relative to the figure is
             ~1.4x Cockpit's own, so labels stay readable at notebook width).
+        only_tracked: leave out the groups the log has no quantity of (False: Cockpit's
+            full layout, every empty gauge saying why).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -203,18 +232,23 @@ def plot_dashboard(
     optimizer = getattr(source, "optimizer_name", None) or getattr(source, "_optimizer_name", "")
     if title is None:
         title = f"Cockpit for {optimizer}" if optimizer else "Cockpit"
+    groups = _tracked_groups(log) if only_tracked else list(_GAUGES)
+    columns = max(len(groups), 2)
     with mpl.rc_context():
-        fig = _new_figure(width, height, dpi)
+        fig = _new_figure(width * (1 if len(groups) > 1 else 0.7), height, dpi)
         plotter = _dashboard_plotter(fig, log, optimizer)
         with _style(font_scale):
-            plotter.grid_spec = grid = fig.add_gridspec(2, 3, height_ratios=[3, 1], **_GRID)
-            for column, drawer in enumerate(_GAUGES):
-                getattr(plotter, drawer)(grid[0, column])
+            plotter.grid_spec = grid = fig.add_gridspec(2, columns, height_ratios=[3, 1], **_GRID)
+            for column, drawer in enumerate(groups):
+                getattr(plotter, drawer)(grid[0, :] if len(groups) == 1 else grid[0, column])
                 _explain_empty_gauges(fig, plotter, drawer, log)
             _note_alpha_mean(fig, plotter, log)
             plotter._plot_hyperparams(grid[1, 0])
             plotter._plot_performance(grid[1, 1:])
             fig.suptitle(title, fontsize="xx-large", fontweight="bold")
+            note = _untracked_note(groups)
+            if note:
+                fig.text(0.5, 0.935, note, ha="center", va="top", color=_GREY, fontsize="large")
     return fig
 
 
@@ -285,7 +319,7 @@ def plot_loss(frame, ax):
         if epochs is not None:
             ax.plot(epochs.index, epochs.values, "o-", color=color, label=key.replace("_", " "))
     ax.set(xlabel="step", ylabel="loss")
-    ax.legend(loc="upper right", frameon=False)
+    ax.legend(loc="best", frameon=True, framealpha=0.85, edgecolor="none")
 
 
 @_instrument("Learning rate", "no learning rate recorded")
@@ -344,7 +378,7 @@ def plot_alpha(frame, ax):
     -1 = the step hardly changes the loss (too small), 0 = it lands at the valley
     floor, +1 = it jumps to the same height on the other side (too large). A
     distribution piled up left of 0 means the learning rate is too small. The title gives
-    the median; the mean (Cockpit's mu) is noted too, as a few far-off values (alpha can be
+    the median; the mean (Cockpit's mu) is noted in the axis label, as a few far-off values (alpha can be
     -5 or +8) move it and not the median.
     """
     from matplotlib.ticker import MaxNLocator
@@ -364,9 +398,12 @@ def plot_alpha(frame, ax):
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     median, mean = np.median(col.values), np.mean(col.values)
     _title(ax, f"Step size: alpha (median {median:+.2f}, {len(col)} steps)")
-    ax.text(0.99, 0.02, f"mean {mean:+.2f} (Cockpit's \u03bc): far-off steps move it, not the median",
-            transform=ax.transAxes, ha="right", va="bottom", fontsize="small", color="0.3")  # fmt: skip
-    ax.set(xlabel="alpha (clipped to [-3, 3])", ylabel="steps", xlim=(-3, 3))
+    ax.set(ylabel="steps", xlim=(-3, 3))
+    ax.set_xlabel(
+        f"alpha (clipped to [-3, 3])\nmean {mean:+.2f} (Cockpit's \u03bc): far-off steps move "
+        "it, not the median",
+        fontsize="small",
+    )
 
 
 @_instrument("Gradient tests", "no gradient tests tracked\n(preset 'standard' or 'thorough')")
