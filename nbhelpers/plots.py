@@ -278,29 +278,53 @@ def plot_journey(
         raise ValueError("plot_journey needs at least one row")
     for row in rows:
         if "label" not in row or "accuracy" not in row or row.get("test_split") not in SPLIT_MARKS:
-            raise ValueError(f"bad journey row {dict(row)!r}: needs label, accuracy, test_split in {list(SPLIT_MARKS)}")
+            raise ValueError(
+                f"bad journey row {dict(row)!r}: needs label, accuracy, test_split in {list(SPLIT_MARKS)}"
+            )
     origins = list(dict.fromkeys(str(row.get("origin", "")) for row in rows))
     colors = dict(zip(origins, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.6))
     for i, row in enumerate(rows):
         acc, half = float(row["accuracy"]), row.get("ci")
         hatch = SPLIT_MARKS[row.get("test_split")][1]
-        ax.barh(i, acc, color=colors[str(row.get("origin", ""))], alpha=0.75, hatch=hatch, edgecolor="white")
+        ax.barh(
+            i,
+            acc,
+            color=colors[str(row.get("origin", ""))],
+            alpha=0.75,
+            hatch=hatch,
+            edgecolor="white",
+        )
         if half is not None:
             ax.errorbar(acc, i, xerr=half, color="black", capsize=4)
         ax.text(acc + (half or 0.0) + 0.01, i, f"{acc:.1%}", va="center", fontsize=8)
     handles = [Patch(color=colors[o], alpha=0.75, label=o) for o in origins if o]
     splits = dict.fromkeys(row.get("test_split") for row in rows)
-    handles += [Patch(facecolor="0.85", hatch=SPLIT_MARKS[k][1], edgecolor="0.4", label=SPLIT_MARKS[k][0]) for k in splits]
+    handles += [
+        Patch(facecolor="0.85", hatch=SPLIT_MARKS[k][1], edgecolor="0.4", label=SPLIT_MARKS[k][0])
+        for k in splits
+    ]
     if chance is not None:
-        handles.append(ax.axvline(chance, color="black", ls=":", lw=1.2, label=f"chance (most frequent class, {chance:.1%})"))
+        handles.append(
+            ax.axvline(
+                chance,
+                color="black",
+                ls=":",
+                lw=1.2,
+                label=f"chance (most frequent class, {chance:.1%})",
+            )
+        )
     if reference is not None:
         name, value = reference
-        handles.append(ax.axvline(value, color="tab:red", ls="--", lw=1.2, label=f"{name} ({value:.1%})"))
+        handles.append(
+            ax.axvline(value, color="tab:red", ls="--", lw=1.2, label=f"{name} ({value:.1%})")
+        )
     ax.set_yticks(range(len(rows)), [str(row["label"]) for row in rows])
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.08), xlabel="test accuracy", title=title)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
     fig.tight_layout()
     return fig

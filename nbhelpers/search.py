@@ -372,7 +372,9 @@ def sampler_seed(seed: int, trials_so_far: int = 0) -> int:
     Raises:
         ValueError: ``seed`` or ``trials_so_far`` not a non-negative int.
     """
-    stream = np.random.SeedSequence([valid_seed("seed", seed), valid_seed("trials_so_far", trials_so_far)])
+    stream = np.random.SeedSequence(
+        [valid_seed("seed", seed), valid_seed("trials_so_far", trials_so_far)]
+    )
     return int(stream.generate_state(1)[0])
 
 

@@ -590,7 +590,9 @@ def run_config_seeds(
 # ---------------------------------------------------------------------------
 # the signal through a network at initialisation
 # ---------------------------------------------------------------------------
-def activation_variances(model: Any, images: Any, kinds: tuple[type, ...] | None = None) -> pd.Series:
+def activation_variances(
+    model: Any, images: Any, kinds: tuple[type, ...] | None = None
+) -> pd.Series:
     """Variance of the output of every activation layer of ``model`` for one batch.
 
     Runs ``model(images)`` once in eval mode without gradients and records, for each
@@ -616,7 +618,9 @@ def activation_variances(model: Any, images: Any, kinds: tuple[type, ...] | None
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     found: dict[str, float] = {}
     hooks = [
-        module.register_forward_hook(lambda _m, _i, out, n=name: found.__setitem__(n, float(out.var())))
+        module.register_forward_hook(
+            lambda _m, _i, out, n=name: found.__setitem__(n, float(out.var()))
+        )
         for name, module in model.named_modules()
         if isinstance(module, kinds)
     ]
