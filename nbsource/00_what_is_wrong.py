@@ -208,11 +208,8 @@ except ImportError:  # no widgets here: write into the markdown cell above inste
 # layout), the budget's sizes for many-run experiments (its `sweep_*` fields), and fewer
 # trials. All runs go through the run cache, so executing the notebook again replays them,
 # and an interrupted search continues where it stopped.
-#
-# {{time:setup-experiment}}
 
 # %%
-# time: setup-experiment
 WIDTH = WIDTH or budget.sweep_width  # the sizes of many-run experiments come with the budget
 N_TRAIN = budget.sweep_n_train or len(bundle.train)
 BATCH_SIZE = budget.sweep_batch_size
@@ -538,8 +535,8 @@ display(Markdown("\n".join(lines)))
 # **How to read this honestly.** With 2-3 seeds the permutation test cannot go below
 # p = 0.33 (2 seeds each) or p = 0.1 (3 each), so at the small budgets "no difference shown"
 # is the expected verdict, and it is the right one: it does *not* mean A and B are equal.
-# Whether the ranking changed in your run also depends on the seeds; on the full budget
-# (all of SVHN, 20 trials, 5 seeds, on a GPU) the picture is much clearer. What holds in
+# Whether the ranking changed in your run also depends on the seeds; the full budget (all
+# of SVHN, 20 trials, 5 seeds, on a GPU) gives the tests more to work with. What holds in
 # every case is the point of the question: **a comparison made at one budget, with settings
 # tuned for another, answers a question nobody asked.**
 #

@@ -80,8 +80,7 @@ def _text(cell) -> str:
     parts = []
     for out in cell.get("outputs", []):
         parts.append(out.get("text", ""))
-        data = out.get("data", {})
-        parts.append(data.get("text/plain", "") + data.get("text/html", ""))
+        parts.append(out.get("data", {}).get("text/plain", ""))
     return "".join(parts)
 
 
