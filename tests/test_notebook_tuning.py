@@ -48,6 +48,7 @@ def shared_runs(tmp_path_factory):
 
 def _with(path: Path, shipped: str, answer: str | None):
     nb = nbformat.read(path, as_version=4)
+    shipped, answer = shipped.rstrip("\n"), answer and answer.rstrip("\n")
     cells = [c for c in nb.cells if c.cell_type == "code" and shipped in c.source]
     assert len(cells) == 1, f"the exercise block of {path.name} changed"
     if answer is not None:
