@@ -3,6 +3,8 @@
 * :func:`plot_learning_curves`: loss and accuracy per split against the epoch, one run.
 * :func:`plot_runs`: several runs on the same axes, legend by run name.
 * :func:`plot_step_losses`: the mini-batch training loss of every step.
+* :func:`plot_journey`: test accuracy per stage of the series as bars, with chance level,
+  a reference line and which test split each number comes from.
 * :func:`summary_text`: best and final accuracy per split and the wall time, as text.
 * :func:`history_rows`: the per-epoch rows of a run, whatever form it comes in.
 * :func:`finish_axes`: labels, grid and legend; whole-number epoch ticks; an accuracy
@@ -24,6 +26,7 @@ from nbhelpers.data import SPLITS
 __all__ = [
     "finish_axes",
     "history_rows",
+    "plot_journey",
     "plot_learning_curves",
     "plot_runs",
     "plot_step_losses",
@@ -233,3 +236,95 @@ def summary_text(run: Any) -> str:
             f"  (no evaluation; running train accuracy {_percent(accs[-1] if accs else math.nan)})"
         )
     return "\n".join(lines)
+
+
+#: How a stage's test split is drawn in :func:`plot_journey`: (legend text, bar hatch).
+SPLIT_MARKS = {
+    "colleague": ("the colleague's test split (training images)", "//"),
+    "test": ("the real test split", ""),
+    None: ("test split not recorded", ".."),
+}
+
+
+def plot_journey(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    chance: float | None = None,
+    reference: tuple[str, float] | None = None,
+    title: str = "The journey: test accuracy per stage",
+):
+    """Horizontal bars of test accuracy, one per stage, top to bottom in order.
+
+    Args:
+        rows: one mapping per stage with ``label`` (str), ``accuracy`` (float in [0, 1]),
+            optional ``ci`` (half-width of a confidence interval, same unit), ``origin``
+            (str: where the number comes from; one colour per origin) and ``test_split``
+            (``"colleague"``, ``"test"`` or None; see :data:`SPLIT_MARKS`, drawn as hatching).
+        chance: accuracy of always guessing the most frequent class (a dotted line).
+        reference: ``(label, accuracy)`` of a reference to beat (a dashed red line).
+        title: axes title.
+
+    Returns:
+        The matplotlib Figure; the legend sits right of the bars.
+
+    Raises:
+        ValueError: no rows, or a row without ``label``/``accuracy``, or an unknown
+            ``test_split``.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    if not rows:
+        raise ValueError("plot_journey needs at least one row")
+    for row in rows:
+        if "label" not in row or "accuracy" not in row or row.get("test_split") not in SPLIT_MARKS:
+            raise ValueError(
+                f"bad journey row {dict(row)!r}: needs label, accuracy, test_split in {list(SPLIT_MARKS)}"
+            )
+    origins = list(dict.fromkeys(str(row.get("origin", "")) for row in rows))
+    colors = dict(zip(origins, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.6))
+    for i, row in enumerate(rows):
+        acc, half = float(row["accuracy"]), row.get("ci")
+        hatch = SPLIT_MARKS[row.get("test_split")][1]
+        ax.barh(
+            i,
+            acc,
+            color=colors[str(row.get("origin", ""))],
+            alpha=0.75,
+            hatch=hatch,
+            edgecolor="white",
+        )
+        if half is not None:
+            ax.errorbar(acc, i, xerr=half, color="black", capsize=4)
+        ax.text(acc + (half or 0.0) + 0.01, i, f"{acc:.1%}", va="center", fontsize=8)
+    handles = [Patch(color=colors[o], alpha=0.75, label=o) for o in origins if o]
+    splits = dict.fromkeys(row.get("test_split") for row in rows)
+    handles += [
+        Patch(facecolor="0.85", hatch=SPLIT_MARKS[k][1], edgecolor="0.4", label=SPLIT_MARKS[k][0])
+        for k in splits
+    ]
+    if chance is not None:
+        handles.append(
+            ax.axvline(
+                chance,
+                color="black",
+                ls=":",
+                lw=1.2,
+                label=f"chance (most frequent class, {chance:.1%})",
+            )
+        )
+    if reference is not None:
+        name, value = reference
+        handles.append(
+            ax.axvline(value, color="tab:red", ls="--", lw=1.2, label=f"{name} ({value:.1%})")
+        )
+    ax.set_yticks(range(len(rows)), [str(row["label"]) for row in rows])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1.08), xlabel="test accuracy", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
+    fig.tight_layout()
+    return fig

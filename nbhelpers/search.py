@@ -74,6 +74,7 @@ __all__ = [
     "open_study",
     "plot_trials",
     "random_search",
+    "sampler_seed",
     "sqlite_url",
     "trials_frame",
     "tune_config",
@@ -355,9 +356,26 @@ def open_study(
             f"it cannot {direction}. Use another study name."
         )
     so_far = len(study.get_trials(deepcopy=False))
-    stream = np.random.SeedSequence([valid_seed("seed", seed), so_far]).generate_state(1)[0]
-    study.sampler = optuna.samplers.RandomSampler(seed=int(stream))
+    study.sampler = optuna.samplers.RandomSampler(seed=sampler_seed(seed, so_far))
     return study
+
+
+def sampler_seed(seed: int, trials_so_far: int = 0) -> int:
+    """The seed :func:`open_study` gives Optuna's ``RandomSampler``.
+
+    ``numpy.random.SeedSequence([seed, trials_so_far])``: a resumed study (``trials_so_far``
+    > 0) draws new settings, a rerun draws the same ones. The sampler draws a ``("log", low,
+    high)`` entry as ``exp(rng.uniform(log(low), log(high)))`` with
+    ``rng = numpy.random.RandomState(sampler_seed(seed))``, one draw per entry and trial in
+    the order of the space, so a hand-written loop with that ``rng`` draws the same values.
+
+    Raises:
+        ValueError: ``seed`` or ``trials_so_far`` not a non-negative int.
+    """
+    stream = np.random.SeedSequence(
+        [valid_seed("seed", seed), valid_seed("trials_so_far", trials_so_far)]
+    )
+    return int(stream.generate_state(1)[0])
 
 
 def random_search(

@@ -18,6 +18,8 @@ module does exactly that, with well-kept tools from :mod:`scipy.stats`:
 * :func:`plot_curves` draws mean curves with confidence bands.
 * :func:`run_config_seeds` runs a ``RunConfig`` once per seed through
   :func:`nbhelpers.experiment.run`.
+* :func:`activation_variances` measures how the signal's scale changes through a
+  network at initialisation (the reason for He initialisation).
 
 The training function is always a parameter, so anything that maps a seed to a
 learning curve works here, including cheap fakes in tests.
@@ -43,6 +45,7 @@ from nbhelpers.validate import seed as valid_seed
 
 __all__ = [
     "Comparison",
+    "activation_variances",
     "compare",
     "curves_from_history",
     "min_permutation_p",
@@ -582,3 +585,54 @@ def run_config_seeds(
         return experiment.run(dataclasses.replace(config, seed=seed), **run_kwargs)
 
     return run_seeds(one, seeds, metric=metric, progress=progress)
+
+
+# ---------------------------------------------------------------------------
+# the signal through a network at initialisation
+# ---------------------------------------------------------------------------
+def activation_variances(
+    model: Any, images: Any, kinds: tuple[type, ...] | None = None
+) -> pd.Series:
+    """Variance of the output of every activation layer of ``model`` for one batch.
+
+    Runs ``model(images)`` once in eval mode without gradients and records, for each
+    submodule of one of ``kinds`` (default: ``torch.nn`` ReLU, Tanh, GELU, SiLU, ELU), the
+    variance of its output over all elements of the batch. A signal that keeps its scale
+    through the layers keeps this variance roughly constant; one that shrinks by a factor
+    per layer falls on a straight line on a log axis.
+
+    Args:
+        model: a ``torch.nn.Module`` (e.g. :func:`nbhelpers.models.build_cnn`).
+        images: float tensor ``(B, 3, 32, 32)`` (values in [0, 1]) or uint8 (divided by 255).
+        kinds: the module types whose outputs are measured.
+
+    Returns:
+        Series indexed by layer name (in forward order), float variances (dimensionless).
+
+    Raises:
+        ValueError: the model has no layer of ``kinds``.
+    """
+    import torch
+
+    kinds = kinds or (torch.nn.ReLU, torch.nn.Tanh, torch.nn.GELU, torch.nn.SiLU, torch.nn.ELU)
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    found: dict[str, float] = {}
+    hooks = [
+        module.register_forward_hook(
+            lambda _m, _i, out, n=name: found.__setitem__(n, float(out.var()))
+        )
+        for name, module in model.named_modules()
+        if isinstance(module, kinds)
+    ]
+    if not hooks:
+        raise ValueError(f"the model has no layer of {[k.__name__ for k in kinds]}")
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return pd.Series(found, name="variance", dtype=float)

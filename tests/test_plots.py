@@ -138,3 +138,25 @@ def test_finish_axes_keeps_a_legend_and_clips_only_on_request():
     assert ax.get_ylim() == (0.0, 1.0) and ax.get_ylabel() == "accuracy"
     finish_axes(ax2 := fig.add_subplot(2, 1, 2), "loss")
     assert ax2.get_xlabel() == "epoch" and ax2.get_legend() is None
+
+
+def test_plot_journey_marks_splits_chance_and_reference():
+    from nbhelpers.plots import plot_journey
+
+    rows = [
+        dict(label="01 handover", accuracy=0.19, origin="stage record", test_split="colleague"),
+        dict(label="final", accuracy=0.8, ci=0.03, origin="this notebook", test_split="test"),
+    ]
+    fig = plot_journey(rows, chance=0.186, reference=("reference fix", 0.78))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert (
+        "the colleague's test split (training images)" in labels and "the real test split" in labels
+    )
+    assert any("chance" in t for t in labels) and any("reference fix (78.0%)" in t for t in labels)
+    assert [p.get_hatch() for p in ax.patches[:2]] == ["//", ""]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["01 handover", "final"]
+    with pytest.raises(ValueError):
+        plot_journey([])
+    with pytest.raises(ValueError):
+        plot_journey([dict(label="x", accuracy=0.5, test_split="train")])

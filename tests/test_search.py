@@ -297,3 +297,29 @@ def test_a_damaged_study_database_is_named_and_left_alone(tmp_path):
         search.open_study("x", search.sqlite_url(damaged))
     assert str(damaged) in str(err.value) and "damaged" in str(err.value)
     assert damaged.read_bytes() == b"this is not SQLite " * 200  # the learner's file is kept
+
+
+def test_sampler_seed_reproduces_optunas_draws_by_hand():
+    import math
+
+    import numpy as np
+
+    from nbhelpers.search import open_study, sampler_seed
+
+    study = open_study("by-hand", None, seed=7)
+    with _quiet():
+        study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True), n_trials=4)
+    rng = np.random.RandomState(sampler_seed(7))
+    by_hand = [math.exp(rng.uniform(math.log(1e-4), math.log(1e-2))) for _ in range(4)]
+    assert [t.params["lr"] for t in study.trials] == pytest.approx(by_hand, rel=1e-12)
+    assert sampler_seed(7) != sampler_seed(8) and sampler_seed(7, 1) != sampler_seed(7)
+    with pytest.raises(ValueError):
+        sampler_seed(-1)
+
+
+def _quiet():
+    import optuna
+
+    from nbhelpers.search import _optuna_verbosity
+
+    return _optuna_verbosity(optuna.logging.WARNING)

@@ -245,3 +245,21 @@ def test_samples_that_are_not_numbers_are_named(call, fragment):
         call()
     assert fragment in str(err.value) and "valid:" in str(err.value)
     assert "could not convert" not in str(err.value).split("valid:")[0]
+
+
+def test_activation_variances_show_he_init_keeps_the_scale():
+    import torch
+
+    from nbhelpers.models import build_cnn
+    from nbhelpers.stats import activation_variances
+
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(0)
+    default = activation_variances(build_cnn("relu", "none", 8), images)
+    torch.manual_seed(0)
+    he = activation_variances(build_cnn("relu", "none", 8, init="kaiming"), images)
+    assert list(default.index) == ["act1", "act2", "act3", "act4", "act5", "act6", "act_fc"]
+    assert default.iloc[-1] / default.iloc[0] < 0.1  # shrinks through the layers
+    assert 0.1 < he.iloc[-1] / he.iloc[0] < 10  # keeps its scale
+    with pytest.raises(ValueError, match="no layer"):
+        activation_variances(torch.nn.Linear(3, 3), torch.zeros(2, 3))
