@@ -109,7 +109,7 @@ BUDGETS: dict[str, Budget] = {
     "quick": Budget(
         "quick", n_train=4576, n_valid=1000, n_test=2000, epochs=10, batch_size=16, width=32,
         eval_every=5, n_seeds=3, n_trials=6, profile_steps=20, cockpit_steps=500,
-        sweep_width=8, sweep_n_train=4576, sweep_batch_size=32, sweep_epochs=6,
+        sweep_width=8, sweep_n_train=2288, sweep_batch_size=32, sweep_epochs=6,
         sweep_lrs=_CPU_LRS,
     ),
     "colab": Budget(

@@ -187,8 +187,8 @@ except ImportError:  # no widgets here: write into the markdown cell above inste
 # ## Try it: two training algorithms, two budgets
 #
 # Points 1-3 can be checked with an experiment, so let us run one, small enough for a
-# laptop. The network is the colleague's CNN with the fixes this series will find
-# (ReLU, BatchNorm, no augmentation, zero_grad, a separate test split: a peek ahead).
+# laptop. The network is the colleague's CNN with the fixes this series will find (a peek
+# ahead: which fixes, and why, is what notebooks 03-07 are about).
 #
 # - $\mathcal A$: **Adam with a constant learning rate**.
 # - $\mathcal B$: **Adam with a cosine schedule**: the learning rate falls smoothly from its
