@@ -192,8 +192,8 @@ assert first > 0 and abs(second - first) <= 1e-3 * first, (first, second)
 
 # %% [markdown]
 # ## Train with the fix
-# Now a run with this one fix and **nothing else changed**: still the tiny learning rate,
-# the growing schedule, the rotations. `run()` trains with the loop from `nbhelpers`, which
+# Now a run with this one fix and **nothing else changed**: the same learning rate,
+# schedule and rotations as the colleague's. `run()` trains with the loop from `nbhelpers`, which
 # does exactly what your fixed `train_step` does (`zero_grad=True`) or reproduces the bug
 # (`zero_grad=False`). Runs are cached: a second execution loads them from disk. As in
 # notebook 02, we use the fast device-resident data loader and evaluate only once, at the end:

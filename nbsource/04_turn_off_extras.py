@@ -43,7 +43,7 @@ from nbhelpers.notebook import Claim, record_stage, start
 from nbhelpers.plots import add_reference_lines, plot_runs, plot_step_losses
 from nbhelpers.profiling import time_raw_steps
 from nbhelpers.selfcheck import check
-from nbhelpers.stats import label_entropy, majority_share
+from nbhelpers.stats import above_chance, label_entropy, majority_share
 
 ctx = start(BUDGET, DATA_SOURCE, DOWNLOAD, SEED)
 device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
@@ -135,10 +135,16 @@ simple_evidence = (
     f"{n_valid:,} images (2 standard errors of the difference: {noise:.1%})"
 )
 print(simple_evidence)
+simple_vs_chance = above_chance(acc_simple, n_valid, majority_share(bundle.valid.labels))
 print(
     "The simple baseline does no worse than the run with the extras."
     if no_worse
-    else "The simple baseline does worse than the run with the extras, by more than the noise."
+    else "The run with the extras does better than the simple baseline, by more than the noise: "
+    "one of the two extras helped this run learn. Keep that in mind (notebook 06 looks into it)."
+)
+print(
+    f"Simple baseline against chance: {simple_vs_chance.evidence}: "
+    + ("above chance." if simple_vs_chance.above else "no better than ignoring the images.")
 )
 
 # %% [markdown]
@@ -236,9 +242,10 @@ rotation_evidence = (
 # constant: off it goes. (What this schedule does to the run, notebook 06 reads off the
 # run's own instruments.)
 #
-# **A clue.** Compare the two curves above with the grey lines: a network that stays near
-# chance level and the label entropy has not yet learned much about the images, whatever
-# its extras; something else still holds it back (notebook 06 finds out what).
+# **A clue.** Read the two verdicts printed under the comparison of the runs. A network at
+# chance level and at the label entropy (the grey lines) has learned nothing about the
+# images, whatever its extras, and if an extra made the difference, that tells us where to
+# look next. Notebook 06 reads the run's instruments to find out.
 #
 # From now on we start from the **simple baseline**: no augmentation, no schedule.
 

@@ -63,7 +63,10 @@ def _recording(check, found):
 STEP = "def train_step(model, optimizer, x, y):\n"
 BODY = "    logits = model(x)\n    loss = loss_fn(logits, y)\n    loss.backward()\n    optimizer.step()\n"
 STEP_ANSWERS = {
-    "zero_grad at the start": STEP + "    optimizer.zero_grad()\n" + BODY + "    return loss.item()\n",
+    "zero_grad at the start": STEP
+    + "    optimizer.zero_grad()\n"
+    + BODY
+    + "    return loss.item()\n",
     "zero_grad after step": STEP + BODY + "    optimizer.zero_grad()\n    return loss.item()\n",
     "model.zero_grad()": STEP + "    model.zero_grad()\n" + BODY + "    return loss.item()\n",
     "set_to_none=False": STEP
