@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 04 · Turn off the extras
 #
-# With `zero_grad` fixed (notebook 03), the network starts to learn, but slowly. The
+# With `zero_grad` fixed (notebook 03), each step follows the current gradient. The
 # colleague's run still has two "bells and whistles" switched on: random **rotations** of
 # the training images (data augmentation) and an exponential **learning-rate schedule**.
 # The tutorial's *Debugging Strategy III*: start with a simple thing that works, and add

@@ -1,11 +1,11 @@
 # %% [markdown]
 # # 05 · Data inspection: look at the data
 #
-# The run now learns (notebook 03) and is simpler (notebook 04). But can we trust its
+# The training step is fixed (notebook 03) and the run is simpler (notebook 04). But can we trust its
 # numbers? This notebook follows the tutorial's *Debugging Strategy IV*: **look at each
 # module on its own**. The data pipeline can be debugged without a single training step:
-# we just look at what it hands to the model. Looking finds two bugs: the validation and
-# test images are training images, and the augmentation changes what the digits mean.
+# we just look at what it hands to the model, split by split, with and without the
+# augmentation, and count what we see.
 #
 # {{time}}
 #
@@ -14,10 +14,10 @@
 # **You will**
 # - look at the train, validation and test images side by side, with shuffling and the
 #   random split turned off;
-# - count the images the splits share, by fingerprinting (hashing) every image;
-# - see why rotating digits by up to 180° (and shifting them vertically) is a bad augmentation;
+# - count the images any two splits have in common, by fingerprinting (hashing) every image;
+# - look at what the training augmentation (and a vertical shift) does to the digits;
 # - fix the data pipeline, and let automatic checks confirm the fix;
-# - train with honest validation and test sets.
+# - train with the fixed pipeline and compare what the two pipelines report for one model.
 
 # %%
 # SETUP
