@@ -470,8 +470,9 @@ measured = {
     "held-out valid": after.final("valid_accuracy"),
     "real test split": after.final("test_accuracy"),
 }
-fig_runs, ax = plt.subplots(figsize=(8, 3.6))
+fig_runs, ax = plt.subplots(figsize=(9.5, 3.8))
 ax.bar(list(measured), list(measured.values()), color=["C3", "C3", "C3", "C0", "C0"])
+ax.tick_params(axis="x", labelsize=9)
 ax.axhline(chance, color="0.4", linestyle="--", label=f"chance ({chance:.0%})")
 for i, value in enumerate(measured.values()):
     ax.text(i, value + 0.02, f"{value:.1%}", ha="center")
