@@ -473,7 +473,7 @@ measured = {
 fig_runs, ax = plt.subplots(figsize=(9.5, 3.8))
 ax.bar(list(measured), list(measured.values()), color=["C3", "C3", "C3", "C0", "C0"])
 ax.tick_params(axis="x", labelsize=9)
-ax.axhline(chance, color="0.4", linestyle="--", label=f"chance ({chance:.0%})")
+ax.axhline(chance, color="0.4", linestyle="--", label=f"chance ({chance:.1%})")
 for i, value in enumerate(measured.values()):
     ax.text(i, value + 0.02, f"{value:.1%}", ha="center")
 ax.set_ylim(0, max(1.0, max(measured.values()) + 0.1))
