@@ -7,6 +7,7 @@
   a reference line and which test split each number comes from.
 * :func:`summary_text`: best and final accuracy per split and the wall time, as text.
 * :func:`history_rows`: the per-epoch rows of a run, whatever form it comes in.
+* :func:`add_reference_lines`: chance level and label-entropy loss on such a figure.
 * :func:`finish_axes`: labels, grid and legend; whole-number epoch ticks; an accuracy
   axis kept within [0, 1] on request (used by :mod:`nbhelpers.stats` too).
 
@@ -24,6 +25,7 @@ from typing import Any
 from nbhelpers.data import SPLITS
 
 __all__ = [
+    "add_reference_lines",
     "finish_axes",
     "history_rows",
     "plot_journey",
@@ -327,4 +329,33 @@ def plot_journey(
         handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
     )
     fig.tight_layout()
+    return fig
+
+
+def add_reference_lines(fig, *, chance: float | None = None, entropy: float | None = None):
+    """Mark what a model that ignores the image scores on a figure of :func:`plot_runs` or
+    :func:`plot_learning_curves` (loss axes first, accuracy axes second).
+
+    Args:
+        fig: a Figure with two Axes, loss then accuracy.
+        chance: chance accuracy (e.g. :func:`nbhelpers.stats.majority_share`), drawn dotted
+            on the accuracy axes, labelled "chance".
+        entropy: loss of predicting the class frequencies in nats (e.g.
+            :func:`nbhelpers.stats.label_entropy`), drawn dashed on the loss axes.
+
+    Returns:
+        ``fig``, with the lines labelled in each axes' legend.
+
+    Raises:
+        ValueError: ``fig`` has fewer than two Axes.
+    """
+    if len(fig.axes) < 2:
+        raise ValueError(f"expected a figure with loss and accuracy axes, got {len(fig.axes)} axes")
+    ax_loss, ax_acc = fig.axes[:2]
+    if entropy is not None:
+        ax_loss.axhline(entropy, color="0.4", ls="--", label=f"label entropy ({entropy:.3f})")
+        ax_loss.legend(fontsize=8)
+    if chance is not None:
+        ax_acc.axhline(chance, color="0.4", ls=":", label=f"chance ({chance:.1%})")
+        ax_acc.legend(fontsize=8)
     return fig

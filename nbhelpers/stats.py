@@ -16,6 +16,8 @@ module does exactly that, with well-kept tools from :mod:`scipy.stats`:
   confidence interval and a one-sentence verdict that does not claim more than the
   data show.
 * :func:`plot_curves` draws mean curves with confidence bands.
+* :func:`majority_share`, :func:`label_entropy` and :func:`above_chance`: what a model
+  that ignores the image scores (chance level, loss), and whether an accuracy beats it.
 * :func:`run_config_seeds` runs a ``RunConfig`` once per seed through
   :func:`nbhelpers.experiment.run`.
 * :func:`activation_variances` measures how the signal's scale changes through a
@@ -44,10 +46,14 @@ from nbhelpers.validate import invalid, number, one_of
 from nbhelpers.validate import seed as valid_seed
 
 __all__ = [
+    "ChanceTest",
     "Comparison",
+    "above_chance",
     "activation_variances",
     "compare",
     "curves_from_history",
+    "label_entropy",
+    "majority_share",
     "min_permutation_p",
     "plot_curves",
     "raise_if_interrupted",
@@ -636,3 +642,101 @@ def activation_variances(
         for hook in hooks:
             hook.remove()
     return pd.Series(found, name="variance", dtype=float)
+
+
+# ---------------------------------------------------------------------------
+# references: what a model that ignores the image achieves
+# ---------------------------------------------------------------------------
+def _class_shares(labels: Any, n_classes: int) -> np.ndarray:
+    y = np.asarray(labels).reshape(-1)
+    if y.size == 0 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+        raise invalid("labels", labels, f"a non-empty sequence of class indices 0..{n_classes - 1}")
+    return np.bincount(y, minlength=n_classes) / y.size
+
+
+def majority_share(labels: Any, n_classes: int = 10) -> float:
+    """Chance level: the accuracy of always answering the most frequent class of ``labels``.
+
+    Args:
+        labels: class indices (ints in ``0..n_classes-1``; a tensor, array or list).
+        n_classes: number of classes.
+
+    Returns:
+        The share of the most frequent class, in (0, 1]; no constant answer scores more on
+        these labels.
+
+    Raises:
+        ValueError: empty labels, or values that are not class indices.
+    """
+    return float(_class_shares(labels, n_classes).max())
+
+
+def label_entropy(labels: Any, n_classes: int = 10) -> float:
+    """The cross-entropy loss (nats, natural log) of predicting the class frequencies.
+
+    A model that ignores the image and outputs the frequencies of ``labels`` as its
+    probabilities has exactly this mean loss on them; a loss at or above it means the
+    model has learned nothing about the images. Uniform over 10 classes: ln 10 = 2.303.
+
+    Raises:
+        ValueError: as :func:`majority_share`.
+    """
+    p = _class_shares(labels, n_classes)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+@dataclass(frozen=True)
+class ChanceTest:
+    """Is an accuracy on ``n`` images above ``chance``? (see :func:`above_chance`).
+
+    Attributes:
+        accuracy: the measured accuracy, in [0, 1].
+        n: images it was measured on.
+        correct: correctly classified images (``round(accuracy * n)``).
+        chance: the chance level (e.g. :func:`majority_share` of the same labels).
+        p_value: one-sided exact binomial test, H0: each image correct with probability
+            ``chance``.
+        alpha: significance level.
+    """
+
+    accuracy: float
+    n: int
+    correct: int
+    chance: float
+    p_value: float
+    alpha: float
+
+    @property
+    def above(self) -> bool:
+        """True when the accuracy is significantly above chance (p < alpha)."""
+        return bool(self.p_value < self.alpha)
+
+    @property
+    def evidence(self) -> str:
+        """The numbers, e.g. ``"41.2% of 2,000 vs chance 18.6%, binomial test p = 1e-90"``."""
+        return (
+            f"{self.accuracy:.1%} of {self.n:,} images vs chance {self.chance:.1%}, "
+            f"one-sided binomial test p = {self.p_value:.2g}"
+        )
+
+
+def above_chance(accuracy: float, n: int, chance: float, alpha: float = 0.01) -> ChanceTest:
+    """Test whether ``accuracy`` on ``n`` images is above ``chance`` (exact binomial test).
+
+    ``scipy.stats.binomtest(k, n, chance, alternative="greater")`` with ``k = round(accuracy
+    * n)`` correct images: the probability that a classifier right with probability
+    ``chance`` per image gets ``k`` or more right. It treats images as independent draws.
+
+    Raises:
+        ValueError: accuracy or chance outside [0, 1] (chance strictly inside), ``n`` < 1,
+            alpha not strictly between 0 and 1.
+    """
+    accuracy = number("accuracy", accuracy, 0.0, 1.0)
+    chance = _check_level("chance", chance)
+    alpha = _check_level("alpha", alpha)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise invalid("n", n, "a positive whole number of images")
+    correct = int(round(accuracy * n))
+    p = float(stats.binomtest(correct, int(n), chance, alternative="greater").pvalue)
+    return ChanceTest(accuracy, int(n), correct, chance, p, alpha)
