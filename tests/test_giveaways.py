@@ -22,7 +22,7 @@ _GROWTH = [
     r"\d+(\.\d+)?\s*-?\s*fold",
     r"learning rate\s*(x|×)\s*\d",
     r"raises the learning rate",
-    r"\b1[67](\.\d+)?\s*(x|×)",
+    r"(?<![\d.])1[67](\.\d+)?\s*(x|×)",
 ]
 
 #: Per notebook: phrases that give its exercises' answers away, and the notebooks of the
