@@ -54,6 +54,15 @@ def _run(config=None, **kwargs):
     return run(config or _config(), data=_bundle(), progress=False, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def _python_sigint_handler():
+    """Python's own SIGINT handler, as in a fresh kernel: code that ran earlier in this process
+    (an asyncio loop of an in-process notebook run) may have left its own installed."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _ctrl_c():
     """What the stop button does: SIGINT, which Python turns into KeyboardInterrupt."""
     signal.raise_signal(signal.SIGINT)
