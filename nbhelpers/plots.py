@@ -274,7 +274,6 @@ def plot_journey(
             ``test_split``.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     if not rows:
         raise ValueError("plot_journey needs at least one row")
@@ -300,27 +299,7 @@ def plot_journey(
         if half is not None:
             ax.errorbar(acc, i, xerr=half, color="black", capsize=4)
         ax.text(acc + (half or 0.0) + 0.01, i, f"{acc:.1%}", va="center", fontsize=8)
-    handles = [Patch(color=colors[o], alpha=0.75, label=o) for o in origins if o]
-    splits = dict.fromkeys(row.get("test_split") for row in rows)
-    handles += [
-        Patch(facecolor="0.85", hatch=SPLIT_MARKS[k][1], edgecolor="0.4", label=SPLIT_MARKS[k][0])
-        for k in splits
-    ]
-    if chance is not None:
-        handles.append(
-            ax.axvline(
-                chance,
-                color="black",
-                ls=":",
-                lw=1.2,
-                label=f"chance (most frequent class, {chance:.1%})",
-            )
-        )
-    if reference is not None:
-        name, value = reference
-        handles.append(
-            ax.axvline(value, color="tab:red", ls="--", lw=1.2, label=f"{name} ({value:.1%})")
-        )
+    handles = _journey_handles(ax, rows, colors, chance, reference)
     ax.set_yticks(range(len(rows)), [str(row["label"]) for row in rows])
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.08), xlabel="test accuracy", title=title)
@@ -330,6 +309,26 @@ def plot_journey(
     )
     fig.tight_layout()
     return fig
+
+
+def _journey_handles(ax, rows, colors: dict, chance, reference) -> list:
+    """Legend entries of :func:`plot_journey`: origins, test splits, chance and reference lines."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, alpha=0.75, label=o) for o, c in colors.items() if o]
+    splits = dict.fromkeys(row.get("test_split") for row in rows)
+    handles += [
+        Patch(facecolor="0.85", hatch=SPLIT_MARKS[k][1], edgecolor="0.4", label=SPLIT_MARKS[k][0])
+        for k in splits
+    ]
+    if chance is not None:
+        label = f"chance (most frequent class, {chance:.1%})"
+        handles.append(ax.axvline(chance, color="black", ls=":", lw=1.2, label=label))
+    if reference is not None:
+        name, value = reference
+        label = f"{name} ({value:.1%})"
+        handles.append(ax.axvline(value, color="tab:red", ls="--", lw=1.2, label=label))
+    return handles
 
 
 def add_reference_lines(fig, *, chance: float | None = None, entropy: float | None = None):
