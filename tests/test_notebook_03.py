@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_runs import execute_tiny, output_text
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNER = ROOT / "notebooks" / "03_code_review.ipynb"
@@ -70,45 +71,16 @@ def _with_answer(body: str):
     return nb
 
 
-def _run(nb, tmp_path, monkeypatch):
-    import papermill as pm
-
-    for var in ("RUNS", "LOGBOOK", "STAGES", "DATA"):
-        monkeypatch.setenv(f"NBHELPERS_{var}_DIR", str(tmp_path / var.lower()))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    source, output = tmp_path / "03.ipynb", tmp_path / "executed-03.ipynb"
-    nbformat.write(nb, source)
-    (tmp_path / "cwd").mkdir()
-    pm.execute_notebook(
-        str(source),
-        str(output),
-        parameters={"BUDGET": "tiny", "DATA_SOURCE": "synthetic", "DOWNLOAD": False},
-        kernel_name="python3",
-        cwd=str(tmp_path / "cwd"),
-        progress_bar=False,
-        execution_timeout=600,
-    )
-    return nbformat.read(output, as_version=4)
-
-
-def _text(cell) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        parts.append(out.get("text", ""))
-        parts.append(out.get("data", {}).get("text/plain", ""))
-    return "".join(parts)
-
-
 @pytest.mark.parametrize("answer", ANSWERS)
 def test_every_correct_answer_runs_every_cell_and_passes_the_check(answer, tmp_path, monkeypatch):
-    executed = _run(_with_answer(ANSWERS[answer]), tmp_path, monkeypatch)
+    executed = execute_tiny(_with_answer(ANSWERS[answer]), tmp_path, monkeypatch)
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors
-    verdicts = [_text(c) for c in executed.cells if "exercise" in c.metadata.get("tags", [])]
+    verdicts = [output_text(c) for c in executed.cells if "exercise" in c.metadata.get("tags", [])]
     verdict = next(v for v in verdicts if "fresh gradient" in v or "❌" in v)
     if answer.startswith("wrong"):
         assert "❌" in verdict and "between backward() and step()" in verdict
     else:
         assert "✅ Every step starts from a fresh gradient." in verdict
-        fixed = next(_text(c) for c in executed.cells if "as fixed_watch" in c.source)
+        fixed = next(output_text(c) for c in executed.cells if "as fixed_watch" in c.source)
         assert "no fault found" in fixed  # the watch agrees

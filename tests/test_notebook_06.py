@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_runs import execute_tiny, output_text
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNER = ROOT / "notebooks" / "06_cockpit.ipynb"
@@ -23,35 +24,6 @@ ANSWERS = {
 }
 
 
-def _run(nb, tmp_path, monkeypatch):
-    import papermill as pm
-
-    for var in ("RUNS", "LOGBOOK", "STAGES", "DATA"):
-        monkeypatch.setenv(f"NBHELPERS_{var}_DIR", str(tmp_path / var.lower()))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    source, output = tmp_path / "06.ipynb", tmp_path / "executed-06.ipynb"
-    nbformat.write(nb, source)
-    (tmp_path / "cwd").mkdir()
-    parameters = {"BUDGET": "tiny", "DATA_SOURCE": "synthetic", "DOWNLOAD": False}
-    pm.execute_notebook(
-        str(source),
-        str(output),
-        parameters=parameters | {"TRAIN_LIVE": False},
-        kernel_name="python3",
-        cwd=str(tmp_path / "cwd"),
-        progress_bar=False,
-        execution_timeout=600,
-    )
-    return nbformat.read(output, as_version=4)
-
-
-def _text(cell) -> str:
-    return "".join(
-        out.get("text", "") + out.get("data", {}).get("text/plain", "")
-        for out in cell.get("outputs", [])
-    )
-
-
 def _errors(executed) -> list:
     return [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
 
@@ -61,9 +33,11 @@ def test_correct_answers_pass_both_checks(answer, tmp_path, monkeypatch):
     nb = nbformat.read(LEARNER, as_version=4)
     cell = next(c for c in nb.cells if c.cell_type == "code" and ANSWER_CELL.search(c.source))
     cell.source = ANSWERS[answer]
-    executed = _run(nb, tmp_path, monkeypatch)
+    executed = execute_tiny(nb, tmp_path, monkeypatch, TRAIN_LIVE=False)
     assert not _errors(executed)
-    verdicts = "".join(_text(c) for c in executed.cells if "exercise" in c.metadata.get("tags", []))
+    verdicts = "".join(
+        output_text(c) for c in executed.cells if "exercise" in c.metadata.get("tags", [])
+    )
     assert verdicts.count("✅") == 2 and "❌" not in verdicts, verdicts
     assert "times higher than it starts" in verdicts and "the steps are too small" in verdicts
 
@@ -71,9 +45,11 @@ def test_correct_answers_pass_both_checks(answer, tmp_path, monkeypatch):
 def test_solution_runs_from_the_shipped_logs_and_every_claim_holds(tmp_path, monkeypatch):
     import json
 
-    executed = _run(nbformat.read(SOLUTION, as_version=4), tmp_path, monkeypatch)
+    executed = execute_tiny(
+        nbformat.read(SOLUTION, as_version=4), tmp_path, monkeypatch, TRAIN_LIVE=False
+    )
     assert not _errors(executed)
-    text = "".join(_text(c) for c in executed.cells)
+    text = "".join(output_text(c) for c in executed.cells)
     assert "Shipped log 'handover'" in text and "Shipped log 'fixed'" in text
     stage = json.loads((tmp_path / "stages" / "stage-06.json").read_text())
     assert len(stage["claims"]) == 3 and all(c["holds"] for c in stage["claims"]), stage["claims"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_runs import execute_tiny, output_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_00 = ROOT / "notebooks" / "00_what_is_wrong.ipynb"
@@ -57,36 +58,17 @@ def _with(path: Path, shipped: str, answer: str | None):
 
 
 def _run(nb, tmp_path: Path, runs: Path, monkeypatch):
-    import papermill as pm
-
-    monkeypatch.setenv("NBHELPERS_RUNS_DIR", str(runs))
-    for var in ("LOGBOOK", "STAGES", "DATA"):
-        monkeypatch.setenv(f"NBHELPERS_{var}_DIR", str(tmp_path / var.lower()))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    source, output = tmp_path / "learner.ipynb", tmp_path / "executed.ipynb"
-    nbformat.write(nb, source)
-    (tmp_path / "cwd").mkdir()
-    pm.execute_notebook(
-        str(source), str(output), kernel_name="python3", cwd=str(tmp_path / "cwd"),
-        parameters={"BUDGET": "tiny", "DATA_SOURCE": "synthetic", "DOWNLOAD": False},
-        progress_bar=False, execution_timeout=600,
-    )  # fmt: skip
-    executed = nbformat.read(output, as_version=4)
+    """Execute at tiny with the runs folder shared by this module's tests; no cell may fail."""
+    executed = execute_tiny(nb, tmp_path, monkeypatch, runs_dir=runs)
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors
     return executed
 
 
-def _text(cell) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        parts.append(out.get("text", ""))
-        parts.append(out.get("data", {}).get("text/plain", ""))
-    return "".join(parts)
-
-
 def _verdicts(executed) -> str:
-    return "".join(_text(c) for c in executed.cells if "exercise" in c.metadata.get("tags", []))
+    return "".join(
+        output_text(c) for c in executed.cells if "exercise" in c.metadata.get("tags", [])
+    )
 
 
 @pytest.mark.parametrize("answer", ANSWERS_00)
@@ -107,7 +89,7 @@ def test_07_every_correct_answer_passes_and_the_logbook_is_exported(
     )
     verdicts = _verdicts(executed)
     assert verdicts.count("✅") == 2 and "❌" not in verdicts, verdicts
-    shown = next(_text(c) for c in executed.cells if "Logbook().to_frame()" in c.source)
+    shown = next(output_text(c) for c in executed.cells if "Logbook().to_frame()" in c.source)
     assert "07 tuning" in shown and "logbook exported" in shown
     html, markdown = tmp_path / "logbook" / "logbook.html", tmp_path / "logbook" / "logbook.md"
     assert "07 tuning" in html.read_text(encoding="utf-8")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_runs import execute_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNER = ROOT / "notebooks" / "02_speed_up.ipynb"
@@ -44,22 +45,7 @@ def _outputs_text(cell) -> str:
 
 @pytest.mark.parametrize("levers", VARIANTS.values(), ids=VARIANTS.keys())
 def test_two_correct_debug_configurations_pass_the_self_check(levers, tmp_path, monkeypatch):
-    import papermill as pm
-
-    for var, sub in (
-        ("NBHELPERS_RUNS_DIR", "runs"), ("NBHELPERS_LOGBOOK_DIR", "logbook"),
-        ("NBHELPERS_STAGES_DIR", "stages"), ("NBHELPERS_DATA_DIR", "data"),
-    ):  # fmt: skip
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    source, output = tmp_path / "02.ipynb", tmp_path / "02-executed.ipynb"
-    nbformat.write(_with_levers(levers), source)
-    (tmp_path / "cwd").mkdir()
-    pm.execute_notebook(
-        str(source), str(output), kernel_name="python3", cwd=str(tmp_path / "cwd"),
-        parameters={"BUDGET": "tiny", "DATA_SOURCE": "synthetic", "DOWNLOAD": False},
-        progress_bar=False, execution_timeout=600,
-    )  # fmt: skip
-    executed = nbformat.read(output, as_version=4)
+    executed = execute_tiny(_with_levers(levers), tmp_path, monkeypatch)
     checks = [c for c in executed.cells if c.cell_type == "code" and "check(" in c.source]
     assert checks, "the self-check cell is missing"
     text = _outputs_text(checks[0])
