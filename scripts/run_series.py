@@ -205,18 +205,18 @@ def baseline_table(budget: str, source: str, download: bool, seed: int) -> str:
 
 def _fmt_claims(rec: dict) -> str:
     """The stage's claims, one per line of the cell: "holds: ..." or "does not hold: ..."."""
-    lines = []
-    for claim in rec.get("claims") or []:
-        verdict = "holds" if claim.get("holds") else "does not hold"
-        lines.append(f"{verdict}: {claim.get('text', '')} ({claim.get('evidence', '')})")
+    from nbhelpers.notebook import Claim
+
+    lines = [Claim(**claim).line() for claim in rec.get("claims") or []]
     return "<br>".join(line.replace("|", "/") for line in lines) or "-"
 
 
 def _fmt_test(rec: dict) -> str:
     """The test accuracy with the split it was measured on (the colleague's split is training
     images, one of the handover's faults)."""
-    split = {"colleague": "colleague's split", "test": "test split"}.get(rec.get("test_split"))
-    acc = _fmt_acc(rec.get("test_accuracy"))
+    from nbhelpers.notebook import TEST_SPLITS
+
+    split, acc = TEST_SPLITS.get(rec.get("test_split")), _fmt_acc(rec.get("test_accuracy"))
     return f"{acc} ({split})" if split and acc != "-" else acc
 
 
