@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nbhelpers.data import SPLITS
+from nbhelpers.notebook import TEST_SPLITS
 
 __all__ = [
     "add_reference_lines",
@@ -241,11 +242,8 @@ def summary_text(run: Any) -> str:
 
 
 #: How a stage's test split is drawn in :func:`plot_journey`: (legend text, bar hatch).
-SPLIT_MARKS = {
-    "colleague": ("the colleague's test split (training images)", "//"),
-    "test": ("the real test split", ""),
-    None: ("test split not recorded", ".."),
-}
+SPLIT_MARKS = {split: (label, "//" if split == "colleague" else "") for split, label in TEST_SPLITS.items()}
+SPLIT_MARKS[None] = ("test split not recorded", "..")
 
 
 def plot_journey(

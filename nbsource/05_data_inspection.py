@@ -508,25 +508,33 @@ assert after.extra["split_sizes"]["test"] == len(bundle.test)
 # way, the colleague's numbers could never have warned us. From now on, validation and test
 # measure what they should.
 #
-# The train-test gap is also the check on the tutorial's claim about augmentation:
-# *"Currently we don't seem to be limited by data, so we don't need augmented data."* A model
-# that is short of data does much better on its training images than on new ones; then
-# augmentation can help. But the gap only means something for a model that has learned
-# something: one that predicts the same digit for every image has no gap at all. So first:
-# is the model above chance on the real test split?
+# The same numbers check the tutorial's claim about augmentation: *"Currently we don't seem
+# to be limited by data, so we don't need augmented data."* More (or augmented) data helps a
+# model that fits its training images much better than new ones: it memorises. It cannot
+# help a model that does not even fit its training images: that model is held back by its
+# training, and more images only make fitting harder (the usual bias/variance reading of a
+# learning curve). So first: does the model fit its own training images better than
+# chance? Only then does the train-test gap tell us anything; a model that predicts the
+# same digit for every image has a gap of zero by construction.
 
 # %%
 test_vs_chance = above_chance(after.final("test_accuracy"), len(bundle.test), majority_share(bundle.test.labels))
-gap = after.final("train_accuracy") - after.final("test_accuracy")
 n_train, n_test = sizes["valid"] + sizes["test"], len(bundle.test)
+train_vs_chance = above_chance(after.final("train_accuracy"), n_train, majority_share(bundle.train.labels))
+gap = after.final("train_accuracy") - after.final("test_accuracy")
 gap_noise = 2 * sum(
     a * (1 - a) / n for a, n in [(after.final("train_accuracy"), n_train), (after.final("test_accuracy"), n_test)]
 ) ** 0.5
 GAP_LIMIT = 0.05  # a train-test gap below 5 points: not limited by data
+print(f"training images: {train_vs_chance.evidence}")
 print(f"real test split: {test_vs_chance.evidence}")
 print(f"train minus test accuracy: {gap:+.1%} (2 standard errors: {gap_noise:.1%})")
-if not test_vs_chance.above:
-    print("The model is not above chance, so the gap says nothing about whether data is short.")
+if not train_vs_chance.above:
+    print(
+        "The model does not fit even its own training images better than chance: it is held "
+        "back by its training, not by data, so more (augmented) images cannot help yet. (Its "
+        "gap of about zero is no evidence either way: guessing one digit has no gap.)"
+    )
 elif gap < GAP_LIMIT:
     print(
         f"The model is above chance and does about as well on new images as on its training "
@@ -538,7 +546,13 @@ else:
         f"The model does {gap:+.1%} better on its training images than on new ones: it "
         "memorises, and more (or augmented) data could help."
     )
-not_data_limited = bool(test_vs_chance.above and gap < GAP_LIMIT)
+not_data_limited = bool(not train_vs_chance.above or gap < GAP_LIMIT)  # underfits, or generalises
+data_limit_evidence = (
+    f"training images: {train_vs_chance.evidence}: the model does not fit them, so more images cannot help yet"
+    if not train_vs_chance.above
+    else f"train minus test accuracy {gap:+.1%} (2 standard errors {gap_noise:.1%}, limit {GAP_LIMIT:.0%}); "
+    f"real test split: {test_vs_chance.evidence}"
+)
 
 # ## Logbook
 
@@ -597,8 +611,7 @@ record_stage(
         Claim(
             "we are not limited by data, so we do not need augmented data",
             not_data_limited,
-            f"train minus test accuracy {gap:+.1%} (2 standard errors {gap_noise:.1%}, limit "
-            f"{GAP_LIMIT:.0%}); real test split: {test_vs_chance.evidence}",
+            data_limit_evidence,
         ),
     ],
 )

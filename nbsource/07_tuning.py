@@ -64,7 +64,7 @@ device, budget, bundle = ctx.device, ctx.budget, ctx.bundle
 
 # %% [markdown]
 # ## How big each run is
-# This notebook trains about 25 runs. On the full budget (a GPU) each one is the
+# This notebook trains about 30 runs. On the full budget (a GPU) each one is the
 # colleague's network at full size, on all the training data. On the CPU budgets that would
 # take far too long, so every run here, the reference fix included, is a smaller version:
 # a **narrower network** (`WIDTH` channels in the first layer: the same layout, much less
@@ -259,15 +259,43 @@ print(f"best validation accuracy: ReLU {relu_valid:.1%}, ReLU with He init {he_v
 # network less sensitive to the scale of its weights, which often allows a larger learning
 # rate: another reason to sweep again.
 #
+# And the He initialisation of step 2b: with BatchNorm the signal no longer needs it. It
+# still sets how *large* the weights start, and that matters in another way: a convolution
+# followed by BatchNorm gives the same output when its weights are scaled up, so only their
+# direction counts, while Adam moves every weight by about the learning rate per step,
+# whatever its size. Larger weights turn by less per step: a smaller *effective* learning
+# rate. So we try BatchNorm with both initialisations, each with its own sweep. One sweep
+# run is one draw, so we decide between the two on all seeds: each at its best learning
+# rate, and the higher mean validation accuracy stays.
+#
 # {{time:sweep-batchnorm}}
 
 # %%
 # time: sweep-batchnorm
 stage_configs["ReLU + BatchNorm"] = stage_configs["ReLU, He init"].replace(name="relu-batchnorm", norm="batch")
 sweeps["ReLU + BatchNorm"] = sweep(stage_configs["ReLU + BatchNorm"], LRS, "ReLU + BatchNorm")
+stage_configs["ReLU + BatchNorm, default init"] = stage_configs["ReLU + BatchNorm"].replace(name="relu-batchnorm-default-init", init="default")
+sweeps["ReLU + BatchNorm, default init"] = sweep(stage_configs["ReLU + BatchNorm, default init"], LRS, "ReLU + BatchNorm, default init")
 lr_bn, lr_he = best_lr(sweeps["ReLU + BatchNorm"]), best_lr(sweeps["ReLU, He init"])
 moved = "larger than" if lr_bn > lr_he else ("the same as" if lr_bn == lr_he else "smaller than")
 print(f"ReLU + BatchNorm: best learning rate {lr_bn:g}, {moved} without BatchNorm ({lr_he:g})")
+
+conv_norms = {}
+for init in ("default", "kaiming"):
+    torch.manual_seed(SEED)
+    net = build_cnn("relu", "batch", WIDTH, init=init)
+    conv_norms[init] = math.sqrt(sum(m.weight.pow(2).sum().item() for m in net if isinstance(m, torch.nn.Conv2d)))
+print(f"conv weights at init: He {conv_norms['kaiming'] / conv_norms['default']:.1f}x as large as the default (norm)")
+BN_LABELS = ("ReLU + BatchNorm", "ReLU + BatchNorm, default init")
+bn_valid = {
+    k: values_at_epoch(run_config_seeds(stage_configs[k].replace(lr=best_lr(sweeps[k])), SEEDS, metric="valid_accuracy", data=data),
+                       EPOCHS, "valid_accuracy")
+    for k in BN_LABELS
+}  # fmt: skip
+bn_keep = max(BN_LABELS, key=lambda k: bn_valid[k].mean())
+print("with BatchNorm, mean validation accuracy over seeds " + str(SEEDS) + ": "
+      + ", ".join(f"{k} (lr {best_lr(sweeps[k]):g}) {bn_valid[k].mean():.1%}" for k in BN_LABELS)
+      + f" -> keep {bn_keep}")  # fmt: skip
 
 # %% [markdown]
 # ## The sweeps side by side
@@ -341,7 +369,8 @@ plt.show()
 # lies above zero. Otherwise the simpler configuration stays.
 
 # %%
-best_label = max(best_runs, key=lambda k: best_runs[k].final("valid_accuracy"))
+candidates = [k for k in best_runs if k not in BN_LABELS or k == bn_keep]  # BatchNorm: the init chosen on all seeds
+best_label = max(candidates, key=lambda k: best_runs[k].final("valid_accuracy"))
 best_config = stage_configs[best_label].replace(lr=best_runs[best_label].config["lr"])
 print(f"best so far: {best_label}, {describe_config(best_config)}")
 
@@ -601,7 +630,8 @@ print(f"logbook exported: {html_file} and {markdown_file} (open the HTML file in
 # %% [markdown]
 # ## Summary
 # - **Debugging Strategy VI:** once the pipeline is correct, tune: here Tanh → ReLU (with
-#   the He initialisation made for it, measured at initialisation), BatchNorm, and the
+#   the He initialisation made for it, measured at initialisation), BatchNorm (with the
+#   initialisation tried again: with BatchNorm it sets the effective learning rate), and the
 #   learning rate, one change at a time.
 # - **Re-tune the learning rate after every change**: compare the circles of the sweep plot.
 #   Sweep on a log scale; choose on validation data, report test.

@@ -228,7 +228,7 @@ def test_run_series_journey_and_failure(tmp_path, capsys, monkeypatch):
     assert "torch" in printed and "class counts" in printed  # banner and data summary first
     journey = (out / "journey.md").read_text()
     assert (
-        "| 01 | ok tiny | 25.0% (test split) | does not hold: learns (25% vs 19%)<br>holds: fast (3 s) | 3.0 s |"
+        "| 01 | ok tiny | 25.0% (the real test split) | does not hold: learns (25% vs 19%)<br>holds: fast (3 s) | 3.0 s |"
         in journey
     )
     row = r"^\| (handover|reference fix) \| (\d+\.\d)% \| (\d+\.\d)% \| [\d.]+ s \|"
