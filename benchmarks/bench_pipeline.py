@@ -14,17 +14,22 @@ synchronised at every phase boundary):
 2. ``handover, no Cockpit``: the same without Cockpit (Cockpit's share of the handover).
 3. ``tuned``: the same model and optimizer on the device-resident
    :class:`nbhelpers.data.TensorLoader`, no augmentation, evaluation of the validation split
-   only (a tenth of the training images, batch 1024), no Cockpit, in the memory layout that
-   trains fastest on this device (``--memory-format auto``: measured with
-   :func:`nbhelpers.profiling.fastest_memory_format`, as ``RunConfig(memory_format="auto")``
-   does).
+   only (a tenth of the training images, batch 1024), no Cockpit, in the memory layout and
+   the arithmetic that train fastest on this device (``--memory-format auto``,
+   ``--precision auto``: measured with :func:`nbhelpers.profiling.fastest_memory_format` and
+   :func:`nbhelpers.profiling.fastest_precision`, as ``RunConfig(memory_format="auto",
+   precision="auto")`` does, the tutorial's reference fix among them).
 4. ``tuned, contiguous``: the tuned pipeline in torch's default layout (only when the tuned
    one is channels_last): what the layout alone gains.
-5. ``tuned + Cockpit (default preset)``: the tuned pipeline in torch's default layout (the one
-   Cockpit's BackPACK extensions expect, as ``run()`` uses with hooks) with the notebooks'
-   default preset (``nbhelpers.cockpit_tools.DEFAULT_PRESET``).
-6. ``raw``: forward + backward + optimizer step on one fixed batch resident on the device, in
-   the tuned layout (:func:`nbhelpers.profiling.time_raw_steps`): the limit of any pipeline.
+5. ``tuned, fp32``: the tuned pipeline in float32 (only when the tuned one is bf16): what
+   the arithmetic alone gains.
+6. ``tuned + Cockpit (default preset)``: the tuned pipeline in torch's default layout and
+   float32 (what Cockpit's BackPACK extensions expect, as ``run()`` uses with hooks) with the
+   notebooks' default preset (``nbhelpers.cockpit_tools.DEFAULT_PRESET``); beside it
+   ``tuned, plain``, the same without Cockpit, when no setup above is already that.
+7. ``raw``: forward + backward + optimizer step on one fixed batch resident on the device, in
+   the tuned layout and arithmetic (:func:`nbhelpers.profiling.time_raw_steps`): the limit of
+   any pipeline.
 
 All of them run with the package's CPU thread choice (``--threads auto``, see
 :mod:`nbhelpers.threads`); the table says how many threads each used. Images are random
@@ -41,7 +46,8 @@ its per-round ratios with their range:
 - ``cockpit_default_over_plain``: seconds per training step with the default Cockpit preset /
   without (tuned pipeline, torch's default layout);
 - ``cockpit_handover_over_plain``: the handover's seconds per epoch with / without Cockpit;
-- ``channels_last_gain``: tuned, contiguous / tuned, per epoch (when measured).
+- ``channels_last_gain``: tuned, contiguous / tuned, per epoch (when measured);
+- ``bf16_gain``: tuned, fp32 / tuned, per epoch (when measured).
 
 Writes everything, every round included, to ``benchmarks/results/pipeline.json``.
 Targets: tuned >= 3x handover per epoch on 2 CPU cores (>= 10x on a GPU); tuned loop >= 0.9x
@@ -69,11 +75,14 @@ from nbhelpers.data import ImageSet, TensorLoader
 from nbhelpers.models import build_cnn
 from nbhelpers.profiling import (
     MEMORY_FORMATS,
+    PRECISIONS,
     TimingProfile,
     fastest_memory_format,
+    fastest_precision,
     median_profile,
     profile_training,
     time_raw_steps,
+    with_precision,
 )
 
 TARGETS = {
@@ -123,8 +132,8 @@ def cockpit_hook(preset: str | None = None):
 class Setups:
     """The setups of the benchmark; each call builds its setup afresh and profiles it once."""
 
-    def __init__(self, args, device: torch.device, layout: str):
-        self.args, self.device, self.layout = args, device, layout
+    def __init__(self, args, device: torch.device, layout: str, precision: str):
+        self.args, self.device, self.layout, self.precision = args, device, layout, precision
         self.train_set = _images(args.n_train, 0, "train")
         self.valid_set = _images(max(args.n_train // 10, 1), 1, "valid")
         perm = torch.randperm(args.n_train, generator=torch.Generator().manual_seed(0))
@@ -157,8 +166,9 @@ class Setups:
             model, optimizer, loader, evals, hooks, scheduler=scheduler, zero_grad=False
         )
 
-    def tuned(self, layout: str, cockpit: bool = False) -> TimingProfile:
+    def tuned(self, layout: str, precision: str, cockpit: bool = False) -> TimingProfile:
         model, optimizer = _model(self.device, layout)
+        model = with_precision(model, precision, self.device)
         cl = layout == "channels_last"
         t, v, b = self.train_set, self.valid_set, self.args.tuned_batch_size
         loader = TensorLoader(t.images, t.labels, b, device=self.device, channels_last=cl)
@@ -173,6 +183,7 @@ class Setups:
 
     def raw(self) -> dict:
         model, optimizer = _model(self.device, self.layout)
+        model = with_precision(model, self.precision, self.device)
         return time_raw_steps(
             model, optimizer, self.args.tuned_batch_size, steps=self.args.steps,
             warmup_steps=self.args.warmup, channels_last=self.layout == "channels_last",
@@ -186,11 +197,15 @@ def _measurements(setups: Setups, cockpit_ok: bool) -> dict:
     if cockpit_ok:
         out["handover"] = lambda: setups.handover(cockpit=True)
     out["handover, no Cockpit"] = lambda: setups.handover(cockpit=False)
-    out["tuned"] = lambda: setups.tuned(setups.layout)
+    out["tuned"] = lambda: setups.tuned(setups.layout, setups.precision)
     if setups.layout != "contiguous":
-        out["tuned, contiguous"] = lambda: setups.tuned("contiguous")
+        out["tuned, contiguous"] = lambda: setups.tuned("contiguous", setups.precision)
+    if setups.precision != "fp32":
+        out["tuned, fp32"] = lambda: setups.tuned(setups.layout, "fp32")
     if cockpit_ok:
-        out["tuned + Cockpit (default preset)"] = lambda: setups.tuned("contiguous", cockpit=True)
+        if setups.layout != "contiguous" and setups.precision != "fp32":  # Cockpit's plain twin
+            out["tuned, plain"] = lambda: setups.tuned("contiguous", "fp32")
+        out["tuned + Cockpit (default preset)"] = lambda: setups.tuned("contiguous", "fp32", cockpit=True)
     return out
 
 
@@ -199,10 +214,19 @@ def _step_s(prof: TimingProfile) -> float:
     return sum(prof.measured_s[p] for p in TRAIN_PHASES) / prof.steps
 
 
+def _plain(rounds: dict[str, list]) -> list:
+    """The rounds of the tuned pipeline in torch's layout and float32 (Cockpit's setting)."""
+    if "tuned, plain" in rounds:
+        return rounds["tuned, plain"]
+    if "tuned, contiguous" in rounds and "tuned, fp32" not in rounds:
+        return rounds["tuned, contiguous"]
+    return rounds.get("tuned, fp32", rounds["tuned"])
+
+
 def _round_ratios(rounds: dict[str, list], raw: list[dict]) -> dict[str, list[float]]:
     """Each ratio of the module docstring, once per round."""
     handover = rounds.get("handover", rounds["handover, no Cockpit"])
-    plain = rounds.get("tuned, contiguous", rounds["tuned"])
+    plain = _plain(rounds)
     pairs = {
         "tuned_over_handover": [h.time_per_epoch_s / t.time_per_epoch_s
                                 for h, t in zip(handover, rounds["tuned"], strict=True)],
@@ -218,11 +242,12 @@ def _round_ratios(rounds: dict[str, list], raw: list[dict]) -> dict[str, list[fl
             h.time_per_epoch_s / n.time_per_epoch_s
             for h, n in zip(rounds["handover"], rounds["handover, no Cockpit"], strict=True)
         ]
-    if "tuned, contiguous" in rounds:
-        pairs["channels_last_gain"] = [
-            c.time_per_epoch_s / t.time_per_epoch_s
-            for c, t in zip(rounds["tuned, contiguous"], rounds["tuned"], strict=True)
-        ]
+    for label, key in (("tuned, contiguous", "channels_last_gain"), ("tuned, fp32", "bf16_gain")):
+        if label in rounds:
+            pairs[key] = [
+                c.time_per_epoch_s / t.time_per_epoch_s
+                for c, t in zip(rounds[label], rounds["tuned"], strict=True)
+            ]
     return pairs
 
 
@@ -277,6 +302,12 @@ def _parser() -> argparse.ArgumentParser:
         help="layout of the tuned pipeline and the raw step (auto: the faster, measured)",
     )
     p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", *PRECISIONS],
+        help="arithmetic of the tuned pipeline and the raw step (auto: the faster, measured)",
+    )
+    p.add_argument(
         "--threads",
         default="auto",
         help="CPU threads of every setup: auto (the package's choice), N, or none",
@@ -315,13 +346,19 @@ def main(argv: list[str] | None = None) -> dict:
         layout, layout_s = fastest_memory_format(
             make, args.tuned_batch_size, device=device, threads=args.threads
         )
-    setups = Setups(args, device, layout)
+    precision, precision_s = args.precision, None
+    if precision == "auto":
+        make = lambda: build_cnn("tanh", "none")  # noqa: E731
+        precision, precision_s = fastest_precision(
+            make, args.tuned_batch_size, device=device, memory_format=layout, threads=args.threads
+        )
+    setups = Setups(args, device, layout, precision)
     hook, why_not = (None, "skipped (--no-cockpit)") if args.no_cockpit else cockpit_hook()
     measure = _measurements(setups, hook is not None)
     print(f"{env.banner(device)} | load average {load_average()}")
     print(
         f"{args.n_train} training images per epoch, batch {args.batch_size} (tuned and raw: "
-        f"{args.tuned_batch_size}, {layout}{' (measured: auto)' if layout_s else ''}), "
+        f"{args.tuned_batch_size}, {layout}, {precision}{' (measured: auto)' if layout_s or precision_s else ''}), "
         f"{args.rounds} rounds of {args.steps} timed steps per setup, threads {args.threads}"
     )
     if hook is None:
@@ -344,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
         **machine(device),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "memory_format": {"tuned": layout, "measured_step_s": layout_s},
+        "precision": {"tuned": precision, "measured_step_s": precision_s},
         "cockpit": "measured" if hook is not None else f"not measured: {why_not}",
         "setups": {k: _row(p) for k, p in profiles.items()},
         "raw": {"rounds": raw, **summary([r["images_per_s"] for r in raw])},
@@ -365,6 +403,7 @@ def _print_ratios(ratios: dict[str, list[float]], device: torch.device, why_not)
         "cockpit_default_over_plain": ("Cockpit default preset / plain step", "target <= 1.25x"),
         "cockpit_handover_over_plain": ("handover with / without Cockpit", "per epoch"),
         "channels_last_gain": ("tuned contiguous / channels_last", "what the layout gains"),
+        "bf16_gain": ("tuned fp32 / bf16", "what the arithmetic gains"),
     }
     print("\nratios: median of the rounds (fastest-slowest round)")
     for key, (name, note) in lines.items():

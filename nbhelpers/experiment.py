@@ -45,7 +45,7 @@ __all__ = [
     "AUGMENTATIONS", "EVAL_SPLITS", "OPTIMIZERS", "SCHEDULES", "RandomRotationBatch", "RunConfig",
     "RunParts", "RunRecord", "build_optimizer", "build_run", "build_scheduler", "clear_data_cache",
     "compare_table", "describe_config", "get_data", "handover_config", "memory_format_of",
-    "reference_fix_config", "run",
+    "precision_of", "reference_fix_config", "run",
 ]  # fmt: skip
 
 EVAL_SPLITS = data_mod.SPLITS
@@ -184,6 +184,14 @@ class RunConfig:
             each model, batch size and thread setting; torch's default with training hooks
             such as Cockpit, whose BackPACK extensions expect it). The layout changes how the
             arithmetic is done, not what is computed: results differ only by rounding.
+        precision: arithmetic of training and evaluation (:data:`nbhelpers.profiling.PRECISIONS`):
+            "fp32" (float32 throughout), "bf16" (bfloat16 mixed precision: convolutions and
+            matrix products in bfloat16, weights and optimizer in float32), or "auto": "bf16"
+            where it trains faster on this device, measured
+            (:func:`nbhelpers.profiling.fastest_precision`, once per process for each model,
+            batch size, layout and thread setting; "fp32" with training hooks such as Cockpit,
+            whose BackPACK extensions compute in float32). bfloat16 keeps about 3 significant
+            digits, so results differ from "fp32" by more than rounding.
         threads: CPU intra-op threads: "auto" (chosen per run and epoch from the step's work and
             the idle cores, see :mod:`nbhelpers.threads`), an int >= 1 (exactly that many), or
             None (torch's setting as it is). Results on the CPU differ by rounding between
@@ -227,6 +235,7 @@ class RunConfig:
     device: str | None = _checked(None, _device)
     max_steps: int | None = _checked(None, functools.partial(integer, minimum=0, allow_none=True))
     memory_format: str = _checked("auto", _choice(("auto", *profiling.MEMORY_FORMATS)))
+    precision: str = _checked("fp32", _choice(("auto", *profiling.PRECISIONS)))
     threads: int | str | None = _checked("auto", check_threads)
 
     def __post_init__(self) -> None:
@@ -309,14 +318,14 @@ def reference_fix_config(
     To-tensor only (no augmentation), evaluation data from the test split, gradients
     zeroed every step, no schedule, Adam with lr 2e-3, ReLU then BatchNorm after every
     convolution. It reached 93.2% test accuracy on real SVHN in 10 epochs (tutorial).
-    Uses the fast device-resident "tensor" loader and the faster memory layout on this device
-    (``memory_format="auto"``); pass ``loader="pil"`` for the handover's pipeline. Arguments as
+    Uses the fast device-resident "tensor" loader and the faster memory layout and arithmetic
+    on this device (``memory_format="auto"``, ``precision="auto"``); pass ``loader="pil"`` for the handover's pipeline. Arguments as
     in :func:`handover_config`.
     """
     fields = dict(
         name="reference-fix", eval_from_train=False, augmentation="none", loader="tensor",
         activation="relu", norm="batch", optimizer="adam", lr=2e-3, schedule="none",
-        zero_grad=True,
+        zero_grad=True, precision="auto",
     )  # fmt: skip
     return _config_at_budget(budget, source, fields, changes)
 
@@ -458,6 +467,28 @@ def _fastest_format(device: str, activation: str, norm: str, width: int, batch_s
         make_model, batch_size, device=device, threads=threads
     )
     return fastest
+
+
+@functools.lru_cache(maxsize=32)
+def _fastest_precision(device: str, activation: str, norm: str, width: int, batch_size: int,
+                       threads: Any, learner_threads: int, layout: str) -> str:  # fmt: skip
+    def make_model() -> nn.Module:
+        return models.build_cnn(activation, norm, width)
+
+    fastest, _ = profiling.fastest_precision(
+        make_model, batch_size, device=device, memory_format=layout, threads=threads
+    )
+    return fastest
+
+
+def precision_of(config: RunConfig, device: torch.device | str, layout: str) -> str:
+    """The arithmetic a run of ``config`` trains in on ``device`` in memory ``layout``:
+    ``config.precision``, with "auto" measured (:func:`nbhelpers.profiling.fastest_precision`;
+    once per process for each model, batch size, layout and thread setting, before any seeding)."""
+    if config.precision != "auto":
+        return config.precision
+    key = (config.activation, config.norm, config.width, config.batch_size, config.threads)
+    return _fastest_precision(str(torch.device(device)), *key, torch.get_num_threads(), layout)
 
 
 def memory_format_of(config: RunConfig, device: torch.device | str) -> str:
@@ -656,6 +687,9 @@ def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[His
     t0 = time.perf_counter()
     if hooks and config.memory_format == "auto":  # BackPACK (Cockpit) expects torch's layout
         config = config.replace(memory_format="contiguous")
+    if hooks and config.precision == "auto":  # ... and computes in float32
+        config = config.replace(precision="fp32")
+    precision = precision_of(config, device, memory_format_of(config, device))  # before seeding
     parts = build_run(config, bundle, device)
     extra = {
         "is_stand_in": bundle.is_stand_in,
@@ -663,6 +697,7 @@ def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[His
         "n_parameters": models.count_parameters(parts.model),
         "setup_s": time.perf_counter() - t0,
         "memory_format": parts.memory_format,
+        "precision": precision,
     }
     if progress:
         stand_in = " (offline stand-in)" if bundle.is_stand_in else ""
@@ -673,7 +708,8 @@ def _train_config(config, bundle, device, hooks, progress, profile) -> tuple[His
         max_steps=config.max_steps, profile=profile, threads=config.threads,
     )  # fmt: skip
     history = train(
-        parts.model, parts.optimizer, parts.train_loader, epochs=config.epochs,
+        profiling.with_precision(parts.model, precision, device), parts.optimizer,
+        parts.train_loader, epochs=config.epochs,
         scheduler=parts.scheduler, eval_loaders=parts.eval_loaders if config.eval_every else {},
         hooks=hooks, options=options,
     )  # fmt: skip
@@ -686,7 +722,8 @@ def replay_note(record: RunRecord) -> str:
 
     A CPU run with ``threads="auto"`` (or None) used the thread counts its record names
     (``extra["cpu_threads"]``), and ``memory_format="auto"`` the layout in
-    ``extra["memory_format"]``; a retrain that chooses other ones gives numbers that differ by
+    ``extra["memory_format"]``, ``precision="auto"`` the arithmetic in ``extra["precision"]``;
+    a retrain that chooses other ones gives numbers that differ by
     rounding, which training amplifies. Returns "" when the config fixes both.
     """
     config, extra = record.config, record.extra
@@ -696,12 +733,14 @@ def replay_note(record: RunRecord) -> str:
         chosen.append(describe_threads(counts))
     if config.get("memory_format") == "auto" and isinstance(extra.get("memory_format"), str):
         chosen.append(f"the {extra['memory_format']} memory format")
+    if config.get("precision") == "auto" and isinstance(extra.get("precision"), str):
+        chosen.append(f"{extra['precision']} arithmetic")
     if not chosen:
         return ""
     return (
         f"; it was trained with {' and '.join(chosen)}, which its config does not fix: a "
         "retrain may use others and then differ by rounding (amplified by training); set "
-        "threads=N and memory_format in the config for bit-identical reruns"
+        "threads=N, memory_format and precision in the config for bit-identical reruns"
     )
 
 
@@ -738,6 +777,8 @@ def describe_config(config: RunConfig | dict[str, Any]) -> str:
         parts.append(f"threads={c['threads']}")
     if c.get("memory_format") == "channels_last":
         parts.append("channels_last")
+    if c.get("precision") == "bf16":
+        parts.append("bf16")
     parts.append(f"bs={c.get('batch_size')} ep={c.get('epochs')}")
     return ", ".join(parts)
 

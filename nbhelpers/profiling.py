@@ -22,8 +22,9 @@ median round with the others for the spread (:attr:`TimingProfile.rounds`).
 Also here: :func:`compare_profiles` / :func:`plot_comparison` (lever -> time per epoch ->
 speed-up), :func:`time_raw_steps` (forward+backward+step on one fixed resident batch: the
 limit any data pipeline can reach), :func:`batch_size_sweep` (throughput by batch size, on a
-GPU doubling until out of memory or a memory cap), :func:`fastest_memory_format` (the
-memory layout that trains fastest here, measured) and :class:`Autocast` (mixed precision).
+GPU doubling until out of memory or a memory cap), :func:`fastest_memory_format` and
+:func:`fastest_precision` (the memory layout and the arithmetic that train fastest here,
+measured) and :class:`Autocast` (mixed precision).
 
 The tutorial's first strategy (Numerics of ML, Tutorial 11, "Debugging Strategy I": make the
 run fast enough to iterate) is what notebook 02 measures with these tools.
@@ -50,9 +51,9 @@ from nbhelpers.train import History, TrainOptions, evaluate, synchronize, train
 from nbhelpers.validate import integer, one_of, positive_int
 
 __all__ = [
-    "MEMORY_FORMATS", "PHASES", "Autocast", "ProfileOptions", "TimingProfile", "batch_size_sweep",
-    "compare_profiles", "count_operations", "fastest_memory_format", "median_profile", "plot_comparison",
-    "profile_training", "repeat_profiles", "time_raw_steps",
+    "MEMORY_FORMATS", "PHASES", "PRECISIONS", "Autocast", "ProfileOptions", "TimingProfile", "batch_size_sweep",
+    "compare_profiles", "count_operations", "fastest_memory_format", "fastest_precision", "median_profile",
+    "plot_comparison", "profile_training", "repeat_profiles", "time_raw_steps", "with_precision",
 ]  # fmt: skip
 
 #: The phases of a training epoch, in table order.
@@ -634,7 +635,9 @@ class Autocast(nn.Module):
     On CUDA GPUs with bfloat16 support (Ampere and newer) ``Autocast(model)`` runs
     convolutions and matrix products in bfloat16 (half the memory traffic, tensor cores);
     weights, gradients and the optimizer stay float32, and bfloat16 has float32's range, so
-    no loss scaling is needed. On a CPU it is usually slower, not faster.
+    no loss scaling is needed. On a CPU it depends on the hardware: with bfloat16
+    instructions (e.g. AVX512-BF16) large batches run faster, elsewhere bfloat16 is emulated
+    and slower; :func:`fastest_precision` measures it.
 
     Args:
         model: the wrapped module (kept as ``self.model``).
@@ -849,10 +852,62 @@ def count_operations(step: Callable[[], Any]) -> int:
     return _Counter.calls
 
 
-# --------------------------------------------------------------------------- memory format
+# --------------------------------------------------------------------------- memory format, precision
 #: Memory layouts a model can train in: torch's default (NCHW) and channels_last (NHWC, each
 #: pixel's channels side by side, which many convolution kernels prefer).
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+#: Arithmetic a model can train in: float32 throughout, or bfloat16 mixed precision
+#: (:class:`Autocast`: convolutions and matrix products in bfloat16, weights, gradients and
+#: the optimizer's state in float32).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def with_precision(model: nn.Module, precision: str, device: torch.device | str) -> nn.Module:
+    """``model`` itself for "fp32", ``Autocast(model, bfloat16)`` on ``device``'s type for "bf16".
+
+    Raises:
+        ValueError: a name not in :data:`PRECISIONS`.
+    """
+    dtype = PRECISIONS[one_of("precision", precision, PRECISIONS)]
+    return model if dtype is None else Autocast(model, dtype, torch.device(device).type)
+
+
+def _median_steps(setups: dict, batch_size: int, device: torch.device, rounds: int, threads) -> dict:
+    """Median seconds per training step of each setup ``name -> (model, optimizer,
+    channels_last)``, timed with :func:`time_raw_steps` in ``rounds`` interleaved rounds (one
+    warm-up step each first; one timed step per round, or more when a step is short, so that
+    a round lasts about 20 ms). A setup other than the first that fails (RuntimeError: the
+    device cannot train that way) gets ``inf``; the first one's error is raised."""
+    seconds: dict[str, list[float]] = {name: [] for name in setups}
+    first = next(iter(setups))
+    steps, policy = 1, ThreadPolicy(threads, device)  # one thread choice for all rounds
+    try:
+        policy.begin(setups[first][0], batch_size)
+        for r in range(rounds):
+            for name, (model, optimizer, channels_last) in setups.items():
+                try:
+                    timing = time_raw_steps(
+                        model, optimizer, batch_size, steps=steps, warmup_steps=int(r == 0),
+                        device=device, channels_last=channels_last, threads=None,
+                    )  # fmt: skip
+                except RuntimeError:
+                    if name == first:
+                        raise
+                    timing = {"step_s": math.inf}
+                seconds[name].append(timing["step_s"])
+            steps = max(steps, min(10, int(0.02 / max(min(v[-1] for v in seconds.values()), 1e-6))))
+    finally:
+        policy.close()
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def _check_search(batch_size: int, rounds: int, min_gain: float) -> None:
+    from nbhelpers.validate import number
+
+    positive_int("batch_size", batch_size)
+    positive_int("rounds", rounds)
+    number("min_gain", min_gain, 0, 1, high_open=True)
 
 
 def fastest_memory_format(
@@ -868,11 +923,10 @@ def fastest_memory_format(
 
     Builds the model (``make_model()``, moved to ``device``) once per layout of
     :data:`MEMORY_FORMATS`, with Adam, and times :func:`time_raw_steps` on each in
-    ``rounds`` interleaved rounds (one warm-up step each first; one timed step per round, or
-    more when a step is short, so that a round lasts about 20 ms). channels_last is chosen only
-    when its median step is at least ``min_gain`` faster: a layout within the noise keeps
-    torch's default, and so does a device that cannot train in channels_last (an error while
-    timing it). Uses the global random generator (model initialisation): seed afterwards.
+    ``rounds`` interleaved rounds. channels_last is chosen only when its median step is at
+    least ``min_gain`` faster: a layout within the noise keeps torch's default, and so does a
+    device that cannot train in channels_last (an error while timing it). Uses the global
+    random generator (model initialisation): seed afterwards.
 
     Args:
         make_model: builds a fresh model (e.g. ``lambda: build_cnn("relu", "batch", 8)``).
@@ -889,36 +943,50 @@ def fastest_memory_format(
     Raises:
         ValueError: ``batch_size`` or ``rounds`` < 1, ``min_gain`` outside [0, 1).
     """
-    from nbhelpers.validate import number
-
-    positive_int("batch_size", batch_size)
-    positive_int("rounds", rounds)
-    number("min_gain", min_gain, 0, 1, high_open=True)
+    _check_search(batch_size, rounds, min_gain)
     device = torch.device(device)
     setups = {}
     for name, fmt in MEMORY_FORMATS.items():
         model = make_model().to(device).to(memory_format=fmt)
-        setups[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
-    seconds: dict[str, list[float]] = {name: [] for name in setups}
-    steps, policy = 1, ThreadPolicy(threads, device)  # one thread choice for all rounds
-    try:
-        policy.begin(setups["contiguous"][0], batch_size)
-        for r in range(rounds):
-            for name, (model, optimizer) in setups.items():
-                try:
-                    timing = time_raw_steps(
-                        model, optimizer, batch_size, steps=steps, warmup_steps=int(r == 0),
-                        device=device, channels_last=name == "channels_last", threads=None,
-                    )  # fmt: skip
-                except RuntimeError:  # a layout this device cannot train in: never the fastest
-                    if name == "contiguous":
-                        raise
-                    timing = {"step_s": math.inf}
-                seconds[name].append(timing["step_s"])
-            shortest = min(seconds[name][-1] for name in setups)
-            steps = max(steps, min(10, int(0.02 / max(shortest, 1e-6))))
-    finally:
-        policy.close()
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
+        setups[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3), name == "channels_last")
+    medians = _median_steps(setups, batch_size, device, rounds, threads)
     faster = medians["channels_last"] * (1 + min_gain) <= medians["contiguous"]
     return ("channels_last" if faster else "contiguous"), medians
+
+
+def fastest_precision(
+    make_model: Callable[[], nn.Module],
+    batch_size: int,
+    *,
+    device: torch.device | str,
+    memory_format: str = "contiguous",
+    rounds: int = 3,
+    min_gain: float = 0.05,
+    threads: int | str | None = "auto",
+) -> tuple[str, dict[str, float]]:
+    """The arithmetic (:data:`PRECISIONS`) in which a model's training step is fastest, measured.
+
+    As :func:`fastest_memory_format`, in the layout ``memory_format``: "bf16" is chosen only
+    when its median step is at least ``min_gain`` faster than "fp32". Whether it is depends on
+    the hardware: CPUs with bfloat16 instructions (e.g. AVX512-BF16) and recent GPUs run it
+    faster, others emulate it and run it slower; a device that cannot run it at all (an
+    error while timing) keeps "fp32".
+
+    Returns:
+        ``(name, seconds)``: "fp32" or "bf16", and precision -> median seconds per step.
+
+    Raises:
+        ValueError: ``batch_size`` or ``rounds`` < 1, ``min_gain`` outside [0, 1), an unknown
+            ``memory_format``.
+    """
+    _check_search(batch_size, rounds, min_gain)
+    fmt = MEMORY_FORMATS[one_of("memory_format", memory_format, MEMORY_FORMATS)]
+    device = torch.device(device)
+    setups = {}
+    for name in PRECISIONS:
+        model = make_model().to(device).to(memory_format=fmt)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        setups[name] = (with_precision(model, name, device), optimizer, memory_format == "channels_last")
+    medians = _median_steps(setups, batch_size, device, rounds, threads)
+    faster = medians["bf16"] * (1 + min_gain) <= medians["fp32"]
+    return ("bf16" if faster else "fp32"), medians

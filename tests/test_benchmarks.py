@@ -161,6 +161,22 @@ def test_pipeline_ratios_compare_like_with_like_per_round():
     assert ratios["tuned_loop_over_raw"] == pytest.approx([10 / 3 / 5.0, 10 / 4 / 2.5])
 
 
+def test_pipeline_ratios_compare_cockpit_with_the_plain_float32_step():
+    rounds = {
+        "handover": [_profile(8.0, 4.0)],
+        "handover, no Cockpit": [_profile(6.0)],
+        "tuned": [_profile(2.0)],  # channels_last and bf16
+        "tuned, contiguous": [_profile(2.5)],
+        "tuned, fp32": [_profile(4.0)],
+        "tuned, plain": [_profile(5.0)],  # contiguous float32: what Cockpit runs in
+        "tuned + Cockpit (default preset)": [_profile(5.0, 2.5)],
+    }
+    ratios = bench_pipeline._round_ratios(rounds, [{"images_per_s": 5.0}])
+    assert ratios["bf16_gain"] == pytest.approx([2.0]) and ratios["channels_last_gain"] == pytest.approx([1.25])
+    assert ratios["cockpit_default_over_plain"] == pytest.approx([1.5])
+    assert ratios["tuned_over_handover"] == pytest.approx([6.0])
+
+
 def test_summary_helpers():
     from _common import summary, with_spread
 

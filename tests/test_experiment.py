@@ -462,7 +462,7 @@ def test_replaying_an_auto_run_says_what_it_was_trained_with(tmp_path, capsys):
     assert again.from_cache
     layout = first.extra["memory_format"]
     assert f"trained with {counts[0]} CPU thread" in out and f"the {layout} memory format" in out
-    assert "set threads=N and memory_format in the config for bit-identical reruns" in out
+    assert "set threads=N, memory_format and precision in the config for bit-identical reruns" in out
 
 
 def test_replay_note_ignores_what_a_record_does_not_hold_or_holds_wrongly():
@@ -476,3 +476,24 @@ def test_replay_note_ignores_what_a_record_does_not_hold_or_holds_wrongly():
     assert experiment.replay_note(record({"threads": "auto"}, {"cpu_threads": "2"})) == ""
     note = experiment.replay_note(record({"threads": "auto"}, {"cpu_threads": [1, 2]}))
     assert "1-2 CPU threads" in note
+
+
+def test_precision_is_validated_recorded_fp32_with_hooks_and_bf16_trains(tmp_path):
+    with pytest.raises(ValueError, match="precision"):
+        _config(precision="fp16")
+    assert handover_config("tiny").precision == "fp32"  # the colleague's arithmetic
+    assert reference_fix_config("tiny").precision == "auto"  # the fastest, measured
+    data = _bundle()
+    rec = run(_config(epochs=1, precision="bf16"), data=data, runs_dir=tmp_path, progress=False)
+    assert rec.status == "complete" and rec.extra["precision"] == "bf16"
+    assert "bf16" in describe_config(rec.config) and 0 <= rec.final("test_accuracy") <= 1
+    auto = run(_config(epochs=1, precision="auto"), data=data, runs_dir=tmp_path, progress=False)
+    layout = experiment.memory_format_of(_config(), "cpu")
+    assert auto.extra["precision"] == experiment.precision_of(_config(precision="auto"), "cpu", layout)
+
+    class Hook:
+        def on_step_end(self, step, loss):
+            pass
+
+    hooked = run(_config(epochs=1, precision="auto"), data=data, runs_dir=tmp_path, hooks=[Hook()], progress=False)
+    assert hooked.extra["precision"] == "fp32"

@@ -6,6 +6,7 @@ No test asserts on speed; timings only serve to check where time is attributed.
 from __future__ import annotations
 
 import io
+import math
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from nbhelpers.data import TensorLoader
 from nbhelpers.models import build_cnn
 from nbhelpers.profiling import (
     MEMORY_FORMATS,
+    PRECISIONS,
     PHASES,
     Autocast,
     ProfileOptions,
@@ -23,6 +25,7 @@ from nbhelpers.profiling import (
     compare_profiles,
     count_operations,
     fastest_memory_format,
+    fastest_precision,
     median_profile,
     plot_comparison,
     profile_training,
@@ -493,3 +496,47 @@ def test_fastest_memory_format_keeps_the_default_where_channels_last_fails(monke
     monkeypatch.setattr(profiling, "time_raw_steps", no_channels_last)
     name, seconds = fastest_memory_format(lambda: build_cnn("relu", "batch", 4), 8, device="cpu")
     assert name == "contiguous" and seconds["channels_last"] == float("inf")
+
+
+def test_fastest_precision_needs_bf16_to_win_by_the_margin(monkeypatch):
+    from nbhelpers import profiling
+
+    def timed(model, *args, **kwargs):  # bf16 (the Autocast wrapper) 10% faster, every round
+        return {"step_s": 0.009 if isinstance(model, Autocast) else 0.010}
+
+    monkeypatch.setattr(profiling, "time_raw_steps", timed)
+    make = lambda: build_cnn("relu", "batch", 4)  # noqa: E731
+    name, seconds = fastest_precision(make, 8, device="cpu", min_gain=0.05)
+    assert name == "bf16" and set(seconds) == set(PRECISIONS)
+    assert fastest_precision(make, 8, device="cpu", min_gain=0.2)[0] == "fp32"
+    with pytest.raises(ValueError, match="memory_format='nhwc'"):
+        fastest_precision(make, 8, device="cpu", memory_format="nhwc")
+
+
+def test_fastest_precision_measures_both_and_keeps_fp32_where_bf16_fails(monkeypatch):
+    from nbhelpers import profiling
+
+    name, seconds = fastest_precision(lambda: build_cnn("relu", "batch", 4), 8, device="cpu", rounds=2)
+    assert name in PRECISIONS and all(0 < s < math.inf for s in seconds.values())
+    real = profiling.time_raw_steps
+
+    def no_bf16(model, *args, **kwargs):
+        if isinstance(model, Autocast):
+            raise RuntimeError("bfloat16 is not supported on this device")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(profiling, "time_raw_steps", no_bf16)
+    name, seconds = fastest_precision(lambda: build_cnn("relu", "batch", 4), 8, device="cpu")
+    assert name == "fp32" and seconds["bf16"] == math.inf
+
+
+def test_with_precision_wraps_only_for_bf16():
+    from nbhelpers.profiling import with_precision
+
+    model = build_cnn("relu", "batch", 4)
+    assert with_precision(model, "fp32", "cpu") is model
+    wrapped = with_precision(model, "bf16", "cpu")
+    assert isinstance(wrapped, Autocast) and wrapped.model is model
+    assert wrapped(torch.rand(2, 3, 32, 32)).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        with_precision(model, "fp16", "cpu")
