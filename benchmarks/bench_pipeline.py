@@ -205,7 +205,9 @@ def _measurements(setups: Setups, cockpit_ok: bool) -> dict:
     if cockpit_ok:
         if setups.layout != "contiguous" and setups.precision != "fp32":  # Cockpit's plain twin
             out["tuned, plain"] = lambda: setups.tuned("contiguous", "fp32")
-        out["tuned + Cockpit (default preset)"] = lambda: setups.tuned("contiguous", "fp32", cockpit=True)
+        out["tuned + Cockpit (default preset)"] = lambda: setups.tuned(
+            "contiguous", "fp32", cockpit=True
+        )
     return out
 
 

@@ -161,7 +161,10 @@ class Claim:
 
 #: Which test split a stage's accuracy comes from: the colleague's (made of training images,
 #: a fault of the handover) or the real test split.
-TEST_SPLITS = {"colleague": "the colleague's test split (training images)", "test": "the real test split"}
+TEST_SPLITS = {
+    "colleague": "the colleague's test split (training images)",
+    "test": "the real test split",
+}
 
 
 def record_stage(

@@ -242,7 +242,9 @@ def summary_text(run: Any) -> str:
 
 
 #: How a stage's test split is drawn in :func:`plot_journey`: (legend text, bar hatch).
-SPLIT_MARKS = {split: (label, "//" if split == "colleague" else "") for split, label in TEST_SPLITS.items()}
+SPLIT_MARKS = {
+    split: (label, "//" if split == "colleague" else "") for split, label in TEST_SPLITS.items()
+}
 SPLIT_MARKS[None] = ("test split not recorded", "..")
 
 

@@ -873,7 +873,9 @@ def with_precision(model: nn.Module, precision: str, device: torch.device | str)
     return model if dtype is None else Autocast(model, dtype, torch.device(device).type)
 
 
-def _median_steps(setups: dict, batch_size: int, device: torch.device, rounds: int, threads) -> dict:
+def _median_steps(
+    setups: dict, batch_size: int, device: torch.device, rounds: int, threads
+) -> dict:
     """Median seconds per training step of each setup ``name -> (model, optimizer,
     channels_last)``, timed with :func:`time_raw_steps` in ``rounds`` interleaved rounds (one
     warm-up step each first; one timed step per round, or more when a step is short, so that
@@ -948,7 +950,11 @@ def fastest_memory_format(
     setups = {}
     for name, fmt in MEMORY_FORMATS.items():
         model = make_model().to(device).to(memory_format=fmt)
-        setups[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3), name == "channels_last")
+        setups[name] = (
+            model,
+            torch.optim.Adam(model.parameters(), lr=1e-3),
+            name == "channels_last",
+        )
     medians = _median_steps(setups, batch_size, device, rounds, threads)
     faster = medians["channels_last"] * (1 + min_gain) <= medians["contiguous"]
     return ("channels_last" if faster else "contiguous"), medians
@@ -986,7 +992,11 @@ def fastest_precision(
     for name in PRECISIONS:
         model = make_model().to(device).to(memory_format=fmt)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        setups[name] = (with_precision(model, name, device), optimizer, memory_format == "channels_last")
+        setups[name] = (
+            with_precision(model, name, device),
+            optimizer,
+            memory_format == "channels_last",
+        )
     medians = _median_steps(setups, batch_size, device, rounds, threads)
     faster = medians["bf16"] * (1 + min_gain) <= medians["fp32"]
     return ("bf16" if faster else "fp32"), medians

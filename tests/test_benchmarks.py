@@ -172,7 +172,9 @@ def test_pipeline_ratios_compare_cockpit_with_the_plain_float32_step():
         "tuned + Cockpit (default preset)": [_profile(5.0, 2.5)],
     }
     ratios = bench_pipeline._round_ratios(rounds, [{"images_per_s": 5.0}])
-    assert ratios["bf16_gain"] == pytest.approx([2.0]) and ratios["channels_last_gain"] == pytest.approx([1.25])
+    assert ratios["bf16_gain"] == pytest.approx([2.0]) and ratios[
+        "channels_last_gain"
+    ] == pytest.approx([1.25])
     assert ratios["cockpit_default_over_plain"] == pytest.approx([1.5])
     assert ratios["tuned_over_handover"] == pytest.approx([6.0])
 

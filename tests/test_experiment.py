@@ -462,7 +462,9 @@ def test_replaying_an_auto_run_says_what_it_was_trained_with(tmp_path, capsys):
     assert again.from_cache
     layout = first.extra["memory_format"]
     assert f"trained with {counts[0]} CPU thread" in out and f"the {layout} memory format" in out
-    assert "set threads=N, memory_format and precision in the config for bit-identical reruns" in out
+    assert (
+        "set threads=N, memory_format and precision in the config for bit-identical reruns" in out
+    )
 
 
 def test_replay_note_ignores_what_a_record_does_not_hold_or_holds_wrongly():
@@ -489,11 +491,19 @@ def test_precision_is_validated_recorded_fp32_with_hooks_and_bf16_trains(tmp_pat
     assert "bf16" in describe_config(rec.config) and 0 <= rec.final("test_accuracy") <= 1
     auto = run(_config(epochs=1, precision="auto"), data=data, runs_dir=tmp_path, progress=False)
     layout = experiment.memory_format_of(_config(), "cpu")
-    assert auto.extra["precision"] == experiment.precision_of(_config(precision="auto"), "cpu", layout)
+    assert auto.extra["precision"] == experiment.precision_of(
+        _config(precision="auto"), "cpu", layout
+    )
 
     class Hook:
         def on_step_end(self, step, loss):
             pass
 
-    hooked = run(_config(epochs=1, precision="auto"), data=data, runs_dir=tmp_path, hooks=[Hook()], progress=False)
+    hooked = run(
+        _config(epochs=1, precision="auto"),
+        data=data,
+        runs_dir=tmp_path,
+        hooks=[Hook()],
+        progress=False,
+    )
     assert hooked.extra["precision"] == "fp32"

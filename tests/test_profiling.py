@@ -16,8 +16,8 @@ from nbhelpers.data import TensorLoader
 from nbhelpers.models import build_cnn
 from nbhelpers.profiling import (
     MEMORY_FORMATS,
-    PRECISIONS,
     PHASES,
+    PRECISIONS,
     Autocast,
     ProfileOptions,
     TimingProfile,
@@ -516,7 +516,9 @@ def test_fastest_precision_needs_bf16_to_win_by_the_margin(monkeypatch):
 def test_fastest_precision_measures_both_and_keeps_fp32_where_bf16_fails(monkeypatch):
     from nbhelpers import profiling
 
-    name, seconds = fastest_precision(lambda: build_cnn("relu", "batch", 4), 8, device="cpu", rounds=2)
+    name, seconds = fastest_precision(
+        lambda: build_cnn("relu", "batch", 4), 8, device="cpu", rounds=2
+    )
     assert name in PRECISIONS and all(0 < s < math.inf for s in seconds.values())
     real = profiling.time_raw_steps
 
