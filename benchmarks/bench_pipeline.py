@@ -342,15 +342,14 @@ def _arguments(argv):
 def main(argv: list[str] | None = None) -> dict:
     args = _arguments(argv)
     device = env.pick_device(args.device)
+    make = lambda: build_cnn("tanh", "none")  # noqa: E731 - the handover CNN, as in _model
     layout, layout_s = args.memory_format, None
     if layout == "auto":
-        make = lambda: build_cnn("tanh", "none")  # noqa: E731
         layout, layout_s = fastest_memory_format(
             make, args.tuned_batch_size, device=device, threads=args.threads
         )
     precision, precision_s = args.precision, None
     if precision == "auto":
-        make = lambda: build_cnn("tanh", "none")  # noqa: E731
         precision, precision_s = fastest_precision(
             make, args.tuned_batch_size, device=device, memory_format=layout, threads=args.threads
         )

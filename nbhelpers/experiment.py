@@ -457,28 +457,31 @@ def _evaluated(config: RunConfig) -> tuple[str, ...]:
     return tuple(config.eval_splits) + extra
 
 
-@functools.lru_cache(maxsize=32)
-def _fastest_format(device: str, activation: str, norm: str, width: int, batch_size: int,
-                    threads: Any, learner_threads: int) -> str:  # fmt: skip
+#: The "auto" settings of a RunConfig and how each is measured:
+#: ``(make_model, batch_size, device, threads, layout) -> the fastest choice's name``.
+_MEASURED: dict[str, Callable[..., str]] = {
+    "memory_format": lambda make, batch, device, threads, layout: profiling.fastest_memory_format(
+        make, batch, device=device, threads=threads
+    )[0],
+    "precision": lambda make, batch, device, threads, layout: profiling.fastest_precision(
+        make, batch, device=device, memory_format=layout, threads=threads
+    )[0],
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _fastest(setting: str, device: str, activation: str, norm: str, width: int, batch_size: int,
+             threads: Any, learner_threads: int, layout: str | None) -> str:  # fmt: skip
     def make_model() -> nn.Module:
         return models.build_cnn(activation, norm, width)
 
-    fastest, _ = profiling.fastest_memory_format(
-        make_model, batch_size, device=device, threads=threads
-    )
-    return fastest
+    return _MEASURED[setting](make_model, batch_size, device, threads, layout)
 
 
-@functools.lru_cache(maxsize=32)
-def _fastest_precision(device: str, activation: str, norm: str, width: int, batch_size: int,
-                       threads: Any, learner_threads: int, layout: str) -> str:  # fmt: skip
-    def make_model() -> nn.Module:
-        return models.build_cnn(activation, norm, width)
-
-    fastest, _ = profiling.fastest_precision(
-        make_model, batch_size, device=device, memory_format=layout, threads=threads
-    )
-    return fastest
+def _measured(setting: str, config: RunConfig, device, layout: str | None = None) -> str:
+    """``_MEASURED[setting]`` for ``config``'s model, batch size and threads, once per process."""
+    key = (config.activation, config.norm, config.width, config.batch_size, config.threads)
+    return _fastest(setting, str(torch.device(device)), *key, torch.get_num_threads(), layout)
 
 
 def precision_of(config: RunConfig, device: torch.device | str, layout: str) -> str:
@@ -487,8 +490,7 @@ def precision_of(config: RunConfig, device: torch.device | str, layout: str) -> 
     once per process for each model, batch size, layout and thread setting, before any seeding)."""
     if config.precision != "auto":
         return config.precision
-    key = (config.activation, config.norm, config.width, config.batch_size, config.threads)
-    return _fastest_precision(str(torch.device(device)), *key, torch.get_num_threads(), layout)
+    return _measured("precision", config, device, layout)
 
 
 def memory_format_of(config: RunConfig, device: torch.device | str) -> str:
@@ -497,8 +499,7 @@ def memory_format_of(config: RunConfig, device: torch.device | str) -> str:
     for each model, batch size and thread setting, before any seeding)."""
     if config.memory_format != "auto":
         return config.memory_format
-    key = (config.activation, config.norm, config.width, config.batch_size, config.threads)
-    return _fastest_format(str(torch.device(device)), *key, torch.get_num_threads())
+    return _measured("memory_format", config, device)
 
 
 # --------------------------------------------------------------------------- optimisation

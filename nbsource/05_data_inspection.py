@@ -532,8 +532,8 @@ print(f"train minus test accuracy: {gap:+.1%} (2 standard errors: {gap_noise:.1%
 if not train_vs_chance.above:
     print(
         "The model does not fit even its own training images better than chance: it is held "
-        "back by its training, not by data, so more (augmented) images cannot help yet. (Its "
-        "gap of about zero is no evidence either way: guessing one digit has no gap.)"
+        "back by its training, not by data, so more (augmented) images cannot help yet. (The "
+        "train-test gap is no evidence here: a model that guesses one digit has none.)"
     )
 elif gap < GAP_LIMIT:
     print(
