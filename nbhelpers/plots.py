@@ -267,7 +267,7 @@ def plot_journey(
         title: axes title.
 
     Returns:
-        The matplotlib Figure; the legend sits right of the bars.
+        The matplotlib Figure; the legend sits under the bars.
 
     Raises:
         ValueError: no rows, or a row without ``label``/``accuracy``, or an unknown
@@ -304,10 +304,10 @@ def plot_journey(
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.08), xlabel="test accuracy", title=title)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(
-        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
-    )
-    fig.tight_layout()
+    legend_h = 0.25 * -(-len(handles) // 2) + 0.2  # inches: two columns under the axes
+    fig.set_figheight(fig.get_figheight() + legend_h)
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, legend_h / fig.get_figheight(), 1, 1))
     return fig
 
 

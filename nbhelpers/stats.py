@@ -11,7 +11,8 @@ module does exactly that, with well-kept tools from :mod:`scipy.stats`:
 * :func:`summarize` gives per epoch the mean over seeds and a Student-t confidence
   interval of that mean.
 * :func:`compare` asks whether two training algorithms differ at one budget (e.g. the
-  test accuracy after epoch 10) with Welch's t-test and a permutation test, and
+  test accuracy after epoch 10) with Welch's t-test (the paired t-test for runs on the
+  same seeds) and a permutation test, and
   returns a :class:`Comparison` with the p-values, the difference of means, its
   confidence interval and a one-sentence verdict that does not claim more than the
   data show.
@@ -332,6 +333,24 @@ def _welch(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, floa
     return float(test.pvalue), float(ci.low), float(ci.high)
 
 
+def _paired_t(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """Paired t-test (``scipy.stats.ttest_rel``): two-sided p-value and confidence interval
+    of the mean per-seed difference ``mean(a - b)``. Differences without spread: p is 1 for a
+    zero difference and 0 otherwise, and the interval is the difference itself."""
+    diff = float((a - b).mean())
+    if (a - b).var() == 0.0:
+        return (1.0 if diff == 0.0 else 0.0), diff, diff
+    test = stats.ttest_rel(a, b)
+    ci = test.confidence_interval(confidence)
+    return float(test.pvalue), float(ci.low), float(ci.high)
+
+
+#: Design of :func:`compare` -> (t-test, ``permutation_type`` of ``scipy.stats.permutation_test``).
+#: Independent: Welch's test, labels shuffled across all seeds; paired (seed i of A with seed i
+#: of B): the paired t-test, labels swapped within each pair.
+_DESIGNS = {False: (_welch, "independent"), True: (_paired_t, "samples")}
+
+
 def welch_interval(a, b, confidence: float = 0.95) -> tuple[float, float]:
     """Welch confidence interval of ``mean(a) - mean(b)`` (unequal variances).
 
@@ -347,18 +366,21 @@ def welch_interval(a, b, confidence: float = 0.95) -> tuple[float, float]:
     return _welch(_as_sample(a, "a"), _as_sample(b, "b"), confidence)[1:]
 
 
-def min_permutation_p(n_a: int, n_b: int) -> float:
+def min_permutation_p(n_a: int, n_b: int, paired: bool = False) -> float:
     """Smallest two-sided p-value an exact permutation test of two samples can give:
-    ``2 / C(n_a + n_b, n_a)`` (e.g. 1/3 for 2 vs 2 seeds, 0.1 for 3 vs 3, 0.029 for 4 vs 4)."""
-    return min(1.0, 2.0 / math.comb(int(n_a) + int(n_b), int(n_a)))
+    ``2 / C(n_a + n_b, n_a)`` (e.g. 1/3 for 2 vs 2 seeds, 0.1 for 3 vs 3, 0.029 for 4 vs 4);
+    paired (``n_a == n_b`` pairs, labels swapped within a pair): ``2 / 2**n_a`` (0.0625 for
+    5 pairs, 0.031 for 6)."""
+    splits = 2 ** int(n_a) if paired else math.comb(int(n_a) + int(n_b), int(n_a))
+    return min(1.0, 2.0 / splits)
 
 
-def _permutation_p(a: np.ndarray, b: np.ndarray, seed: int) -> float:
+def _permutation_p(a: np.ndarray, b: np.ndarray, seed: int, paired: bool = False) -> float:
     """``scipy.stats.permutation_test`` of the difference of means (its default 9999
     resamples; exact when there are fewer distinct splits), two-sided."""
     res = stats.permutation_test(
         (a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-        permutation_type="independent", vectorized=True, alternative="two-sided",
+        permutation_type=_DESIGNS[paired][1], vectorized=True, alternative="two-sided",
         **_rng_kwarg(stats.permutation_test, seed),
     )  # fmt: skip
     return float(min(1.0, res.pvalue))
@@ -368,9 +390,9 @@ def _permutation_p(a: np.ndarray, b: np.ndarray, seed: int) -> float:
 class Comparison(Report):
     """Result of :func:`compare`: are A and B different at this budget?
 
-    ``difference`` is ``mean_a - mean_b``; ``ci_low``/``ci_high`` its Welch
-    confidence interval at level ``confidence``. ``p_value`` is Welch's two-sided
-    p-value, ``p_permutation`` the permutation test's. :attr:`verdict` is one plain
+    ``difference`` is ``mean_a - mean_b``; ``ci_low``/``ci_high`` its confidence interval
+    at level ``confidence`` (Welch's, or the paired t-test's when ``paired``). ``p_value``
+    is that t-test's two-sided p-value, ``p_permutation`` the permutation test's. :attr:`verdict` is one plain
     sentence. Shows as a table of seeds and means with the test results under it.
     """
 
@@ -389,6 +411,7 @@ class Comparison(Report):
     p_permutation: float
     alpha: float
     higher_is_better: bool = True
+    paired: bool = False
 
     @property
     def significant(self) -> bool:
@@ -400,11 +423,11 @@ class Comparison(Report):
         """One sentence that claims no more than the data show (see :func:`compare`)."""
         seeds = (
             f"{self.n_a} seeds each" if self.n_a == self.n_b else f"{self.n_a} and {self.n_b} seeds"
-        )
+        ) + (", paired by seed" if self.paired else "")
         numbers = (
             f"difference of means {self.difference:+.3g}, {round(100 * self.confidence)}% CI "
-            f"{self.ci_low:+.3g} to {self.ci_high:+.3g}, Welch p = {self.p_value:.2g}, "
-            f"permutation p = {self.p_permutation:.2g}"
+            f"{self.ci_low:+.3g} to {self.ci_high:+.3g}, {'paired t' if self.paired else 'Welch'} "
+            f"p = {self.p_value:.2g}, permutation p = {self.p_permutation:.2g}"
         )
         if self.significant:
             a_wins = (self.difference > 0) == self.higher_is_better
@@ -415,7 +438,7 @@ class Comparison(Report):
                 "budget only."
             )
         if min(self.p_value, self.p_permutation) < self.alpha:
-            floor = min_permutation_p(self.n_a, self.n_b)
+            floor = min_permutation_p(self.n_a, self.n_b, self.paired)
             why = (
                 f"the permutation test cannot go below p = {floor:.2g} with this few seeds"
                 if floor >= self.alpha
@@ -444,7 +467,8 @@ class Comparison(Report):
         return (
             f"Difference {self.name_a} - {self.name_b}: {self.difference:+.4g} "
             f"({round(100 * self.confidence)}% CI {self.ci_low:+.4g} to {self.ci_high:+.4g}); "
-            f"Welch p = {self.p_value:.3g}, permutation p = {self.p_permutation:.3g}. {self.verdict}"
+            f"{'paired t' if self.paired else 'Welch'} p = {self.p_value:.3g}, "
+            f"permutation p = {self.p_permutation:.3g}. {self.verdict}"
         )
 
 
@@ -458,8 +482,9 @@ def compare(
     alpha: float = 0.05,
     seed: int = 0,
     higher_is_better: bool = True,
+    paired: bool = False,
 ) -> Comparison:
-    """Do two training algorithms differ at one budget? Welch's t-test + permutation test.
+    """Do two training algorithms differ at one budget? A t-test + a permutation test.
 
     ``a`` and ``b`` hold one value per seed, e.g. the test accuracy after epoch 10 of
     algorithm A (with its tuned hyperparameters) and of B. Two tests, both two-sided:
@@ -470,6 +495,12 @@ def compare(
       (exact when there are fewer than 9999 distinct splits): no normality
       assumption, but with few seeds it cannot reach small p-values at all (2 vs 2
       seeds: never below 1/3).
+
+    With ``paired=True``, ``a[i]`` and ``b[i]`` ran on the same seed (the same initial
+    weights where the shapes agree, the same order of batches), so seed-to-seed noise that
+    both share cancels in ``a[i] - b[i]``: the paired t-test ``scipy.stats.ttest_rel``
+    replaces Welch's, and the permutation test swaps A and B within each pair
+    (``permutation_type="samples"``; 5 pairs cannot go below p = 0.0625).
 
     The verdict calls a difference "shown" only when both p-values are below
     ``alpha``; "no difference shown" is not "the same". It speaks of these runs at
@@ -485,6 +516,7 @@ def compare(
         seed: seed of the permutation test.
         higher_is_better: which direction is better (accuracy: True, loss: False);
             decides who the verdict names as better.
+        paired: ``a[i]`` and ``b[i]`` come from the same seed (see above).
 
     Returns:
         :class:`Comparison`.
@@ -492,17 +524,23 @@ def compare(
     Raises:
         ValueError: fewer than 2 values in ``a`` or ``b`` (the message names the count),
             non-finite values, bad ``confidence``/``alpha``, ``names`` not a pair of
-            strings.
+            strings, ``paired`` not a bool, or paired samples of different lengths.
     """
     name_a, name_b = _check_names(names)
     xa, xb = _as_sample(a, name_a), _as_sample(b, name_b)
-    p_welch, low, high = _welch(xa, xb, _check_level("confidence", confidence))
+    if not isinstance(paired, bool):
+        raise invalid("paired", paired, "True or False")
+    if paired and xa.size != xb.size:
+        raise ValueError(
+            f"paired samples need one value of each per seed; got {xa.size} and {xb.size}"
+        )
+    p_t, low, high = _DESIGNS[paired][0](xa, xb, _check_level("confidence", confidence))
     return Comparison(
         name_a=name_a, name_b=name_b, label=label, n_a=int(xa.size), n_b=int(xb.size),
         mean_a=float(xa.mean()), mean_b=float(xb.mean()), difference=float(xa.mean() - xb.mean()),
-        ci_low=low, ci_high=high, confidence=float(confidence), p_value=p_welch,
-        p_permutation=_permutation_p(xa, xb, seed), alpha=_check_level("alpha", alpha),
-        higher_is_better=bool(higher_is_better),
+        ci_low=low, ci_high=high, confidence=float(confidence), p_value=p_t,
+        p_permutation=_permutation_p(xa, xb, seed, paired), alpha=_check_level("alpha", alpha),
+        higher_is_better=bool(higher_is_better), paired=paired,
     )  # fmt: skip
 
 

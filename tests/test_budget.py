@@ -39,7 +39,7 @@ def test_many_run_sizes():
     for name in ("tiny", "quick"):
         b = BUDGETS[name]
         assert b.sweep_width == 8 and b.sweep_batch_size == 32
-        assert b.sweep_lrs == (1e-3, 3e-3, 1e-2)
+        assert b.sweep_lrs == (1e-3, 2e-3, 5e-3)
     full = BUDGETS["full"]
     assert (full.sweep_width, full.sweep_n_train, full.sweep_batch_size) == (32, None, 256)
     assert full.sweep_lrs == (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)

@@ -149,7 +149,11 @@ def test_plot_journey_marks_splits_chance_and_reference():
     ]
     fig = plot_journey(rows, chance=0.186, reference=("reference fix", 0.78))
     ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    (legend,) = fig.legends  # under the axes, so the long stage labels keep their width
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 < ax.get_tightbbox(renderer).y0
+    labels = [t.get_text() for t in legend.get_texts()]
     assert (
         "the colleague's test split (training images)" in labels and "the real test split" in labels
     )

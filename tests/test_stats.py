@@ -143,6 +143,38 @@ def test_compare_few_seeds_does_not_overclaim():
     assert stats.min_permutation_p(3, 3) == pytest.approx(0.1)
 
 
+def test_compare_paired_cancels_shared_seed_noise():
+    # seed-to-seed noise shared by both (same initial weights, same batches) swamps a
+    # steady gain of 0.01 for Welch's test; per seed, every difference is +0.01 +- 0.002
+    shared = np.array([0.80, 0.86, 0.83, 0.78, 0.88, 0.82])
+    gain = np.array([0.010, 0.012, 0.008, 0.011, 0.009, 0.010])
+    a, b = shared + gain, shared
+    welch = stats.compare(a, b, names=("new", "old"))
+    paired = stats.compare(a, b, names=("new", "old"), paired=True)
+    assert welch.ci_low < 0 < welch.ci_high and not welch.significant
+    rel = sps.ttest_rel(a, b)
+    ci = rel.confidence_interval(0.95)
+    assert paired.p_value == pytest.approx(rel.pvalue)
+    assert (paired.ci_low, paired.ci_high) == pytest.approx((ci.low, ci.high))
+    assert paired.ci_low > 0
+    assert paired.p_permutation == pytest.approx(2 / 2**6)  # every pair has new ahead: exact floor
+    assert paired.significant
+    assert paired.verdict.startswith("With 6 seeds each, paired by seed, new did better than old")
+    assert "paired t p" in paired.summary()
+    # 5 pairs: the permutation test cannot go below 2 / 32 = 0.0625
+    five = stats.compare(a[:5], b[:5], paired=True)
+    assert five.p_value < 0.05 and not five.significant
+    assert "cannot go below p = 0.062" in five.verdict
+    assert stats.min_permutation_p(5, 5, paired=True) == pytest.approx(0.0625)
+
+
+def test_compare_paired_needs_pairs():
+    with pytest.raises(ValueError, match="one value of each per seed; got 3 and 2"):
+        stats.compare([0.9, 0.8, 0.7], [0.7, 0.8], paired=True)
+    with pytest.raises(ValueError, match="paired"):
+        stats.compare([0.9, 0.8], [0.7, 0.8], paired="yes")
+
+
 def test_compare_needs_two_seeds():
     with pytest.raises(ValueError, match="B has 1 seed"):
         stats.compare([0.9, 0.8], [0.7], names=("A", "B"))
