@@ -547,6 +547,10 @@ def compare(
 # ---------------------------------------------------------------------------
 # plots
 # ---------------------------------------------------------------------------
+#: Line style of the mean curve of each group of :func:`plot_curves`, in turn.
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def plot_curves(
     curves: pd.DataFrame | Mapping[str, pd.DataFrame],
     metric: str | None = None,
@@ -558,7 +562,8 @@ def plot_curves(
     title: str | None = None,
     ax=None,
 ):
-    """Mean curve over seeds with a Student-t confidence band, one per algorithm.
+    """Mean curve over seeds with a Student-t confidence band, one per algorithm (each in
+    its own line style, so curves that coincide stay visible).
 
     Whole epochs on the x-axis; an accuracy axis stays within [0, 1] (with few seeds
     the band of the mean can reach beyond).
@@ -590,7 +595,8 @@ def plot_curves(
         metric = metric or str(data["metric"].iloc[0])
         summary = summarize(frame, metric, confidence=confidence)
         seeds = f"{label or 'mean'} ({int(summary['n'].max())} seeds)"
-        (line,) = ax.plot(summary["epoch"], summary["mean"], marker=".", label=seeds)
+        style = _LINE_STYLES[i % len(_LINE_STYLES)]  # curves that coincide stay visible
+        (line,) = ax.plot(summary["epoch"], summary["mean"], marker=".", ls=style, label=seeds)
         ax.fill_between(
             summary["epoch"], summary["ci_low"], summary["ci_high"], color=line.get_color(), alpha=0.2,
             label=f"shaded: {round(100 * confidence)}% CI of the mean" if i == 0 else None,

@@ -203,6 +203,9 @@ def test_compare_at_an_epoch_and_plot():
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "A (4 seeds)" in labels and "B (4 seeds)" in labels
     assert "shaded: 95% CI of the mean" in labels
+    # identical curves stay distinguishable: each group has its own line style
+    styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
+    assert styles["A (4 seeds)"] != styles["B (4 seeds)"]
 
 
 def test_plot_curves_whole_epochs_and_accuracy_within_0_and_1():
