@@ -335,11 +335,13 @@ def _welch(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, floa
 
 def _paired_t(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float]:
     """Paired t-test (``scipy.stats.ttest_rel``): two-sided p-value and confidence interval
-    of the mean per-seed difference ``mean(a - b)``. Differences without spread: p is 1 for a
-    zero difference and 0 otherwise, and the interval is the difference itself."""
-    diff = float((a - b).mean())
-    if (a - b).var() == 0.0:
-        return (1.0 if diff == 0.0 else 0.0), diff, diff
+    of the mean per-seed difference ``mean(a - b)``. Differences without spread: all zero
+    (the same runs) gives p = 1 and the interval (0, 0); all equal but not zero (e.g. +0.002
+    three times, accuracies come in steps) gives NaN: a few equal values do not show that
+    the spread is zero, so no interval can be given."""
+    d = a - b
+    if np.ptp(d) <= 1e-12:  # no spread, up to float rounding (0.843 - 0.841 vs 0.512 - 0.510)
+        return (1.0, 0.0, 0.0) if np.all(d == 0.0) else (math.nan, math.nan, math.nan)
     test = stats.ttest_rel(a, b)
     ci = test.confidence_interval(confidence)
     return float(test.pvalue), float(ci.low), float(ci.high)
@@ -425,10 +427,17 @@ class Comparison(Report):
             f"{self.n_a} seeds each" if self.n_a == self.n_b else f"{self.n_a} and {self.n_b} seeds"
         ) + (", paired by seed" if self.paired else "")
         numbers = (
-            f"difference of means {self.difference:+.3g}, {round(100 * self.confidence)}% CI "
+            f"{'mean per-seed difference' if self.paired else 'difference of means'} "
+            f"{self.difference:+.3g}, {round(100 * self.confidence)}% CI "
             f"{self.ci_low:+.3g} to {self.ci_high:+.3g}, {'paired t' if self.paired else 'Welch'} "
             f"p = {self.p_value:.2g}, permutation p = {self.p_permutation:.2g}"
         )
+        if math.isnan(self.p_value):
+            return (
+                f"With {seeds}, every seed gave the same difference ({self.difference:+.3g} on "
+                f"{self.label}): too few distinct values to estimate the spread, so no interval; "
+                "run more seeds before preferring either."
+            )
         if self.significant:
             a_wins = (self.difference > 0) == self.higher_is_better
             winner, loser = (self.name_a, self.name_b) if a_wins else (self.name_b, self.name_a)

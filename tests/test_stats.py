@@ -168,6 +168,16 @@ def test_compare_paired_cancels_shared_seed_noise():
     assert stats.min_permutation_p(5, 5, paired=True) == pytest.approx(0.0625)
 
 
+def test_compare_paired_equal_differences_give_no_interval():
+    # accuracies come in steps: three differences of exactly +0.002 do not show zero spread
+    same_step = stats.compare([0.843, 0.512, 0.822], [0.841, 0.510, 0.82], paired=True)
+    assert np.isnan(same_step.p_value) and np.isnan(same_step.ci_low)
+    assert not same_step.ci_low > 0 and not same_step.significant
+    assert "too few distinct values to estimate the spread" in same_step.verdict
+    same_runs = stats.compare([0.8, 0.81], [0.8, 0.81], paired=True)
+    assert (same_runs.p_value, same_runs.ci_low, same_runs.ci_high) == (1.0, 0.0, 0.0)
+
+
 def test_compare_paired_needs_pairs():
     with pytest.raises(ValueError, match="one value of each per seed; got 3 and 2"):
         stats.compare([0.9, 0.8, 0.7], [0.7, 0.8], paired=True)
