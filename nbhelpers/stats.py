@@ -43,7 +43,7 @@ from scipy import stats
 
 from nbhelpers.display import Report
 from nbhelpers.plots import finish_axes, history_rows
-from nbhelpers.validate import invalid, number, one_of
+from nbhelpers.validate import boolean, invalid, number, one_of
 from nbhelpers.validate import seed as valid_seed
 
 __all__ = [
@@ -347,10 +347,10 @@ def _paired_t(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, f
     return float(test.pvalue), float(ci.low), float(ci.high)
 
 
-#: Design of :func:`compare` -> (t-test, ``permutation_type`` of ``scipy.stats.permutation_test``).
-#: Independent: Welch's test, labels shuffled across all seeds; paired (seed i of A with seed i
-#: of B): the paired t-test, labels swapped within each pair.
-_DESIGNS = {False: (_welch, "independent"), True: (_paired_t, "samples")}
+#: Design of :func:`compare` -> (t-test, ``permutation_type`` of ``scipy.stats.permutation_test``,
+#: the t-test's name in reports). Independent: Welch's test, labels shuffled across all seeds;
+#: paired (seed i of A with seed i of B): the paired t-test, labels swapped within each pair.
+_DESIGNS = {False: (_welch, "independent", "Welch"), True: (_paired_t, "samples", "paired t")}
 
 
 def welch_interval(a, b, confidence: float = 0.95) -> tuple[float, float]:
@@ -429,7 +429,7 @@ class Comparison(Report):
         numbers = (
             f"{'mean per-seed difference' if self.paired else 'difference of means'} "
             f"{self.difference:+.3g}, {round(100 * self.confidence)}% CI "
-            f"{self.ci_low:+.3g} to {self.ci_high:+.3g}, {'paired t' if self.paired else 'Welch'} "
+            f"{self.ci_low:+.3g} to {self.ci_high:+.3g}, {_DESIGNS[self.paired][2]} "
             f"p = {self.p_value:.2g}, permutation p = {self.p_permutation:.2g}"
         )
         if math.isnan(self.p_value):
@@ -476,7 +476,7 @@ class Comparison(Report):
         return (
             f"Difference {self.name_a} - {self.name_b}: {self.difference:+.4g} "
             f"({round(100 * self.confidence)}% CI {self.ci_low:+.4g} to {self.ci_high:+.4g}); "
-            f"{'paired t' if self.paired else 'Welch'} p = {self.p_value:.3g}, "
+            f"{_DESIGNS[self.paired][2]} p = {self.p_value:.3g}, "
             f"permutation p = {self.p_permutation:.3g}. {self.verdict}"
         )
 
@@ -537,8 +537,7 @@ def compare(
     """
     name_a, name_b = _check_names(names)
     xa, xb = _as_sample(a, name_a), _as_sample(b, name_b)
-    if not isinstance(paired, bool):
-        raise invalid("paired", paired, "True or False")
+    paired = boolean("paired", paired)
     if paired and xa.size != xb.size:
         raise ValueError(
             f"paired samples need one value of each per seed; got {xa.size} and {xb.size}"

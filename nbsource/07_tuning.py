@@ -433,8 +433,7 @@ if NEXT_CHANGE:
         decision = compare(new, old, names=(label, best_label), label=f"validation accuracy after epoch {EPOCHS}", seed=SEED, paired=True)
         keep = bool(decision.ci_low > 0)
         print(f"{label}: validation {new.mean():.1%} vs {old.mean():.1%} before (means of {len(new)} seeds); "
-              f"difference {decision.difference:+.1%}, 95% CI {decision.ci_low:+.1%} to {decision.ci_high:+.1%}, "
-              f"paired t p = {decision.p_value:.2g}, permutation p = {decision.p_permutation:.2g} "
+              f"difference {decision.difference:+.1%}, 95% CI {decision.ci_low:+.1%} to {decision.ci_high:+.1%} "
               f"-> {'keep it' if keep else 'drop it (not better by more than seed noise)'}")  # fmt: skip
         print(decision.verdict)
     else:
@@ -508,6 +507,7 @@ fig_race = plot_curves(
 fig_race.axes[0].axhline(chance_test, color="black", ls=":", lw=1, label="chance")
 plt.show()
 
+
 def training_fields(config):
     """The fields that change what a run computes: not its name, nor gamma without its schedule."""
     fields = config.to_dict()
@@ -518,7 +518,14 @@ def training_fields(config):
 
 
 same_config = training_fields(final_config) == training_fields(reference)  # tuning may land on it
-if race is None:
+if same_config:  # the same runs on both sides: report what happened, not a race
+    beats = False
+    race_evidence = (f"the tuning at this size arrived at the reference fix's own configuration "
+                     f"({describe_config(final_config)}): on the same {len(FINAL_SEEDS)} seeds both reach test accuracy {final_mean:.1%}")  # fmt: skip
+    print(f"This is no race: the tuned configuration is the reference fix's own ({describe_config(final_config)}), "
+          "trained on the same seeds. Tuning at this size confirmed the reference fix"
+          + ("; the next change did not beat it on validation." if NEXT_CHANGE else "."))  # fmt: skip
+elif race is None:
     beats = bool(final_mean > reference_mean)
     race_evidence = f"tuned {final_mean:.1%} vs reference fix {reference_mean:.1%}, one seed (no interval)"
 else:
@@ -529,21 +536,14 @@ else:
         f"paired difference {race.difference:+.1%}, 95% CI {race.ci_low:+.1%} to {race.ci_high:+.1%}, "
         f"paired t p = {race.p_value:.2g}, permutation p = {race.p_permutation:.2g}"
     )
-if same_config:  # the same runs on both sides: report what happened, not a race
-    race_evidence = (f"the tuning at this size arrived at the reference fix's own configuration "
-                     f"({describe_config(final_config)}): on the same {len(FINAL_SEEDS)} seeds both reach test accuracy {final_mean:.1%}")  # fmt: skip
-    print(f"This is no race: the tuned configuration is the reference fix's own ({describe_config(final_config)}), "
-          "trained on the same seeds. Tuning at this size confirmed the reference fix"
-          + ("; the next change did not beat it on validation." if NEXT_CHANGE else "."))  # fmt: skip
-elif beats:
-    print(f"The tuned network beats the reference fix: {race_evidence}.")
-else:
+if not same_config:
     gap = final_mean - reference_mean
-    print(f"The tuned network does not beat the reference fix by more than seed noise: its mean is "
+    print(f"The tuned network beats the reference fix: {race_evidence}." if beats else
+          f"The tuned network does not beat the reference fix by more than seed noise: its mean is "
           f"{abs(gap):.1%} {'above' if gap >= 0 else 'below'} the reference fix's ({race_evidence}).")  # fmt: skip
-if race is not None and not same_config:
-    print(race.verdict)
-race_claim = Claim("the tuned model beats the reference fix", holds=beats and not same_config, evidence=race_evidence)
+    if race is not None:
+        print(race.verdict)
+race_claim = Claim("the tuned model beats the reference fix", holds=beats, evidence=race_evidence)
 
 # %% [markdown]
 # ## The whole journey
